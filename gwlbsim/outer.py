@@ -1,0 +1,90 @@
+"""The outer IPv4 + UDP headers that carry GENEVE between GWLB and its targets.
+
+GWLB's outer packets (as every real capture shows): IPv4 without options, TOS 0, TTL 255, IP id 0, DF
+clear, UDP to port 6081 with a valid checksum. Appliances answer with the addresses swapped and the ports
+kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import NamedTuple
+
+from gwlbsim.checksum import IPPROTO_UDP, internet_checksum, udp4_checksum, udp4_checksum_ok
+
+IPV4_HEADER_LEN = 20
+UDP_HEADER_LEN = 8
+OUTER_LEN = IPV4_HEADER_LEN + UDP_HEADER_LEN
+#: GWLB's outer header values, as captured.
+GWLB_TTL = 255
+GWLB_TOS = 0
+
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_UDP = struct.Struct("!HHHH")
+
+
+class OuterError(ValueError):
+    """Not an IPv4/UDP datagram we can take apart."""
+
+    reason = "bad_outer"
+
+
+class Outer(NamedTuple):
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    ttl: int
+    tos: int
+    ident: int
+    df: bool
+    udp_checksum: int
+    checksum_ok: bool  #: the UDP checksum verifies (a zero checksum counts as fine)
+    ip_header_len: int
+    payload_offset: int  #: where the UDP payload starts
+    payload_len: int
+
+
+def addr4(text: str) -> bytes:
+    return ipaddress.IPv4Address(text).packed
+
+
+def build_ipv4_udp(src: str | bytes, dst: str | bytes, sport: int, dport: int,
+                   payload: bytes | bytearray | memoryview, *, ttl: int = GWLB_TTL, tos: int = GWLB_TOS,
+                   ident: int = 0, df: bool = False, udp_checksum: bool = True) -> bytes:
+    """An IPv4 packet holding one UDP datagram, headers and checksums filled in."""
+    s = addr4(src) if isinstance(src, str) else src
+    d = addr4(dst) if isinstance(dst, str) else dst
+    udp_len = UDP_HEADER_LEN + len(payload)
+    total = IPV4_HEADER_LEN + udp_len
+    if total > 0xFFFF:
+        raise ValueError(f"datagram of {total} bytes does not fit IPv4")
+    udp = _UDP.pack(sport, dport, udp_len, 0) + bytes(payload)
+    if udp_checksum:
+        udp = udp[:6] + udp4_checksum(s, d, udp).to_bytes(2, "big") + udp[8:]
+    hdr = _IPV4.pack(0x45, tos, total, ident, 0x4000 if df else 0, ttl, IPPROTO_UDP, 0, s, d)
+    hdr = hdr[:10] + internet_checksum(hdr).to_bytes(2, "big") + hdr[12:]
+    return hdr + udp
+
+
+def parse_ipv4_udp(buf: bytes | bytearray | memoryview) -> Outer:
+    """Take apart an IPv4/UDP packet (as read from a raw or packet socket)."""
+    if len(buf) < OUTER_LEN:
+        raise OuterError(f"{len(buf)} bytes, too short for IPv4 + UDP")
+    vihl, tos, total, ident, frag, ttl, proto, _csum, s, d = _IPV4.unpack_from(buf, 0)
+    if vihl >> 4 != 4:
+        raise OuterError(f"IP version {vihl >> 4}, expected 4")
+    ihl = (vihl & 0x0F) * 4
+    if ihl < IPV4_HEADER_LEN or total < ihl + UDP_HEADER_LEN or total > len(buf):
+        raise OuterError(f"IPv4 header length {ihl}, total length {total}, {len(buf)} bytes present")
+    if proto != IPPROTO_UDP:
+        raise OuterError(f"IP protocol {proto}, expected UDP")
+    if frag & 0x3FFF:
+        raise OuterError("fragmented outer packet")
+    sport, dport, ulen, ucsum = _UDP.unpack_from(buf, ihl)
+    if ulen < UDP_HEADER_LEN or ihl + ulen > total:
+        raise OuterError(f"UDP length {ulen} does not fit the IP packet")
+    ok = udp4_checksum_ok(s, d, bytes(buf[ihl:ihl + ulen]))
+    return Outer(str(ipaddress.IPv4Address(s)), str(ipaddress.IPv4Address(d)), sport, dport, ttl, tos,
+                 ident, bool(frag & 0x4000), ucsum, ok, ihl, ihl + UDP_HEADER_LEN, ulen - UDP_HEADER_LEN)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scapy.all import IP, UDP, raw
+
+from gwlbsim import pcap
+from gwlbsim.checksum import internet_checksum, ones_sum, udp4_checksum
+from gwlbsim.outer import OuterError, build_ipv4_udp, parse_ipv4_udp
+from gwlbsim.vectors import aws_outer_packets
+
+
+@given(st.binary(max_size=200), st.integers(0, 65535), st.integers(0, 65535))
+def test_udp_checksum_agrees_with_scapy(payload: bytes, sport: int, dport: int) -> None:
+    ours = build_ipv4_udp("192.0.2.1", "198.51.100.7", sport, dport, payload)
+    theirs = raw(IP(src="192.0.2.1", dst="198.51.100.7", ttl=255, id=0, flags=0) / UDP(sport=sport, dport=dport)
+                 / payload)
+    assert ours == theirs
+
+
+def test_checksum_edge_cases() -> None:
+    assert ones_sum(b"") == 0 and internet_checksum(b"\0\0") == 0xFFFF
+    assert ones_sum(b"\xff\xff") == 0xFFFF and internet_checksum(b"\xff\xff") == 0
+    assert ones_sum(b"\x01") == 0x0100
+    assert 0 < udp4_checksum(b"\0" * 4, b"\0" * 4, b"\0" * 8) <= 0xFFFF
+
+
+def test_real_aws_outer_headers_verify() -> None:
+    pkts = aws_outer_packets()
+    assert len(pkts) == 6
+    for p in pkts:
+        o = parse_ipv4_udp(p)
+        assert o.checksum_ok and o.udp_checksum != 0
+        assert (o.ttl, o.tos, o.ident, o.df, o.dport) == (255, 0, 0, False, 6081)
+        assert 60000 <= o.sport <= 61009
+
+
+@pytest.mark.parametrize("data", [b"", bytes(27), b"\x65" + bytes(27),
+                                  raw(IP(proto=6) / UDP())[:28], raw(IP(flags="MF") / UDP())])
+def test_bad_outer_packets(data: bytes) -> None:
+    with pytest.raises(OuterError):
+        parse_ipv4_udp(data)
+
+
+def test_pcap_round_trip(tmp_path: Path) -> None:
+    pkts = [b"\x45" + bytes(19), b"\x60" + bytes(39)]
+    pcap.write(tmp_path / "x.pcap", [(1.5, pkts[0]), pkts[1]])
+    recs = pcap.read(tmp_path / "x.pcap")
+    assert [r.data for r in recs] == pkts and recs[0].timestamp == 1.5
+    assert all(r.linktype == pcap.LINKTYPE_RAW for r in recs)
+    (tmp_path / "bad").write_bytes(b"nope" * 10)
+    with pytest.raises(pcap.PcapError):
+        pcap.read(tmp_path / "bad")
