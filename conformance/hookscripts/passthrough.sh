@@ -1,0 +1,17 @@
+#!/bin/sh
+# gwlbtun-style tunnel hook: one-arm passthrough.
+# Called as: passthrough.sh CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id in hex>
+# On CREATE, every packet arriving on the ingress device is redirected, unchanged, out of the egress device,
+# where the tunnel handler picks it up and returns it to GWLB. Nothing to undo on DESTROY: the tc rules go
+# away with the devices.
+set -eu
+action=${1:?action} ingress=${2:?ingress device} egress=${3:?egress device}
+case "$action" in
+CREATE)
+    tc qdisc add dev "$ingress" ingress
+    tc filter add dev "$ingress" parent ffff: protocol all prio 1 u32 match u32 0 0 \
+        action mirred egress redirect dev "$egress"
+    ;;
+DESTROY) ;;
+*) echo "passthrough.sh: unknown action $action" >&2; exit 2 ;;
+esac

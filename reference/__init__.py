@@ -1,0 +1,1 @@
+"""The reference GWLB appliance: a correct, fast, gwlbtun-compatible GENEVE tunnel handler."""

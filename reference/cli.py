@@ -1,0 +1,176 @@
+"""``gwlb-reference``: the reference GWLB appliance, with gwlbtun's command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from gwlbsim import __version__, geneve
+from reference.core import ApplianceCore, Config
+from reference.hooks import parse_hook
+
+EPILOG = """\
+Hook arguments (as gwlbtun): HOOK CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id, 16 hex digits>.
+X is the ENI id in base 60. Hooks run without a shell, bounded by --hook-timeout.
+
+Health (-p): HTTP/1.1 200 when healthy, 503 when not: the datapath loop stalled or died, a tunnel could not
+be created or its create hook failed (until a later creation succeeds), a hook is stuck, or the appliance
+is shutting down. Needs root (TUN devices, a raw socket for returns).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gwlb-reference",
+        description="Reference AWS Gateway Load Balancer appliance: receives GENEVE on UDP 6081, gives each GWLB "
+                    "endpoint a pair of TUN devices (gwi-X in, gwo-X out) and returns what the OS sends out of "
+                    "them to GWLB with the flow's GENEVE header.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("gwlbtun-compatible options")
+    g.add_argument("-c", metavar="FILE", dest="create_hook", help="command to run when a tunnel has been created")
+    g.add_argument("-r", metavar="FILE", dest="destroy_hook", help="command to run before a tunnel is destroyed")
+    g.add_argument("-t", metavar="SECS", dest="tunnel_timeout", type=_seconds, default=0.0,
+                   help="destroy a tunnel after this many seconds without traffic either way (0 = never; default)")
+    g.add_argument("-i", metavar="SECS", dest="flow_timeout", type=_positive_seconds, default=350.0,
+                   help="flow cache idle timeout; match GWLB's (default 350)")
+    g.add_argument("-p", metavar="PORT", dest="health_port", type=_port, help="serve health status on TCP PORT")
+    g.add_argument("-s", dest="simple", action="store_true", help="health: status code only, no body")
+    g.add_argument("-j", dest="json", action="store_true", help="health: body in JSON")
+    g.add_argument("-d", dest="debug", action="store_true", help="debug output")
+    g.add_argument("-x", dest="hexdump", action="store_true", help="hex dumps of packets (with -d)")
+    g.add_argument("--udpthreads", type=_count, default=1, metavar="N",
+                   help="accepted for compatibility; the datapath is one epoll loop with batched I/O")
+    g.add_argument("--tunthreads", type=_count, default=1, metavar="N", help="as --udpthreads")
+    g.add_argument("--udpaffinity", metavar="CPUS", help="pin the datapath to these CPUs (e.g. 0,2-3)")
+    g.add_argument("--tunaffinity", metavar="CPUS", help="accepted for compatibility; see --udpaffinity")
+    g.add_argument("--logging", metavar="SPEC",
+                   help="log levels: LEVEL or SECTION=LEVEL,... (sections: core, hooks, health)")
+    e = p.add_argument_group("further options")
+    e.add_argument("--listen", default="0.0.0.0", metavar="ADDR", help="address to receive GENEVE on")
+    e.add_argument("--health-bind", default="0.0.0.0", metavar="ADDR", help="address for the health port")
+    e.add_argument("--max-flows", type=_count, default=1_000_000, metavar="N",
+                   help="bound on flow-cache entries (least recently used evicted; default 1000000)")
+    e.add_argument("--hook-timeout", type=_positive_seconds, default=30.0, metavar="SECS",
+                   help="kill a hook still running after this long (default 30)")
+    e.add_argument("--no-udp-checksum", action="store_true",
+                   help="send returns with a zero outer UDP checksum, as gwlbtun does (faster)")
+    e.add_argument("--option-class", type=lambda v: int(v, 0), default=geneve.AWS_OPTION_CLASS, metavar="N",
+                   help="GENEVE option class of the GWLB options (default 0x0108, AWS; Tencent uses 0x0167)")
+    e.add_argument("--version", action="version", version=f"gwlb-reference {__version__}")
+    return p
+
+
+def _seconds(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number of seconds") from None
+    if f < 0:
+        raise argparse.ArgumentTypeError(f"{v} is negative")
+    return f
+
+
+def _positive_seconds(v: str) -> float:
+    f = _seconds(v)
+    if f == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return f
+
+
+def _port(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a port number") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port {n} is not within 1-65535")
+    return n
+
+
+def _count(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is less than 1")
+    return n
+
+
+def _cpus(spec: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def configure_logging(debug: bool, spec: str | None) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if not spec:
+        return
+    for item in spec.split(","):
+        section, _, level = item.rpartition("=")
+        name = "gwlb-reference" + (f".{section}" if section and section != "core" else "")
+        lvl = logging.getLevelName(level.strip().upper())
+        if not isinstance(lvl, int):
+            raise ValueError(f"unknown log level {level!r} in --logging")
+        logging.getLogger(name).setLevel(lvl)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.simple and args.json:
+        parser.error("-s and -j exclude each other")
+    try:
+        configure_logging(args.debug, args.logging)
+        hooks = {k: parse_hook(getattr(args, k)) if getattr(args, k) else None
+                 for k in ("create_hook", "destroy_hook")}
+        config = Config(flow_timeout=args.flow_timeout, tunnel_timeout=args.tunnel_timeout,
+                        max_flows=args.max_flows, option_class=args.option_class,
+                        udp_checksum=not args.no_udp_checksum)
+        cpus = _cpus(args.udpaffinity) if args.udpaffinity else None
+    except ValueError as e:
+        parser.error(str(e))
+    for k, argv_ in hooks.items():
+        if argv_ and os.sep in argv_[0] and not os.access(argv_[0], os.X_OK):
+            parser.error(f"{k.replace('_', ' ')} {argv_[0]!r} is not an executable file")
+    log = logging.getLogger("gwlb-reference")
+    if max(args.udpthreads, args.tunthreads) > 1:
+        log.info("--udpthreads/--tunthreads > 1: this version runs one batched datapath loop")
+
+    from reference.linux import Appliance, Options
+
+    opts = Options(listen=args.listen, create_hook=hooks["create_hook"], destroy_hook=hooks["destroy_hook"],
+                   hook_timeout=args.hook_timeout, health_port=args.health_port, health_bind=args.health_bind,
+                   health_mode="simple" if args.simple else "json" if args.json else "text",
+                   hexdump=args.hexdump and args.debug)
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        app = Appliance(ApplianceCore(config), opts)
+    except OSError as e:
+        print(f"gwlb-reference: {e.strerror or e}", file=sys.stderr)
+        if e.errno in (1, 13):
+            print("gwlb-reference: needs root or CAP_NET_ADMIN + CAP_NET_RAW (TUN devices, raw socket)",
+                  file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        app.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app.run()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

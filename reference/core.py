@@ -1,0 +1,428 @@
+"""The reference appliance's datapath logic, with no I/O: packets and the time in, verdicts out.
+
+The driver (``reference.linux``) feeds it:
+
+* :meth:`ApplianceCore.inbound` for every GENEVE datagram received from GWLB. It validates the packet,
+  finds or starts the endpoint's tunnel, remembers the flow's latest GENEVE header and outer addressing,
+  and says where the inner packet goes (to the tunnel's ingress device now, into the tunnel's pending queue
+  while the tunnel is being created, or nowhere: dropped with a reason).
+* :meth:`ApplianceCore.outbound` for every packet the OS sends out of a tunnel device. It returns the
+  complete outer IPv4/UDP/GENEVE packet to send back to GWLB, or None (dropped with a reason).
+* :meth:`ApplianceCore.tick` about once a second: tunnels idle past ``-t`` are retired, expired flows swept.
+
+The time is always passed in (``now``, seconds on any monotonic scale), never read here.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import NamedTuple
+
+from gwlbsim import geneve
+from gwlbsim.checksum import IPPROTO_UDP
+from gwlbsim.eni import device_names, to_hex
+from gwlbsim.flowkey import InnerError, SymKey, symmetric_key
+
+#: Drop reasons the core adds to the codec's (``gwlbsim.geneve.REASONS``).
+NOT_TO_GENEVE_PORT = "not_geneve_port"
+OVERSIZE_INBOUND = "oversize_inbound"
+OVERSIZE_RETURN = "oversize_return"
+NO_FLOW = "no_flow"  # the OS sent a packet of a flow never seen from GWLB: appliances may not originate flows
+EXPIRED_FLOW = "expired_flow"  # ... or of a flow idle for longer than the flow timeout
+BAD_RETURN_PACKET = "bad_return_packet"  # what the OS sent is not an IP packet with a flow
+BAD_INNER_PACKET = InnerError.reason  # GWLB sent an inner packet whose flow cannot be told
+FLOW_CACHE_FULL = "flow_cache_full"  # a new flow while the cache is at its bound and nothing could expire
+TUNNEL_PENDING_OVERFLOW = "tunnel_pending_overflow"
+TUNNEL_CREATE_FAILED = "tunnel_create_failed"
+UNKNOWN_TUNNEL = "unknown_tunnel"
+CORE_REASONS = (NOT_TO_GENEVE_PORT, BAD_INNER_PACKET, OVERSIZE_INBOUND, OVERSIZE_RETURN, NO_FLOW, EXPIRED_FLOW,
+                BAD_RETURN_PACKET,
+                FLOW_CACHE_FULL, TUNNEL_PENDING_OVERFLOW, TUNNEL_CREATE_FAILED, UNKNOWN_TUNNEL)
+ALL_REASONS = geneve.REASONS + CORE_REASONS
+
+_IPV4_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")
+_TOTAL_LEN = struct.Struct("!H")
+_RETURN_TTL = 64
+
+
+class TunnelState(Enum):
+    CREATING = "creating"  #: devices and create hook in progress; packets wait in the pending queue
+    READY = "ready"
+    FAILED = "failed"  #: creation failed; the next packet retries
+    RETIRED = "retired"  #: idle past -t, destroy in progress or done
+
+
+@dataclass
+class Config:
+    flow_timeout: float = 350.0  #: -i: seconds without traffic after which a flow entry is dead
+    tunnel_timeout: float = 0.0  #: -t: seconds without traffic after which a tunnel is torn down; 0 = never
+    max_flows: int = 1_000_000  #: bound on flow-cache entries across all tunnels
+    option_class: int = geneve.AWS_OPTION_CLASS
+    mtu: int = geneve.GWLB_MTU  #: largest inner packet accepted from GWLB or returned to it
+    pending_limit: int = 4096  #: packets held per tunnel while it is being created
+    geneve_port: int = geneve.GENEVE_PORT
+    udp_checksum: bool = True  #: compute the outer UDP checksum of returns (else send 0, as gwlbtun does)
+    retry_interval: float = 1.0  #: after a failed tunnel creation, packets are dropped this long before a retry
+
+    def __post_init__(self) -> None:
+        if self.flow_timeout <= 0:
+            raise ValueError(f"flow timeout must be positive, got {self.flow_timeout}")
+        if self.tunnel_timeout < 0:
+            raise ValueError(f"tunnel timeout must be 0 (never) or positive, got {self.tunnel_timeout}")
+        if self.max_flows < 1:
+            raise ValueError(f"flow cache bound must be at least 1, got {self.max_flows}")
+        if not 68 <= self.mtu <= 65535 - geneve.GWLB_OVERHEAD:
+            raise ValueError(f"MTU {self.mtu} out of range")
+
+
+class Flow:
+    """What is needed to send a packet of this flow back: the latest inbound header, pre-assembled."""
+
+    __slots__ = ("addressing", "ip_sum", "last_seen", "prefix", "udp_sum")
+
+    def __init__(self, prefix: bytes, ip_sum: int, udp_sum: int, addressing: tuple[str, int, str, int],
+                 last_seen: float) -> None:
+        self.prefix = prefix  #: outer IPv4 + UDP + GENEVE header, lengths and checksums zero
+        self.ip_sum = ip_sum  #: ones' sum of the constant IPv4 header words
+        self.udp_sum = udp_sum  #: ones' sum of pseudo-header constants + UDP ports + GENEVE header; -1: none
+        self.addressing = addressing  #: (GWLB address, GWLB port, our address, our port) as received
+        self.last_seen = last_seen
+
+    @property
+    def dst(self) -> tuple[str, int]:
+        """Where the return goes: the GWLB address and port the flow's latest packet came from."""
+        return self.addressing[0], self.addressing[1]
+
+    @property
+    def header(self) -> bytes:
+        """The GENEVE header of the flow's latest inbound packet, as received."""
+        return self.prefix[28:]
+
+
+@dataclass
+class Counters:
+    in_packets: int = 0
+    in_bytes: int = 0
+    out_packets: int = 0
+    out_bytes: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + n
+
+
+@dataclass
+class Tunnel:
+    """One GWLB endpoint (ENI id): its devices, its flows and its counters."""
+
+    eni_id: int
+    created_at: float
+    last_seen: float
+    state: TunnelState = TunnelState.CREATING
+    flows: dict[SymKey, Flow] = field(default_factory=dict)
+    pending: deque[bytes] = field(default_factory=deque)
+    counters: Counters = field(default_factory=Counters)
+    generation: int = 0  #: how many times this ENI's tunnel has been created
+    failed_at: float = 0.0
+    handle: object = None  #: the driver's own data (device file descriptors); never used here
+
+    @property
+    def ingress(self) -> str:
+        return device_names(self.eni_id)[0]
+
+    @property
+    def egress(self) -> str:
+        return device_names(self.eni_id)[1]
+
+    @property
+    def eni_hex(self) -> str:
+        return to_hex(self.eni_id)
+
+
+class Inbound(NamedTuple):
+    """Verdict on an inbound datagram that was not dropped."""
+
+    tunnel: Tunnel
+    inner_start: int
+    inner_end: int
+    new_tunnel: bool  #: the driver must create this tunnel's devices and run the create hook
+    queued: bool  #: the inner packet was copied to the tunnel's pending queue; nothing to write now
+
+
+class ApplianceCore:
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.tunnels: dict[int, Tunnel] = {}
+        self.totals = Counters()
+        self.flow_count = 0
+        self.evictions = 0
+        self._generations: dict[int, int] = {}
+        self._sweep_iter: list[tuple[Tunnel, SymKey]] = []
+
+    # ---------------------------------------------------------------------------------------------- inbound
+
+    def inbound(self, buf: bytes | bytearray | memoryview, start: int, end: int, src: str, dst: str,
+                sport: int, dport: int, now: float) -> Inbound | None:
+        """A GENEVE datagram ``buf[start:end]`` arrived from ``src:sport`` at our ``dst:dport``."""
+        totals = self.totals
+        totals.in_packets += 1
+        totals.in_bytes += end - start
+        cfg = self.config
+        if dport != cfg.geneve_port:
+            totals.drop(NOT_TO_GENEVE_PORT)
+            return None
+        try:
+            s = geneve.scan(buf, start, end, cfg.option_class)
+        except geneve.GeneveError as e:
+            totals.drop(e.reason)
+            return None
+        inner_start = start + s.header_len
+        inner_end = inner_start + s.inner_len
+        if s.inner_len > cfg.mtu:
+            totals.drop(OVERSIZE_INBOUND)
+            return None
+        try:
+            key = symmetric_key(buf, inner_start, inner_end)
+        except InnerError:
+            totals.drop(BAD_INNER_PACKET)
+            return None
+
+        tunnel = self.tunnels.get(s.eni_id)
+        new_tunnel = False
+        if tunnel is None:
+            tunnel = self._start_tunnel(s.eni_id, now)
+            new_tunnel = True
+        elif tunnel.state is TunnelState.FAILED:
+            if now - tunnel.failed_at < cfg.retry_interval:
+                tunnel.counters.drop(TUNNEL_CREATE_FAILED)
+                totals.drop(TUNNEL_CREATE_FAILED)
+                return None
+            tunnel = self._start_tunnel(s.eni_id, now)
+            new_tunnel = True
+        tunnel.last_seen = now
+        c = tunnel.counters
+        c.in_packets += 1
+        c.in_bytes += s.inner_len
+
+        self._remember(tunnel, key, buf, start, s.header_len, src, dst, sport, dport, now)
+
+        if tunnel.state is TunnelState.CREATING:
+            if len(tunnel.pending) >= cfg.pending_limit:
+                c.drop(TUNNEL_PENDING_OVERFLOW)
+                totals.drop(TUNNEL_PENDING_OVERFLOW)
+                return None
+            tunnel.pending.append(bytes(buf[inner_start:inner_end]))
+            return Inbound(tunnel, inner_start, inner_end, new_tunnel, True)
+        return Inbound(tunnel, inner_start, inner_end, new_tunnel, False)
+
+    def _start_tunnel(self, eni_id: int, now: float) -> Tunnel:
+        gen = self._generations.get(eni_id, 0) + 1
+        self._generations[eni_id] = gen
+        old = self.tunnels.get(eni_id)
+        tunnel = Tunnel(eni_id, now, now, generation=gen)
+        if old is not None:  # a failed attempt: keep what it learned
+            tunnel.flows = old.flows
+            tunnel.counters = old.counters
+        self.tunnels[eni_id] = tunnel
+        return tunnel
+
+    def _remember(self, tunnel: Tunnel, key: SymKey, buf: bytes | bytearray | memoryview, start: int,
+                  header_len: int, src: str, dst: str, sport: int, dport: int, now: float) -> None:
+        """Store (or refresh) the flow's return template from this, its latest inbound packet."""
+        flows = tunnel.flows
+        old = flows.pop(key, None)
+        if old is None:
+            if self.flow_count >= self.config.max_flows and not self._make_room(now):
+                tunnel.counters.drop(FLOW_CACHE_FULL)
+                self.totals.drop(FLOW_CACHE_FULL)
+                return
+            self.flow_count += 1
+        elif old.addressing == (src, sport, dst, dport) and old.prefix[28:] == buf[start:start + header_len]:
+            old.last_seen = now  # same header, same addressing: nothing to rebuild
+            flows[key] = old  # re-inserted last: dict order is least recently refreshed first
+            return
+        hdr = bytes(buf[start:start + header_len])
+        # return: addresses swapped, ports as received (source = GWLB's source port, destination 6081)
+        s_ip = _addr(dst)
+        d_ip = _addr(src)
+        ip = _IPV4_UDP.pack(0x45, 0, 0, 0, 0, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
+        prefix = ip + hdr
+        ip_sum = _sum16(prefix[:20])
+        udp_sum = (_sum16(s_ip + d_ip) + IPPROTO_UDP + sport + dport + _sum16(hdr)) if self.config.udp_checksum \
+            else -1
+        flows[key] = Flow(prefix, ip_sum, udp_sum, (src, sport, dst, dport), now)
+
+    def _make_room(self, now: float) -> bool:
+        """Free one entry when the cache is full: an expired one if any, else the least recently used."""
+        self.sweep(now, budget=1024)
+        if self.flow_count < self.config.max_flows:
+            return True
+        oldest: tuple[float, Tunnel, SymKey] | None = None
+        for t in self.tunnels.values():
+            if t.flows:
+                k = next(iter(t.flows))
+                seen = t.flows[k].last_seen
+                if oldest is None or seen < oldest[0]:
+                    oldest = (seen, t, k)
+        if oldest is None:
+            return False
+        del oldest[1].flows[oldest[2]]
+        self.flow_count -= 1
+        self.evictions += 1
+        return True
+
+    # ------------------------------------------------------------------------------------- tunnel lifecycle
+
+    def tunnel_ready(self, eni_id: int, now: float) -> list[bytes]:
+        """The driver created the devices and the hook ran: returns the queued inner packets to write."""
+        t = self.tunnels.get(eni_id)
+        if t is None or t.state is not TunnelState.CREATING:
+            return []
+        t.state = TunnelState.READY
+        out = list(t.pending)
+        t.pending.clear()
+        return out
+
+    def tunnel_failed(self, eni_id: int, now: float) -> None:
+        """Creation failed: the queued packets are dropped and counted; the next packet retries."""
+        t = self.tunnels.get(eni_id)
+        if t is None or t.state is not TunnelState.CREATING:
+            return
+        t.state = TunnelState.FAILED
+        t.failed_at = now
+        n = len(t.pending)
+        t.pending.clear()
+        if n:
+            t.counters.drop(TUNNEL_CREATE_FAILED, n)
+            self.totals.drop(TUNNEL_CREATE_FAILED, n)
+
+    def tick(self, now: float) -> list[Tunnel]:
+        """Periodic work. Returns the tunnels retired for idleness: the driver destroys them."""
+        retired: list[Tunnel] = []
+        timeout = self.config.tunnel_timeout
+        if timeout > 0:
+            for eni_id, t in list(self.tunnels.items()):
+                if t.state is TunnelState.READY and now - t.last_seen >= timeout:
+                    t.state = TunnelState.RETIRED
+                    del self.tunnels[eni_id]
+                    self.flow_count -= len(t.flows)
+                    t.flows.clear()
+                    retired.append(t)
+        self.sweep(now)
+        return retired
+
+    def retire_all(self) -> list[Tunnel]:
+        """Shutdown: every tunnel that has devices, to be destroyed."""
+        out = [t for t in self.tunnels.values() if t.state is not TunnelState.FAILED]
+        for t in self.tunnels.values():
+            t.state = TunnelState.RETIRED
+        self.tunnels.clear()
+        self.flow_count = 0
+        return out
+
+    def sweep(self, now: float, budget: int = 20_000) -> int:
+        """Remove up to ``budget`` expired flow entries (oldest first in each tunnel). Returns how many."""
+        timeout = self.config.flow_timeout
+        removed = 0
+        for t in self.tunnels.values():
+            flows = t.flows
+            while flows and removed < budget:
+                k = next(iter(flows))
+                if now - flows[k].last_seen <= timeout:
+                    break
+                del flows[k]
+                removed += 1
+        self.flow_count -= removed
+        return removed
+
+    # --------------------------------------------------------------------------------------------- outbound
+
+    def outbound(self, tunnel: Tunnel, pkt: bytes | bytearray | memoryview, now: float) -> Flow | None:
+        """The OS sent ``pkt`` out of one of ``tunnel``'s devices. Returns its flow, or None if dropped.
+
+        Use :meth:`encapsulate` (or :func:`return_header`) to make the outer packet.
+        """
+        c = tunnel.counters
+        n = len(pkt)
+        if n > self.config.mtu:
+            c.drop(OVERSIZE_RETURN)
+            self.totals.drop(OVERSIZE_RETURN)
+            return None
+        try:
+            key = symmetric_key(pkt, 0, n)
+        except InnerError:
+            c.drop(BAD_RETURN_PACKET)
+            self.totals.drop(BAD_RETURN_PACKET)
+            return None
+        flow = tunnel.flows.get(key)
+        if flow is None:
+            c.drop(NO_FLOW)
+            self.totals.drop(NO_FLOW)
+            return None
+        if now - flow.last_seen > self.config.flow_timeout:
+            del tunnel.flows[key]
+            self.flow_count -= 1
+            c.drop(EXPIRED_FLOW)
+            self.totals.drop(EXPIRED_FLOW)
+            return None
+        flow.last_seen = now
+        tunnel.last_seen = now
+        c.out_packets += 1
+        c.out_bytes += n
+        self.totals.out_packets += 1
+        self.totals.out_bytes += n
+        return flow
+
+    def encapsulate(self, flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
+        """The complete outer packet returning ``pkt`` to GWLB with the flow's header."""
+        return return_header(flow, pkt) + bytes(pkt)
+
+    # ------------------------------------------------------------------------------------------------ stats
+
+    def flows_in(self, eni_id: int) -> int:
+        t = self.tunnels.get(eni_id)
+        return len(t.flows) if t else 0
+
+
+def return_header(flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
+    """Outer IPv4 + UDP + GENEVE header for returning ``pkt``: lengths and checksums filled in."""
+    prefix = flow.prefix
+    n = len(pkt)
+    total = len(prefix) + n
+    udp_len = total - 20
+    ip_csum = 0xFFFF - _fold(flow.ip_sum + total)
+    if flow.udp_sum < 0:
+        udp_csum = 0
+    else:
+        # pseudo-header length and UDP length field both count udp_len
+        r = (flow.udp_sum + udp_len + udp_len + int.from_bytes(bytes(pkt) + b"\0" * (n & 1), "big")) % 0xFFFF
+        udp_csum = 0xFFFF - r if r else 0xFFFF
+    return b"".join((prefix[:2], _TOTAL_LEN.pack(total), prefix[4:10], _TOTAL_LEN.pack(ip_csum), prefix[12:24],
+                     _TOTAL_LEN.pack(udp_len), _TOTAL_LEN.pack(udp_csum), prefix[28:]))
+
+
+def _sum16(data: bytes) -> int:
+    """Ones' sum (mod 0xFFFF) of an even-length byte string."""
+    return int.from_bytes(data, "big") % 0xFFFF
+
+
+def _fold(v: int) -> int:
+    r = v % 0xFFFF
+    return r if r else 0xFFFF
+
+
+_ADDR_CACHE: dict[str, bytes] = {}
+
+
+def _addr(text: str) -> bytes:
+    b = _ADDR_CACHE.get(text)
+    if b is None:
+        import socket
+
+        b = socket.inet_aton(text)
+        if len(_ADDR_CACHE) < 4096:
+            _ADDR_CACHE[text] = b
+    return b

@@ -1,0 +1,486 @@
+"""The reference appliance's Linux driver: UDP and raw sockets, TUN devices, hooks, health, signals.
+
+Threads:
+
+* the datapath (the caller's thread): one epoll loop over the GENEVE socket, every tunnel device and a
+  wake-up pipe; batched receive and send; a tick every quarter second for timeouts;
+* the lifecycle worker: creates and destroys tunnels (devices + hooks) strictly in order, so that a tunnel
+  being destroyed is gone before the same endpoint's next tunnel is created, and slow hooks never stall
+  the datapath (packets for a tunnel being created wait in its pending queue);
+* the health server's threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gwlbsim import __version__
+from gwlbsim.fastio import BatchReceiver, BatchSender
+from gwlbsim.tun import TunError, exists, open_tun
+from reference.core import ApplianceCore, Tunnel, TunnelState, return_header
+from reference.hooks import HookResult, run_hook
+
+log = logging.getLogger("gwlb-reference")
+
+TICK = 0.25  # seconds between timeout checks: tunnels go within a second of -t
+STALL_AFTER = 3.0  # the datapath is reported unhealthy when its loop has not turned for this long
+TUN_READ_BUDGET = 256  # packets read from one device before looking at the others
+UDP_BATCHES = 8  # receive batches taken before looking at the tunnels
+
+# Drop reasons of the driver (I/O failures), next to the core's.
+TUN_WRITE_FAILED = "tun_write_failed"
+SEND_FAILED = "send_failed"
+UDP_TRUNCATED = "udp_truncated"
+
+
+@dataclass
+class Options:
+    """Everything the driver needs besides the core's :class:`reference.core.Config`."""
+
+    listen: str = "0.0.0.0"
+    create_hook: list[str] | None = None
+    destroy_hook: list[str] | None = None
+    hook_timeout: float = 30.0
+    health_port: int | None = None
+    health_bind: str = "0.0.0.0"
+    health_mode: str = "text"
+    hexdump: bool = False
+    batch: int = 64
+    rcvbuf: int = 16 << 20
+    sndbuf: int = 8 << 20
+
+
+@dataclass
+class TunHandle:
+    ingress_fd: int
+    egress_fd: int
+
+
+@dataclass
+class HookStats:
+    create_ok: int = 0
+    create_failed: int = 0
+    destroy_ok: int = 0
+    destroy_failed: int = 0
+    last_create_error: str = ""
+
+
+@dataclass
+class _Job:
+    action: str  # "create" or "destroy"
+    tunnel: Tunnel
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Lifecycle(threading.Thread):
+    """Creates and destroys tunnels in order; reports completions through ``results`` and a wake-up pipe."""
+
+    def __init__(self, core: ApplianceCore, opts: Options, wake: Callable[[], None]) -> None:
+        super().__init__(name="lifecycle", daemon=True)
+        self.core = core
+        self.opts = opts
+        self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.results: queue.Queue[tuple[str, Tunnel, TunHandle | None]] = queue.Queue()
+        self.hooks = HookStats()
+        self.busy_since: float | None = None
+        self._wake = wake
+        self._devices: dict[tuple[int, int], TunHandle] = {}  # (ENI, generation) -> the devices we opened
+
+    def submit(self, action: str, tunnel: Tunnel) -> _Job:
+        job = _Job(action, tunnel)
+        self.jobs.put(job)
+        return job
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            self.busy_since = time.monotonic()
+            try:
+                if job.action == "create":
+                    self._create(job.tunnel)
+                else:
+                    self._destroy(job.tunnel)
+            except Exception:
+                log.exception("tunnel %s of %s failed", job.action, job.tunnel.ingress)
+                if job.action == "create":
+                    self.results.put(("failed", job.tunnel, None))
+            finally:
+                self.busy_since = None
+                job.done.set()
+                self._wake()
+
+    def _hook(self, command: list[str] | None, action: str, t: Tunnel) -> HookResult | None:
+        if not command:
+            return None
+        return run_hook(command, action, t.ingress, t.egress, t.eni_hex, self.opts.hook_timeout)
+
+    def _create(self, t: Tunnel) -> None:
+        mtu = self.core.config.mtu
+        try:
+            gwi = open_tun(t.ingress, mtu=mtu, rp_filter=0, ipv6_link_local=False)
+        except (TunError, OSError) as e:
+            self.hooks.last_create_error = str(e)
+            self.hooks.create_failed += 1
+            log.error("cannot create tunnel for ENI %s: %s", t.eni_hex, e)
+            self.results.put(("failed", t, None))
+            return
+        try:
+            gwo = open_tun(t.egress, mtu=mtu, rp_filter=0, ipv6_link_local=False)
+        except (TunError, OSError) as e:
+            os.close(gwi)
+            self.hooks.last_create_error = str(e)
+            self.hooks.create_failed += 1
+            log.error("cannot create tunnel for ENI %s: %s", t.eni_hex, e)
+            self.results.put(("failed", t, None))
+            return
+        handle = TunHandle(gwi, gwo)
+        self._devices[(t.eni_id, t.generation)] = handle
+        log.info("tunnel %s/%s created for ENI %s (generation %d)", t.ingress, t.egress, t.eni_hex, t.generation)
+        res = self._hook(self.opts.create_hook, "CREATE", t)
+        if res is not None and not res.ok:
+            self.hooks.create_failed += 1
+            self.hooks.last_create_error = f"create hook: {res.error}"
+        else:
+            self.hooks.create_ok += 1
+            self.hooks.last_create_error = ""
+        self.results.put(("ready", t, handle))
+
+    def _destroy(self, t: Tunnel) -> None:
+        res = self._hook(self.opts.destroy_hook, "DESTROY", t)
+        if res is not None:
+            if res.ok:
+                self.hooks.destroy_ok += 1
+            else:
+                self.hooks.destroy_failed += 1
+        h = self._devices.pop((t.eni_id, t.generation), None)
+        if h is None:  # its creation failed: nothing to remove
+            return
+        os.close(h.ingress_fd)
+        os.close(h.egress_fd)
+        t.handle = None
+        for _ in range(100):  # the kernel unregisters the devices asynchronously; wait until they are gone
+            if not exists(t.ingress) and not exists(t.egress):
+                break
+            time.sleep(0.01)
+        else:
+            log.warning("devices of %s still present after closing them", t.ingress)
+        log.info("tunnel %s/%s destroyed", t.ingress, t.egress)
+
+
+class Appliance:
+    """The whole running appliance: sockets, datapath loop, lifecycle worker and health server."""
+
+    def __init__(self, core: ApplianceCore, opts: Options, clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = core
+        self.opts = opts
+        self.clock = clock
+        self.started = clock()
+        self.heartbeat = self.started
+        self.driver_drops: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.lifecycle = Lifecycle(core, opts, self.wake)
+        self.udp = self._udp_socket()
+        self.raw = self._raw_socket()
+        self.rx = BatchReceiver(self.udp, opts.batch, 65536, pktinfo=True)
+        self.tx = BatchSender(self.raw, opts.batch)
+        self._tun_buf = bytearray(65536)
+        self._tun_view = memoryview(self._tun_buf)
+        self._fd_tunnel: dict[int, Tunnel] = {}
+        self._epoll = select.epoll()
+        self.health = None
+        if opts.health_port is not None:
+            from reference.health import HealthServer
+
+            try:
+                self.health = HealthServer((opts.health_bind, opts.health_port), self.status, opts.health_mode)
+            except OSError as e:
+                self.close()
+                raise OSError(e.errno, f"cannot listen for health checks on {opts.health_bind}:{opts.health_port}: "
+                                       f"{e.strerror}") from e
+
+    # ---------------------------------------------------------------------------------------------- sockets
+
+    def _udp_socket(self) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            _set_buffer(s, socket.SO_RCVBUF, 33, self.opts.rcvbuf)  # 33 = SO_RCVBUFFORCE
+            s.bind((self.opts.listen, self.core.config.geneve_port))
+        except OSError as e:
+            s.close()
+            raise OSError(e.errno, f"cannot listen for GENEVE on {self.opts.listen}:{self.core.config.geneve_port}: "
+                                   f"{e.strerror}") from e
+        s.setblocking(False)
+        return s
+
+    def _raw_socket(self) -> socket.socket:
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        except PermissionError:
+            self.udp.close()
+            raise PermissionError(errno.EPERM, "a raw socket is needed to send returns with GWLB's source port: "
+                                               "run as root or with CAP_NET_RAW") from None
+        _set_buffer(s, socket.SO_SNDBUF, 32, self.opts.sndbuf)  # 32 = SO_SNDBUFFORCE
+        return s
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    # ------------------------------------------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        """Serve until :meth:`request_stop`; then tear every tunnel down (destroy hooks run)."""
+        self.lifecycle.start()
+        if self.health is not None:
+            self.health.start()
+        ep = self._epoll
+        ep.register(self.udp.fileno(), select.EPOLLIN)
+        ep.register(self._wake_r, select.EPOLLIN)
+        udp_fd = self.udp.fileno()
+        log.info("gwlb-reference %s listening for GENEVE on %s:%d%s", __version__, self.opts.listen,
+                 self.core.config.geneve_port,
+                 f", health on {self.opts.health_bind}:{self.opts.health_port}" if self.health else "")
+        next_tick = self.clock() + TICK
+        while not self.stopping.is_set():
+            events = ep.poll(TICK)
+            now = self.clock()
+            self.heartbeat = now
+            for fd, _ev in events:
+                if fd == udp_fd:
+                    self._on_udp(now)
+                elif fd == self._wake_r:
+                    self._on_wake(now)
+                else:
+                    t = self._fd_tunnel.get(fd)
+                    if t is not None:
+                        self._on_tun(t, fd, now)
+            if now >= next_tick:
+                next_tick = now + TICK
+                for t in self.core.tick(now):
+                    self._retire(t)
+        self._shutdown()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.wake()
+
+    def _on_udp(self, now: float) -> None:
+        rx, core = self.rx, self.core
+        views, lengths = rx.views, rx.lengths
+        port = core.config.geneve_port
+        hexdump = self.opts.hexdump
+        for _ in range(UDP_BATCHES):
+            n = rx.recv()
+            if not n:
+                break
+            for i in range(n):
+                src, sport = rx.source(i)
+                dst = rx.destination(i) or self.opts.listen
+                view = views[i]
+                if hexdump:
+                    log.debug("GENEVE from %s:%d to %s:\n%s", src, sport, dst, _hex(view[:lengths[i]]))
+                v = core.inbound(view, 0, lengths[i], src, dst, sport, port, now)
+                if v is None:
+                    continue
+                if v.new_tunnel:
+                    self.lifecycle.submit("create", v.tunnel)
+                if not v.queued:
+                    self._write_tun(v.tunnel, view[v.inner_start:v.inner_end])
+            if n < rx.batch:
+                break
+        if rx.truncated:
+            self._drop(UDP_TRUNCATED, rx.truncated)
+            rx.truncated = 0
+
+    def _write_tun(self, t: Tunnel, pkt: bytes | memoryview) -> None:
+        try:
+            os.write(t.handle.ingress_fd, pkt)  # type: ignore[union-attr]
+        except OSError as e:
+            self._drop(TUN_WRITE_FAILED)
+            log.debug("write to %s failed: %s", t.ingress, e.strerror)
+
+    def _on_tun(self, t: Tunnel, fd: int, now: float) -> None:
+        core, tx, buf, view = self.core, self.tx, self._tun_buf, self._tun_view
+        hexdump = self.opts.hexdump
+        for _ in range(TUN_READ_BUDGET):
+            try:
+                n = os.readv(fd, [buf])
+            except BlockingIOError:
+                break
+            except OSError as e:
+                log.warning("read from %s failed: %s", t.ingress, e.strerror)
+                break
+            pkt = view[:n]
+            if hexdump:
+                log.debug("from %s (%d bytes):\n%s", t.ingress if fd == t.handle.ingress_fd else t.egress,  # type: ignore[union-attr]
+                          n, _hex(pkt))
+            flow = core.outbound(t, pkt, now)
+            if flow is None:
+                continue
+            tx.add((return_header(flow, pkt), bytes(pkt)), flow.dst)
+        self._flush()
+
+    def _flush(self) -> None:
+        tx = self.tx
+        before = sum(tx.errors.values())
+        if tx.count:
+            tx.flush()
+        failed = sum(tx.errors.values()) - before
+        if failed:
+            self._drop(SEND_FAILED, failed)
+
+    def _on_wake(self, now: float) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                what, t, handle = self.lifecycle.results.get_nowait()
+            except queue.Empty:
+                break
+            if what == "ready" and handle is not None:
+                if self.core.tunnels.get(t.eni_id) is not t:  # retired meanwhile: its destroy job closes it
+                    continue
+                t.handle = handle
+                for fd in (handle.ingress_fd, handle.egress_fd):
+                    self._fd_tunnel[fd] = t
+                    self._epoll.register(fd, select.EPOLLIN)
+                for pkt in self.core.tunnel_ready(t.eni_id, now):
+                    self._write_tun(t, pkt)
+            elif what == "failed":
+                self.core.tunnel_failed(t.eni_id, now)
+
+    def _retire(self, t: Tunnel) -> None:
+        h = t.handle
+        if isinstance(h, TunHandle):
+            for fd in (h.ingress_fd, h.egress_fd):
+                self._fd_tunnel.pop(fd, None)
+                try:
+                    self._epoll.unregister(fd)
+                except OSError:
+                    pass
+        log.info("tunnel %s idle for %g s: destroying", t.ingress, self.core.config.tunnel_timeout)
+        self.lifecycle.submit("destroy", t)
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        self.driver_drops[reason] = self.driver_drops.get(reason, 0) + n
+
+    def _shutdown(self) -> None:
+        log.info("shutting down: destroying %d tunnel(s)", len(self.core.tunnels))
+        for t in self.core.retire_all():
+            if t.state is TunnelState.RETIRED and isinstance(t.handle, TunHandle):
+                for fd in (t.handle.ingress_fd, t.handle.egress_fd):
+                    self._fd_tunnel.pop(fd, None)
+                    try:
+                        self._epoll.unregister(fd)
+                    except OSError:
+                        pass
+            self.lifecycle.submit("destroy", t)
+        self.lifecycle.stop()
+        deadline = time.monotonic() + self.opts.hook_timeout * 2 + 5
+        self.lifecycle.join(max(0.0, deadline - time.monotonic()))
+        if self.lifecycle.is_alive():
+            log.error("tunnel teardown did not finish in time")
+        self.close()
+
+    def close(self) -> None:
+        if self.health is not None:
+            try:
+                self.health.stop()
+            except Exception:
+                pass
+        for s in ("udp", "raw"):
+            sock = getattr(self, s, None)
+            if sock is not None:
+                sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            self._epoll.close()
+        except AttributeError:
+            pass
+
+    # --------------------------------------------------------------------------------------------- status
+
+    def unhealthy_reasons(self) -> list[str]:
+        now = self.clock()
+        reasons = []
+        if self.stopping.is_set():
+            reasons.append("shutting down")
+        if now - self.heartbeat > STALL_AFTER:
+            reasons.append(f"datapath loop stalled for {now - self.heartbeat:.1f} s")
+        if not self.lifecycle.is_alive() and not self.stopping.is_set():
+            reasons.append("tunnel lifecycle worker is not running")
+        busy = self.lifecycle.busy_since
+        if busy is not None and time.monotonic() - busy > self.opts.hook_timeout + 5:
+            reasons.append("tunnel creation or destruction stuck")
+        if self.lifecycle.hooks.last_create_error:
+            reasons.append(f"last tunnel creation failed: {self.lifecycle.hooks.last_create_error}")
+        return reasons
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        core = self.core
+        totals = core.totals
+        drops = dict(totals.drops)
+        for k, v in self.driver_drops.items():
+            drops[k] = drops.get(k, 0) + v
+        reasons = self.unhealthy_reasons()
+        tunnels = []
+        for t in list(core.tunnels.values()):
+            c = t.counters
+            tunnels.append({
+                "eni_id": t.eni_hex, "ingress": t.ingress, "egress": t.egress, "state": t.state.value,
+                "generation": t.generation, "age_seconds": round(now - t.created_at, 3),
+                "idle_seconds": round(now - t.last_seen, 3), "packets_in": c.in_packets, "bytes_in": c.in_bytes,
+                "packets_out": c.out_packets, "bytes_out": c.out_bytes, "flows": len(t.flows),
+                "pending": len(t.pending), "drops": dict(c.drops),
+            })
+        h = self.lifecycle.hooks
+        return {
+            "schema": "gwlbsim.reference.status/1",
+            "version": __version__,
+            "healthy": not reasons,
+            "reasons": reasons,
+            "uptime_seconds": round(now - self.started, 3),
+            "config": {"flow_timeout": core.config.flow_timeout, "tunnel_timeout": core.config.tunnel_timeout,
+                       "max_flows": core.config.max_flows, "mtu": core.config.mtu},
+            "totals": {"packets_in": totals.in_packets, "bytes_in": totals.in_bytes,
+                       "packets_out": totals.out_packets, "bytes_out": totals.out_bytes,
+                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops},
+            "hooks": {"create_ok": h.create_ok, "create_failed": h.create_failed, "destroy_ok": h.destroy_ok,
+                      "destroy_failed": h.destroy_failed},
+            "tunnels": tunnels,
+        }
+
+
+def _set_buffer(s: socket.socket, opt: int, force_opt: int, size: int) -> None:
+    try:
+        s.setsockopt(socket.SOL_SOCKET, force_opt, size)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
+def _hex(data: bytes | memoryview) -> str:
+    b = bytes(data)
+    return "\n".join(f"  {i:04x}  {b[i:i + 16].hex(' ')}" for i in range(0, len(b), 16))
