@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from conformance.hookscripts import PASSTHROUGH
+from gwlbsim.appliance import hook_path
 from gwlbsim.httpprobe import ProbeResult, http_probe, wait_healthy
 from gwlbsim.netns import Lab
 from gwlbsim.probe import GenevePeer
+
+PASSTHROUGH = hook_path()
 
 GWLB_IP, APP_IP = "10.99.0.1", "10.99.0.2"
 HEALTH_PORT = 8080

@@ -16,11 +16,13 @@ from scapy.all import ICMP, IP, TCP, UDP, IPv6, IPv6ExtHdrHopByHop, raw
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.inet6 import ICMPv6EchoRequest
 
-from conformance.hookscripts import PASSTHROUGH
 from gwlbsim import eni, geneve, netns
+from gwlbsim.appliance import hook_path
 from gwlbsim.scapy_gwlb import gwlb_geneve
 
 from .conftest import APP_IP, Topo
+
+PASSTHROUGH = hook_path()
 
 pytestmark = pytest.mark.root
 

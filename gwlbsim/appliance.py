@@ -1,0 +1,197 @@
+"""Appliances under test: how to start one inside its namespace, know it is ready, watch it and stop it.
+
+An appliance is any program, given as a command template. Placeholders (``{name}``) are filled per
+instance before the template is split like a shell would (no shell runs it):
+
+=================  ==============================================================================
+``{python}``       this Python interpreter
+``{hook}``         the shipped one-arm passthrough hook for gwlbtun-style handlers (``sh {hook}``)
+``{health_port}``  the health port the suite probes
+``{flow_timeout}`` flow idle timeout to configure (seconds)
+``{tunnel_timeout}`` tunnel idle timeout to configure (seconds, 0 = never)
+``{netns}``        the namespace the appliance runs in
+``{address}``      the appliance's address (where GENEVE arrives)
+``{gwlb_address}`` the fake GWLB's address facing it
+``{index}``        the instance number (0, 1, ...)
+``{workdir}``      a directory for this instance's files
+=================  ==============================================================================
+
+The appliance is a black box: nothing here imports its code.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gwlbsim.httpprobe import ProbeResult, http_probe, tcp_probe
+from gwlbsim.netns import Lab
+
+HOOK_DIR = Path(__file__).parent / "data" / "hooks"
+
+
+def hook_path(name: str = "passthrough") -> Path:
+    """A shipped hook script for gwlbtun-style appliances (``passthrough``: tc mirred gwi- -> gwo-)."""
+    p = HOOK_DIR / f"{name}.sh"
+    if not p.exists():
+        raise FileNotFoundError(f"no hook script {name!r} in {HOOK_DIR}")
+    return p
+
+
+REFERENCE_COMMAND = ("{python} -m reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j "
+                     "-i {flow_timeout} -t {tunnel_timeout}")
+
+
+class ApplianceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ApplianceSpec:
+    """How to run and check one kind of appliance."""
+
+    command: str = REFERENCE_COMMAND
+    health_protocol: str = "http"  #: "http", "tcp" or "none"
+    health_port: int = 8080
+    health_path: str = "/"
+    ready_timeout: float = 20.0  #: seconds to wait for the first healthy answer
+    flow_timeout: float = 350.0  #: the flow timeout the appliance is configured with
+    tunnel_timeout: float = 0.0  #: the tunnel timeout it is configured with (0 = none)
+    stop_timeout: float = 20.0  #: seconds a stop signal may take before SIGKILL
+    name: str = "reference"
+
+    def __post_init__(self) -> None:
+        if self.health_protocol not in ("http", "tcp", "none"):
+            raise ValueError(f"health protocol must be http, tcp or none, not {self.health_protocol!r}")
+        if not 1 <= self.health_port <= 65535:
+            raise ValueError(f"health port {self.health_port} is not within 1-65535")
+        if self.ready_timeout <= 0:
+            raise ValueError("readiness timeout must be positive")
+        try:
+            self.argv(**_sample_context())
+        except KeyError as e:
+            raise ValueError(f"unknown placeholder {{{e.args[0]}}} in appliance command {self.command!r}; "
+                             f"known: {', '.join(sorted(_sample_context()))}") from None
+        except ValueError as e:
+            raise ValueError(f"appliance command {self.command!r}: {e}") from None
+
+    def with_(self, **changes: Any) -> ApplianceSpec:
+        return replace(self, **changes)
+
+    def context(self, **ctx: Any) -> dict[str, Any]:
+        base = {"python": sys.executable, "hook": str(hook_path()), "health_port": self.health_port,
+                "flow_timeout": _num(self.flow_timeout), "tunnel_timeout": _num(self.tunnel_timeout)}
+        base.update(ctx)
+        return base
+
+    def argv(self, **ctx: Any) -> list[str]:
+        return shlex.split(self.command.format_map(self.context(**ctx)))
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _sample_context() -> dict[str, Any]:
+    return {"netns": "ns", "address": "10.0.0.2", "gwlb_address": "10.0.0.1", "index": 0, "workdir": "/tmp",
+            "python": sys.executable, "hook": "/hook", "health_port": 1, "flow_timeout": 1, "tunnel_timeout": 0}
+
+
+@dataclass
+class RunningAppliance:
+    """One started instance. ``proc`` is the appliance itself (``ip netns exec`` execs into it)."""
+
+    lab: Lab
+    spec: ApplianceSpec
+    ns: str  #: the appliance's namespace
+    address: str  #: its address, where GENEVE and health probes go
+    gwlb_ns: str  #: the namespace probes come from (the fake GWLB's)
+    gwlb_address: str
+    index: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"appliance-{self.index}.log"
+
+    def start(self, wait: bool = True) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise ApplianceError(f"appliance {self.index} is already running")
+        self.argv = self.spec.argv(netns=self.ns, address=self.address, gwlb_address=self.gwlb_address,
+                                   index=self.index, workdir=str(self.workdir))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- start {self.starts + 1}: {shlex.join(self.argv)}\n".encode())
+            log.flush()
+            try:
+                self.proc = self.lab.popen(self.ns, self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, cwd=self.workdir)
+            except OSError as e:
+                raise ApplianceError(f"cannot start appliance: {e}") from e
+        self.starts += 1
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.spec.ready_timeout
+        last: ProbeResult | None = None
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ApplianceError(f"appliance {self.index} exited with status {self.proc.returncode} "  # type: ignore[union-attr]
+                                     f"before becoming ready; its output:\n{self.output_tail()}")
+            if self.spec.health_protocol == "none":
+                time.sleep(min(1.0, self.spec.ready_timeout))
+                return
+            last = self.health(timeout=1.0)
+            if last.ok and (self.spec.health_protocol == "tcp" or last.status == 200):
+                return
+            time.sleep(0.1)
+        raise ApplianceError(f"appliance {self.index} not healthy within {self.spec.ready_timeout:g} s "
+                             f"(last probe: {last}); its output:\n{self.output_tail()}")
+
+    def health(self, timeout: float = 5.0) -> ProbeResult:
+        if self.spec.health_protocol == "tcp":
+            return tcp_probe(self.address, self.spec.health_port, timeout, ns=self.gwlb_ns)
+        return http_probe(self.address, self.spec.health_port, self.spec.health_path, timeout, ns=self.gwlb_ns)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        return self.lab.stop_process(self.proc, timeout=self.spec.stop_timeout, sig=sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def fd_count(self) -> int:
+        """Open file descriptors of the appliance process (and none if it is gone)."""
+        if not self.alive():
+            return 0
+        try:
+            return len(os.listdir(f"/proc/{self.proc.pid}/fd"))  # type: ignore[union-attr]
+        except FileNotFoundError:
+            return 0
+
+    def devices(self) -> list[str]:
+        out = self.lab.run(self.ns, ["ip", "-o", "link", "show"]).stdout.decode()
+        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+    def output_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no output)"
