@@ -38,6 +38,8 @@ NAME_RE = re.compile(r"^(gs[0-9a-f]{6})-[A-Za-z0-9_.]+$")
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: Prefixes of the labs this process created (tests check that their namespaces are all gone).
+CREATED_PREFIXES: set[str] = set()
 
 
 class NetnsError(RuntimeError):
@@ -150,6 +152,7 @@ class Lab:
         self.processes: list[subprocess.Popen[bytes]] = []
         self._closed = False
         self._owner = os.getpid()
+        CREATED_PREFIXES.add(self.prefix)
         self._state = STATE_DIR / f"{self.prefix}.json"
         self._write_state()
 

@@ -28,7 +28,7 @@ def _sigterm_cleans_up() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_namespaces_left_behind() -> Iterator[None]:
-    before = set(netns.list_namespaces())
     yield
-    left = sorted(n for n in set(netns.list_namespaces()) - before if netns.NAME_RE.match(n))
+    left = sorted(n for n in netns.list_namespaces()
+                  if (m := netns.NAME_RE.match(n)) and m.group(1) in netns.CREATED_PREFIXES)
     assert not left, f"namespaces left behind by this test run: {left}"
