@@ -48,6 +48,8 @@ _recvmmsg.restype = ctypes.c_int
 _sendmmsg = _libc.sendmmsg
 _sendmmsg.argtypes = (ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int)
 _sendmmsg.restype = ctypes.c_int
+_sendmmsg_addr = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
+                                  use_errno=True)(("sendmmsg", _libc))
 
 _CMSG_SPACE = 64
 _PKTINFO_ADDR = struct.Struct("4s")  # ipi_addr: the header destination address
@@ -91,6 +93,8 @@ class BatchReceiver:
         self.buffer = mem
         self.views = [mem[i * size:(i + 1) * size] for i in range(batch)]
         self._ctrl_view = memoryview(self._ctrl).cast("B")
+        #: the source addresses as ``sockaddr_in`` records of 16 bytes (port at +2, address at +4)
+        self.names = memoryview(self._names).cast("B")
         self.lengths = [0] * batch
         self.truncated = 0  #: datagrams cut short because they were larger than ``size``
         self._fd = sock.fileno()
@@ -202,3 +206,61 @@ class BatchSender:
         self.count = 0
         self._keep.clear()
         return n
+
+
+class PacketRing:
+    """Prebuilt datagrams in one buffer, sent by index ranges with sendmmsg: the generators' sender.
+
+    All go to ``dest``. ``buffer[offsets[i]:offsets[i] + len(packets[i])]`` is datagram ``i``: patch it in
+    place (e.g. a sequence number) before sending it.
+    """
+
+    def __init__(self, sock: socket.socket, packets: Sequence[bytes], dest: tuple[str, int]) -> None:
+        count = len(packets)
+        if not count:
+            raise ValueError("no packets")
+        self.sock = sock
+        self.count = count
+        self._fd = sock.fileno()
+        self.offsets = []
+        total = 0
+        for p in packets:
+            self.offsets.append(total)
+            total += (len(p) + 63) & ~63
+        self._buf = (ctypes.c_char * total)()
+        self.buffer = memoryview(self._buf).cast("B")
+        self._name = _SockaddrIn(socket.AF_INET, socket.htons(dest[1]))
+        self._name.sin_addr[:] = socket.inet_aton(dest[0])
+        self._iov = (_Iovec * count)()
+        self._msgs = (_Mmsghdr * count)()
+        base = ctypes.addressof(self._buf)
+        for i, p in enumerate(packets):
+            off = self.offsets[i]
+            self.buffer[off:off + len(p)] = p
+            self._iov[i].iov_base = base + off
+            self._iov[i].iov_len = len(p)
+            h = self._msgs[i].msg_hdr
+            h.msg_name = ctypes.addressof(self._name)
+            h.msg_namelen = ctypes.sizeof(_SockaddrIn)
+            h.msg_iov = ctypes.pointer(self._iov[i])
+            h.msg_iovlen = 1
+        self._msg_size = ctypes.sizeof(_Mmsghdr)
+        self._msgs_addr = ctypes.addressof(self._msgs)
+        self.errors = 0
+
+    def send(self, start: int, n: int) -> int:
+        """Send datagrams ``start .. start + n - 1`` (within the ring). Returns how many the kernel took."""
+        if start < 0 or n < 0 or start + n > self.count:
+            raise IndexError(f"datagrams {start}..{start + n} outside the ring of {self.count}")
+        done = 0
+        while done < n:
+            got = _sendmmsg_addr(self._fd, self._msgs_addr + (start + done) * self._msg_size, n - done, 0)
+            if got < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                self.errors += 1
+                done += 1  # skip the datagram the kernel refused
+                continue
+            done += got
+        return done

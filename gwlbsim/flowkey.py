@@ -70,6 +70,19 @@ SymKey = tuple[int, int, int]
 
 def five_tuple(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> FiveTuple:
     """The flow tuple of the IP packet in ``buf[start:end]``; raises :class:`InnerError` if it has none."""
+    return flow_of(buf, start, end)[0]
+
+
+def tcp_flags(buf: bytes | bytearray | memoryview, l4: int, end: int) -> int:
+    """TCP flags of a packet whose TCP header starts at ``l4`` (0 when the header is cut short)."""
+    return buf[l4 + 13] if l4 >= 0 and l4 + 14 <= end else 0
+
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+
+
+def flow_of(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> tuple[FiveTuple, int]:
+    """The flow tuple and the offset of the upper-layer header (-1 for fragments and unknown layouts)."""
     if end is None:
         end = len(buf)
     if end - start < 1:
@@ -94,10 +107,12 @@ def five_tuple(buf: bytes | bytearray | memoryview, start: int = 0, end: int | N
         proto, l4, fragmented = _walk_ipv6(buf, start, end)
     else:
         raise InnerError(f"IP version {version}")
-    if proto in _PORTED and not fragmented and l4 + 4 <= end:
+    if fragmented:
+        return FiveTuple(proto, src, 0, dst, 0), -1
+    if proto in _PORTED and l4 + 4 <= end:
         sport, dport = _PORTS.unpack_from(buf, l4)
-        return FiveTuple(proto, src, sport, dst, dport)
-    return FiveTuple(proto, src, 0, dst, 0)
+        return FiveTuple(proto, src, sport, dst, dport), l4
+    return FiveTuple(proto, src, 0, dst, 0), l4
 
 
 def _walk_ipv6(buf: bytes | bytearray | memoryview, start: int, end: int) -> tuple[int, int, int]:

@@ -88,3 +88,52 @@ def parse_ipv4_udp(buf: bytes | bytearray | memoryview) -> Outer:
     ok = udp4_checksum_ok(s, d, bytes(buf[ihl:ihl + ulen]))
     return Outer(str(ipaddress.IPv4Address(s)), str(ipaddress.IPv4Address(d)), sport, dport, ttl, tos,
                  ident, bool(frag & 0x4000), ucsum, ok, ihl, ihl + UDP_HEADER_LEN, ulen - UDP_HEADER_LEN)
+
+
+_LEN = struct.Struct("!H")
+
+
+class OuterTemplate:
+    """Outer IPv4 + UDP headers plus a fixed start of the UDP payload (e.g. a GENEVE header), prepared once
+    for the many packets of one flow: per packet only the lengths and checksums are filled in, and the
+    checksums are finished from sums of the constant parts."""
+
+    __slots__ = ("ip_sum", "prefix", "udp_sum")
+
+    def __init__(self, src: str | bytes, dst: str | bytes, sport: int, dport: int, payload_prefix: bytes, *,
+                 ttl: int = GWLB_TTL, tos: int = GWLB_TOS, ident: int = 0, df: bool = False,
+                 udp_checksum: bool = True) -> None:
+        s = addr4(src) if isinstance(src, str) else src
+        d = addr4(dst) if isinstance(dst, str) else dst
+        ip = _IPV4.pack(0x45, tos, 0, ident, 0x4000 if df else 0, ttl, IPPROTO_UDP, 0, s, d)
+        self.prefix = ip + _UDP.pack(sport, dport, 0, 0) + payload_prefix
+        self.ip_sum = int.from_bytes(ip, "big") % 0xFFFF
+        if udp_checksum:
+            even = payload_prefix + b"\0" * (len(payload_prefix) & 1)
+            self.udp_sum = (int.from_bytes(s + d, "big") + IPPROTO_UDP + sport + dport
+                            + int.from_bytes(even, "big")) % 0xFFFF
+        else:
+            self.udp_sum = -1
+
+    def header(self, tail: bytes | bytearray | memoryview) -> bytes:
+        """Everything before ``tail`` (the rest of the UDP payload), lengths and checksums filled in."""
+        prefix = self.prefix
+        n = len(tail)
+        total = len(prefix) + n
+        udp_len = total - IPV4_HEADER_LEN
+        r = (self.ip_sum + total) % 0xFFFF
+        ip_csum = 0xFFFF - (r if r else 0xFFFF)
+        if self.udp_sum < 0:
+            udp_csum = 0
+        else:
+            if (len(prefix) & 1) == 0:
+                body = int.from_bytes(bytes(tail) + b"\0" * (n & 1), "big")
+            else:  # an odd prefix shifts the tail by a byte within its 16-bit words
+                body = int.from_bytes(b"\0" + bytes(tail) + b"\0" * ((n + 1) & 1), "big")
+            r = (self.udp_sum + 2 * udp_len + body) % 0xFFFF
+            udp_csum = 0xFFFF - r if r else 0xFFFF
+        return b"".join((prefix[:2], _LEN.pack(total), prefix[4:10], _LEN.pack(ip_csum), prefix[12:24],
+                         _LEN.pack(udp_len), _LEN.pack(udp_csum), prefix[28:]))
+
+    def packet(self, tail: bytes | bytearray | memoryview) -> bytes:
+        return self.header(tail) + bytes(tail)

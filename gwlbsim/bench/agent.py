@@ -1,0 +1,278 @@
+"""The benchmark's generator and receiver: one process each, inside a namespace, driven over stdin/stdout.
+
+Run as ``python -m gwlbsim.bench.agent`` (in a namespace, through :meth:`gwlbsim.netns.Lab.popen`). It
+reads one JSON command per line and answers each with one JSON line:
+
+``{"op": "gen", "traffic": {...}, "rate": R, "warmup": W, "duration": D, "batch": B, "cpu": {...}, "netns": {...}}``
+    send the traffic for W + D seconds (R packets/s, 0 = as fast as possible) from a raw socket; answer
+    with the sequence numbers and times of the measured window (after the warm-up) and what the CPU
+    and drop counters of the watched processes did in it.
+``{"op": "recv", "traffic": {...}, "bind": [ADDR, PORT]}``
+    start receiving and checking returns; answers ``{"ready": true}`` at once. Then
+``{"op": "stop", "s0": S0, "s1": S1, "quiet": Q, "max_wait": M}``
+    finish when nothing has arrived for Q seconds (at most M), and answer with the counts and the latency
+    of the packets whose sequence number is in [S0, S1).
+``{"op": "quit"}``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from array import array
+from typing import Any
+
+from gwlbsim.bench import procstat
+from gwlbsim.bench.traffic import STAMP, Traffic
+from gwlbsim.fastio import BatchReceiver, PacketRing
+
+_SEQ_TS = struct.Struct("!IQ")  # the stamp without its flow index (which is prebuilt)
+_PORT = struct.Struct("!H")
+RING_MIN = 256  # datagrams prebuilt at least, so that one flow still goes out in full batches
+
+
+# -------------------------------------------------------------------------------------------- generator
+
+
+def build_ring(traffic: Traffic, sock: socket.socket) -> PacketRing:
+    reps = max(1, -(-RING_MIN // traffic.flows))
+    templates = [traffic.packet(f) for f in range(traffic.flows)]
+    return PacketRing(sock, templates * reps, (traffic.destination, 0))
+
+
+def generate(cmd: dict[str, Any]) -> dict[str, Any]:
+    traffic = Traffic(**cmd["traffic"])
+    rate = float(cmd.get("rate") or 0)
+    batch = int(cmd.get("batch", 64))
+    warmup, duration = float(cmd["warmup"]), float(cmd["duration"])
+    groups = {k: [int(p) for p in v] for k, v in cmd.get("cpu", {}).items()}
+    groups["generator"] = [os.getpid()]
+    netns_pids = {k: int(v) for k, v in cmd.get("netns", {}).items()}
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE
+        ring = build_ring(traffic, sock)
+        stamp_at = [off + traffic.stamp_offset + 4 for off in ring.offsets]
+        buf, count = ring.buffer, ring.count
+        pack_into = _SEQ_TS.pack_into
+        monotonic, monotonic_ns, sleep = time.monotonic, time.monotonic_ns, time.sleep
+
+        seq = pos = 0
+        s0 = -1
+        t0 = 0.0
+        before = None
+        start = monotonic()
+        w0, w1 = start + warmup, start + warmup + duration
+        while True:
+            now = monotonic()
+            if s0 < 0 and now >= w0:
+                s0, t0 = seq, now
+                before = procstat.sample(groups, netns_pids)
+            if now >= w1:
+                break
+            n = batch
+            if rate:
+                due = int((now - start) * rate) - seq
+                if due <= 0:
+                    sleep(max(0.0001, (seq + min(batch, 32)) / rate - (now - start)))
+                    continue
+                n = min(n, due)
+            n = min(n, count - pos)
+            ts = monotonic_ns()
+            for k in range(pos, pos + n):
+                pack_into(buf, stamp_at[k], seq, ts)
+                seq += 1
+            ring.send(pos, n)
+            pos += n
+            if pos == count:
+                pos = 0
+        t1 = monotonic()
+        after = procstat.sample(groups, netns_pids)
+        assert before is not None
+        return {"s0": s0, "s1": seq, "t0": t0, "t1": t1, "sent": seq, "send_errors": ring.errors,
+                **procstat.delta(before, after)}
+    finally:
+        sock.close()
+
+
+# --------------------------------------------------------------------------------------------- receiver
+
+
+class Receiver:
+    """Receives returns, checks each one (length, echoed header bytes, source port), records the stamps."""
+
+    def __init__(self, cmd: dict[str, Any]) -> None:
+        traffic = Traffic(**cmd["traffic"])
+        exp = traffic.expectation()
+        self.flows = traffic.flows
+        self.length = exp.length
+        self.prefixes = exp.prefixes
+        self.prefix_len = len(exp.prefixes[0])
+        self.sports = exp.sports
+        self.stamp_offset = exp.stamp_offset
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
+            self.sock.bind((cmd["bind"][0], int(cmd["bind"][1])))
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+        self.rx = BatchReceiver(self.sock, 64, (exp.length + 64 + 63) & ~63)
+        self.seqs = array("I")
+        self.lats = array("q")
+        self.bad = 0
+        self.bad_examples: list[str] = []
+        self.last_arrival = time.monotonic()
+
+    def drain(self) -> int:
+        """Receive and check everything queued now. Returns how many datagrams."""
+        rx = self.rx
+        got = 0
+        mem, names, lengths, size = rx.buffer, rx.names, rx.lengths, rx.size
+        unpack_stamp, unpack_port = STAMP.unpack_from, _PORT.unpack_from
+        prefixes, sports, plen, want, nflows = self.prefixes, self.sports, self.prefix_len, self.length, self.flows
+        seqs_append, lats_append = self.seqs.append, self.lats.append
+        so = self.stamp_offset
+        while True:
+            n = rx.recv()
+            if not n:
+                break
+            now = time.monotonic_ns()
+            got += n
+            off = 0
+            for i in range(n):
+                fid, seq, ts = unpack_stamp(mem, off + so)
+                if (lengths[i] != want or fid >= nflows or mem[off:off + plen] != prefixes[fid]
+                        or unpack_port(names, i * 16 + 2)[0] != sports[fid]):
+                    self._bad(mem[off:off + lengths[i]], fid, i)
+                else:
+                    seqs_append(seq)
+                    lats_append(now - ts)
+                off += size
+            if n < rx.batch:
+                break
+        if got:
+            self.last_arrival = time.monotonic()
+        return got
+
+    def _bad(self, data: memoryview, fid: int, i: int) -> None:
+        self.bad += 1
+        if len(self.bad_examples) < 5:
+            port = _PORT.unpack_from(self.rx.names, i * 16 + 2)[0]
+            self.bad_examples.append(f"{len(data)} bytes from port {port} (flow {fid}): {bytes(data[:96]).hex()}")
+
+    def finish(self, s0: int, s1: int) -> dict[str, Any]:
+        span = max(0, s1 - s0)
+        seen = bytearray(span)
+        lats = []
+        dup = outside = 0
+        for seq, lat in zip(self.seqs, self.lats, strict=True):
+            k = seq - s0
+            if 0 <= k < span:
+                if seen[k]:
+                    dup += 1
+                    continue
+                seen[k] = 1
+                lats.append(lat)
+            else:
+                outside += 1
+        lats.sort()
+        got = len(lats)
+        return {"received": len(self.seqs) + self.bad, "returned": got, "duplicates": dup,
+                "outside_window": outside, "echo_errors": self.bad, "echo_error_examples": self.bad_examples,
+                "latency_us": {"p50": _pct(lats, 0.50), "p99": _pct(lats, 0.99), "max": _pct(lats, 1.0)}}
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _pct(sorted_ns: list[int], q: float) -> float | None:
+    if not sorted_ns:
+        return None
+    i = min(len(sorted_ns) - 1, int(q * len(sorted_ns)))
+    return round(sorted_ns[i] / 1000, 1)
+
+
+def receive(cmd: dict[str, Any], commands: Commands) -> dict[str, Any]:
+    r = Receiver(cmd)
+    try:
+        reply({"ready": True})
+        stop: dict[str, Any] | None = None
+        checked = 0
+        while stop is None:
+            got = r.drain()
+            checked += got
+            if not got:
+                readable, _, _ = select.select([r.sock, commands.fd], [], [], 1.0)
+                if commands.fd in readable:
+                    stop = commands.next()
+            elif checked >= 4096:
+                checked = 0
+                if commands.ready():
+                    stop = commands.next()
+        if stop.get("op") != "stop":
+            raise ValueError(f"expected a stop command while receiving, got {stop}")
+        quiet, deadline = float(stop.get("quiet", 0.3)), time.monotonic() + float(stop.get("max_wait", 5.0))
+        while time.monotonic() < deadline and time.monotonic() - r.last_arrival < quiet:
+            if not r.drain():
+                select.select([r.sock], [], [], 0.02)
+        return r.finish(int(stop["s0"]), int(stop["s1"]))
+    finally:
+        r.close()
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+
+class Commands:
+    """JSON lines from stdin, read without blocking the receive loop."""
+
+    def __init__(self) -> None:
+        self.fd = sys.stdin.fileno()
+        self._buf = b""
+
+    def ready(self) -> bool:
+        return b"\n" in self._buf or bool(select.select([self.fd], [], [], 0)[0])
+
+    def next(self) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return {"op": "quit"}
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+
+def reply(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    commands = Commands()
+    while True:
+        cmd = commands.next()
+        op = cmd.get("op")
+        try:
+            if op == "quit":
+                return 0
+            if op == "gen":
+                reply(generate(cmd))
+            elif op == "recv":
+                reply(receive(cmd, commands))
+            else:
+                reply({"error": f"unknown command {op!r}"})
+        except Exception as e:  # the driver shows it; the agent stays up for the next command
+            reply({"error": f"{type(e).__name__}: {e}"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

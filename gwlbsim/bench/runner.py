@@ -1,0 +1,168 @@
+"""Measurements: one traffic pattern through one subject for a while, and the matrix of them."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gwlbsim.bench.topology import Subject, Topology
+from gwlbsim.bench.traffic import Traffic
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One traffic pattern at one offered rate (0: as fast as the generator can)."""
+
+    size: int
+    flows: int
+    ports: str
+    rate: float = 0.0
+
+    @property
+    def label(self) -> str:
+        r = f" @{self.rate / 1000:g}k" if self.rate else ""
+        return f"{self.size}B/{self.flows}f/{self.ports}{r}"
+
+
+@dataclass
+class Timing:
+    warmup: float = 0.5
+    duration: float = 2.0
+    batch: int = 64
+    quiet: float = 0.3  #: after the generator stops, wait until nothing has arrived for this long
+    max_wait: float = 5.0
+
+
+@dataclass
+class Measurement:
+    subject: str
+    cell: Cell
+    repeat: int
+    offered: int  #: packets sent in the measured window
+    returned: int  #: of those, how many came back, correct
+    seconds: float
+    echo_errors: int
+    duplicates: int
+    latency_us: dict[str, float | None]
+    cpu_seconds: dict[str, float]
+    machine_busy: float | None
+    udp_rcvbuf_drops: dict[str, int]
+    tun_drops: int
+    send_errors: int
+    echo_error_examples: list[str] = field(default_factory=list)
+
+    @property
+    def offered_pps(self) -> float:
+        return self.offered / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def returned_pps(self) -> float:
+        return self.returned / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def loss(self) -> float:
+        return 1.0 - self.returned / self.offered if self.offered else 0.0
+
+    @property
+    def cpu_us_per_packet(self) -> float | None:
+        """Appliance CPU time (user + system, all its processes) per returned packet, in microseconds."""
+        cpu = self.cpu_seconds.get("appliance")
+        if cpu is None or not self.returned:
+            return None
+        return cpu / self.returned * 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject, "size": self.cell.size, "flows": self.cell.flows, "ports": self.cell.ports,
+            "rate": self.cell.rate, "repeat": self.repeat, "offered": self.offered, "returned": self.returned,
+            "seconds": round(self.seconds, 4), "offered_pps": round(self.offered_pps),
+            "returned_pps": round(self.returned_pps), "loss": round(self.loss, 6),
+            "latency_us": self.latency_us, "cpu_seconds": self.cpu_seconds,
+            "appliance_cpu_us_per_packet": _round(self.cpu_us_per_packet, 3),
+            "machine_busy": self.machine_busy, "udp_rcvbuf_drops": self.udp_rcvbuf_drops,
+            "tun_drops": self.tun_drops, "echo_errors": self.echo_errors, "duplicates": self.duplicates,
+            "send_errors": self.send_errors, "echo_error_examples": self.echo_error_examples,
+        }
+
+
+def _round(v: float | None, nd: int) -> float | None:
+    return None if v is None else round(v, nd)
+
+
+class Runner:
+    def __init__(self, topo: Topology, timing: Timing, progress: Callable[[str], None] | None = None) -> None:
+        self.topo = topo
+        self.timing = timing
+        self.progress = progress or (lambda _m: None)
+        self._nonce = 0
+
+    def traffic(self, subject: Subject, cell: Cell) -> Traffic:
+        self._nonce += 1
+        if subject.spec.is_kernel:
+            return Traffic(cell.size, cell.flows, cell.ports, "plain", nonce=self._nonce)
+        return Traffic(cell.size, cell.flows, cell.ports, "geneve", subject.src, subject.dst, self._nonce)
+
+    def measure(self, subject: Subject, cell: Cell, repeat: int = 0, timing: Timing | None = None) -> Measurement:
+        t = timing or self.timing
+        traffic = self.traffic(subject, cell)
+        gen = self.topo.generator
+        rcv = self.topo.receivers[subject.recv_ns]
+        assert gen is not None
+        app_pids = subject.appliance_pids()
+        if subject.appliance is not None and not subject.appliance.alive():
+            raise RuntimeError(f"{subject.name} is not running any more; its output:\n"
+                               f"{subject.appliance.output_tail()}")
+        rcv.call({"op": "recv", "traffic": traffic.as_dict(), "bind": list(subject.bind)})
+        cpu = {"receiver": [rcv.pid]}
+        netns = {"receiver": rcv.pid}
+        if app_pids:
+            cpu["appliance"] = app_pids
+            netns["appliance"] = app_pids[0]
+        try:
+            g = gen.call({"op": "gen", "traffic": traffic.as_dict(), "rate": cell.rate, "warmup": t.warmup,
+                          "duration": t.duration, "batch": t.batch, "cpu": cpu, "netns": netns})
+        except Exception:
+            with contextlib.suppress(Exception):
+                rcv.call({"op": "stop", "s0": 0, "s1": 0, "quiet": 0, "max_wait": 0})
+            raise
+        r = rcv.call({"op": "stop", "s0": g["s0"], "s1": g["s1"], "quiet": t.quiet, "max_wait": t.max_wait})
+        m = Measurement(subject.name, cell, repeat, g["s1"] - g["s0"], r["returned"], g["t1"] - g["t0"],
+                        r["echo_errors"], r["duplicates"], r["latency_us"], g["cpu_seconds"], g["machine_busy"],
+                        g["udp_rcvbuf_drops"], g["tun_drops"], g["send_errors"], r["echo_error_examples"])
+        self.progress(f"{subject.name:<12} {cell.label:<24} offered {m.offered_pps / 1000:8.1f} kpps  "
+                      f"returned {m.returned_pps / 1000:8.1f} kpps  loss {m.loss * 100:6.2f}%  "
+                      f"errors {m.echo_errors}")
+        return m
+
+    def prime(self, subject: Subject) -> None:
+        """A little traffic first, so that tunnels exist and neighbours are resolved."""
+        self.measure(subject, Cell(64, 1, "one", 2000.0), timing=Timing(0.3, 0.2, 16, 0.2, 2.0))
+
+    def search(self, subject: Subject, cell: Cell, start: float, max_loss: float, steps: int,
+               repeat: int = 0) -> tuple[float, Measurement | None]:
+        """The highest offered rate (packets/s) found with loss at most ``max_loss`` (bisection)."""
+        lo, hi = 0.0, max(start, 1000.0)
+        best: Measurement | None = None
+        rate = hi
+        for _ in range(steps):
+            m = self.measure(subject, Cell(cell.size, cell.flows, cell.ports, rate), repeat)
+            if m.loss <= max_loss and not m.echo_errors:
+                lo, best = rate, m
+                if rate >= hi:
+                    hi = rate * 1.5
+            else:
+                hi = rate
+            rate = (lo + hi) / 2 if lo else hi / 2
+        return lo, best
+
+
+def matrix(sizes: list[int], flows: list[int], ports: list[str]) -> list[Cell]:
+    return [Cell(s, f, p) for s, f, p in itertools.product(sizes, flows, ports)]
+
+
+def median_spread(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)

@@ -1,0 +1,196 @@
+"""The benchmark's namespaces: a GWLB side, one namespace per appliance, and a kernel-forwarding path.
+
+::
+
+    gwlb ──veth── <appliance k>       10.99.k.1 ↔ 10.99.k.2, MTU 9001; one per appliance subject
+    gwlb ──veth── rtr ──veth── sink   10.98.0.1 → 10.98.0.2 | 10.97.0.1 → 10.97.0.2 (owns 172.16.0.1)
+
+The generator and the appliances' receiver run in ``gwlb``; the kernel path's receiver runs in ``sink``.
+Inner packets (``192.168.x.y -> 172.16.0.1``) sent plain from ``gwlb`` are forwarded by ``rtr`` (a router:
+ip_forward on, no filtering) to ``sink``: the same inner traffic, without GENEVE, through one kernel
+forwarding hop.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gwlbsim.appliance import ApplianceSpec, RunningAppliance
+from gwlbsim.bench.traffic import INNER_DPORT, INNER_DST
+from gwlbsim.geneve import GENEVE_PORT
+from gwlbsim.netns import Lab
+
+MTU = 9001
+
+REFERENCE = "{python} -m reference.cli -c 'sh {hook}' -p {health_port} -j"
+NAIVE = "{python} -m gwlbsim.bench.naive -c 'sh {hook}' -p {health_port}"
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """Something to measure: ``kernel`` forwarding, or an appliance started with ``command``."""
+
+    name: str
+    command: str = ""  #: appliance command template (see gwlbsim.appliance); empty for the kernel path
+    health: str = "http"
+
+    @property
+    def is_kernel(self) -> bool:
+        return not self.command
+
+
+KERNEL = SubjectSpec("kernel")
+
+
+def reference(extra_args: str = "", name: str = "reference") -> SubjectSpec:
+    return SubjectSpec(name, f"{REFERENCE} {extra_args}".strip())
+
+
+def naive() -> SubjectSpec:
+    return SubjectSpec("naive", NAIVE, health="tcp")
+
+
+@dataclass
+class Subject:
+    spec: SubjectSpec
+    recv_ns: str  #: where the receiver runs
+    bind: tuple[str, int]  #: what it binds
+    src: str = ""  #: outer addresses of GENEVE traffic to this subject (appliances)
+    dst: str = ""
+    ns: str = ""  #: the appliance's namespace
+    appliance: RunningAppliance | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def appliance_pids(self) -> list[int]:
+        """Every process in the appliance's namespace (the appliance and its workers)."""
+        if not self.ns:
+            return []
+        out = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True, timeout=10)
+        return [int(p) for p in out.stdout.split()]
+
+
+class Agent:
+    """A generator or receiver process (gwlbsim.bench.agent) in a namespace, one JSON line each way."""
+
+    def __init__(self, lab: Lab, ns: str, log: Path) -> None:
+        self.ns = ns
+        self._log = open(log, "ab")  # noqa: SIM115 - lives as long as the agent
+        self.proc = lab.popen(ns, [sys.executable, "-m", "gwlbsim.bench.agent"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=self._log)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, cmd: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark agent in {self.ns} died (exit {self.proc.poll()}); "
+                               f"see {self._log.name}")
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError(f"benchmark agent in {self.ns}: {out['error']}")
+        return out
+
+    def call(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.send(cmd)
+        return self.answer()
+
+    def close(self) -> None:
+        try:
+            self.send({"op": "quit"})
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self._log.close()
+
+
+@dataclass
+class Topology:
+    lab: Lab
+    workdir: Path
+    gwlb: str = ""
+    subjects: list[Subject] = field(default_factory=list)
+    generator: Agent | None = None
+    receivers: dict[str, Agent] = field(default_factory=dict)
+
+    def subject(self, name: str) -> Subject:
+        for s in self.subjects:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: float = 30.0) -> Topology:
+    """Create the namespaces, links, agents, and start the appliances (waiting until they are healthy)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    topo = Topology(lab, workdir)
+    topo.gwlb = g = lab.namespace("gwlb")
+    app_index = 0
+    for spec in specs:
+        if spec.is_kernel:
+            topo.subjects.append(_kernel_path(lab, g))
+            continue
+        app_index += 1
+        k = app_index
+        ns = lab.namespace(f"app{k}")
+        src, dst = f"10.99.{k}.1", f"10.99.{k}.2"
+        lab.veth(g, f"app{k}", ns, "eth0", addr_a=f"{src}/24", addr_b=f"{dst}/24", mtu=MTU)
+        aspec = ApplianceSpec(command=spec.command, health_protocol=spec.health, ready_timeout=ready_timeout,
+                              name=spec.name)
+        app = RunningAppliance(lab, aspec, ns, dst, g, src, k, workdir / spec.name)
+        topo.subjects.append(Subject(spec, g, (src, GENEVE_PORT), src, dst, ns, app))
+    topo.generator = Agent(lab, g, workdir / "generator.log")
+    for s in topo.subjects:
+        if s.recv_ns not in topo.receivers:
+            topo.receivers[s.recv_ns] = Agent(lab, s.recv_ns, workdir / f"receiver-{s.recv_ns}.log")
+    for s in topo.subjects:
+        if s.appliance is not None:
+            s.appliance.start(wait=True)
+    return topo
+
+
+def _kernel_path(lab: Lab, g: str) -> Subject:
+    rtr = lab.namespace("rtr")
+    sink = lab.namespace("sink")
+    lab.veth(g, "rtr", rtr, "eth0", addr_a="10.98.0.1/24", addr_b="10.98.0.2/24", mtu=MTU)
+    lab.veth(rtr, "eth1", sink, "eth0", addr_a="10.97.0.1/24", addr_b="10.97.0.2/24", mtu=MTU)
+    lab.configure(sink, "eth0", f"{INNER_DST}/32")
+    for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter",
+                "net.ipv4.conf.eth1.rp_filter"):
+        lab.sysctl(rtr, key, 0)
+    lab.sysctl(rtr, "net.ipv4.ip_forward", 1)
+    lab.route(g, "172.16.0.0/16", gateway="10.98.0.2")
+    lab.route(rtr, "172.16.0.0/16", gateway="10.97.0.2")
+    lab.route(sink, "192.168.0.0/16", gateway="10.97.0.1")
+    return Subject(KERNEL, sink, ("0.0.0.0", INNER_DPORT))
+
+
+def close(topo: Topology) -> None:
+    """Stop agents and appliances (the lab removes the namespaces)."""
+    for a in [topo.generator, *topo.receivers.values()]:
+        if a is not None:
+            a.close()
+    for s in topo.subjects:
+        if s.appliance is not None:
+            s.appliance.stop()
+
+
+def describe(spec: SubjectSpec) -> str:
+    return "kernel forwarding (no GENEVE)" if spec.is_kernel else shlex.join(
+        spec.command.replace("{python}", "python").split())

@@ -1,0 +1,613 @@
+"""The fake GWLB's behaviour, with no I/O: packets, probe results and the time in; actions out.
+
+Events:
+
+* :meth:`GwlbModel.from_endpoint`: a packet entered through a GWLB endpoint (either direction of a flow).
+  Returns :class:`ToTarget` (encapsulate and send to an appliance), :class:`ToEndpoint` (e.g. a TCP reset back
+  to the sender), or nothing (dropped and counted).
+* :meth:`GwlbModel.from_target`: a GENEVE datagram arrived from an appliance. Validated against the flow
+  table; returns :class:`ToEndpoint` (deliver the inner packet on the consumer side) or nothing.
+* :meth:`GwlbModel.due_probes` / :meth:`GwlbModel.probe_result`: health checks the driver runs, and what
+  they found.
+* :meth:`GwlbModel.register_target` / :meth:`GwlbModel.deregister_target`, :meth:`GwlbModel.tick`.
+
+Every drop is counted by reason in :attr:`GwlbModel.metrics` (and per target where a target is known).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from gwlbsim import geneve
+from gwlbsim.config import FIVE_TUPLE, REBALANCE, THREE_TUPLE, GwlbConfig
+from gwlbsim.flowkey import (
+    IPPROTO_TCP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    FiveTuple,
+    InnerError,
+    flow_of,
+    tcp_flags,
+)
+from gwlbsim.model.metrics import Metrics
+from gwlbsim.model.targets import (
+    DRAINING,
+    HEALTHY,
+    INITIAL,
+    UNHEALTHY,
+    UNUSED,
+    Checker,
+    Target,
+    checker_verdict,
+    consensus,
+)
+from gwlbsim.model.tcpreset import reset_for
+
+# Drop reasons (besides the codec's, for returns).
+NO_ENDPOINT = "unknown_endpoint"
+BAD_INNER = InnerError.reason
+OVERSIZE = "oversize"
+TCP_NO_FLOW = "tcp_non_syn_without_flow"
+NO_TARGET = "no_target"
+FAIL_OPEN_DROP = "fail_open_drop"
+TARGET_GONE = "target_deregistered"
+NOT_TO_NODE = "not_to_gwlb_node"
+UNKNOWN_SOURCE = "unknown_source"
+UNKNOWN_COOKIE = "unknown_cookie"
+STALE_COOKIE = "stale_cookie"
+WRONG_TARGET = "wrong_target"
+ATTACHMENT_MISMATCH = "attachment_mismatch"
+TUPLE_MISMATCH = "tuple_mismatch"
+PORT_MISMATCH = "source_port_mismatch"
+RESET_SENT = "reset_sent"
+MODEL_REASONS = (NO_ENDPOINT, BAD_INNER, OVERSIZE, TCP_NO_FLOW, NO_TARGET, FAIL_OPEN_DROP, TARGET_GONE, NOT_TO_NODE,
+                 UNKNOWN_SOURCE, UNKNOWN_COOKIE, STALE_COOKIE, WRONG_TARGET, ATTACHMENT_MISMATCH, TUPLE_MISMATCH,
+                 PORT_MISMATCH, RESET_SENT)
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a stable, well-spread hash of an int (Python's hash() is not stable for str)."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK64
+    return x ^ (x >> 31)
+
+
+@dataclass
+class Endpoint:
+    """A GWLB endpoint (the consumer VPC's entry point): its ENI id, attachment id and zone."""
+
+    eni_id: int
+    zone: str
+    attachment_id: int = 0
+
+
+@dataclass(frozen=True)
+class Encapsulation:
+    """How encapsulated packets look. The defaults are what real GWLB sends; the rest are test knobs that
+    find brittle appliance parsers (extra options, other orders, reserved bits set, a VNI)."""
+
+    extra_options: tuple[geneve.GeneveOption, ...] = ()
+    extras_first: bool = False  #: put the extra options before the GWLB ones
+    gwlb_order: tuple[int, int, int] = (geneve.OPT_ENI_ID, geneve.OPT_ATTACHMENT_ID, geneve.OPT_FLOW_COOKIE)
+    vni: int = 0
+    reserved_flags: int = 0
+    reserved: int = 0
+
+    def header(self, eni_id: int, attachment_id: int, cookie: int, inner_version: int, option_class: int) -> bytes:
+        opts = {o.type: o for o in geneve.gwlb_options(eni_id, attachment_id, cookie, option_class)}
+        gwlb = tuple(opts[t] for t in self.gwlb_order)
+        options = self.extra_options + gwlb if self.extras_first else gwlb + self.extra_options
+        return geneve.GeneveHeader(
+            protocol=geneve.ETH_P_IP if inner_version == 4 else geneve.ETH_P_IPV6, vni=self.vni, options=options,
+            critical=any(o.critical for o in options), reserved_flags=self.reserved_flags,
+            reserved=self.reserved).to_bytes()
+
+
+class Flow:
+    """One entry of the flow table: the same entry for both directions of a flow."""
+
+    __slots__ = ("closing_at", "cookie", "created", "endpoint", "fin_hi", "fin_lo", "headers", "key", "last_seen",
+                 "node", "reset_pending", "sport", "target", "tcp", "tuple")
+
+    def __init__(self, key: tuple[object, ...], endpoint: Endpoint, target: Target, cookie: int, sport: int,
+                 node: str, now: float, tcp: bool, tuple_: FiveTuple) -> None:
+        self.key = key
+        self.endpoint = endpoint
+        self.target = target
+        self.cookie = cookie
+        self.sport = sport
+        self.node = node
+        self.created = now
+        self.last_seen = now
+        self.tcp = tcp
+        self.tuple = tuple_  #: the tuple of the packet that created the flow (its "client" direction)
+        self.fin_lo = False
+        self.fin_hi = False
+        self.closing_at: float | None = None
+        self.reset_pending = False
+        self.headers: dict[int, bytes] = {}  #: GENEVE header by inner IP version
+
+
+class ToTarget(NamedTuple):
+    """Encapsulate ``inner`` behind ``header`` and send it from ``node``:``sport`` to ``target``:6081."""
+
+    target: Target
+    node: str
+    sport: int
+    header: bytes
+    inner: bytes
+    flow: Flow
+
+
+class ToEndpoint(NamedTuple):
+    """Deliver ``inner`` on the consumer side of endpoint ``eni_id``."""
+
+    eni_id: int
+    inner: bytes
+
+
+class ProbeRequest(NamedTuple):
+    target: Target
+    checker: int
+
+
+Action = ToTarget | ToEndpoint
+
+
+@dataclass
+class Event:
+    at: float
+    text: str
+
+
+class GwlbModel:
+    def __init__(self, config: GwlbConfig | None = None, zones: dict[str, str] | None = None,
+                 encapsulation: Encapsulation | None = None, rng: random.Random | None = None) -> None:
+        self.config = config or GwlbConfig()
+        self.sim = self.config.simulator
+        self.zones: dict[str, str] = dict(zones or {"a": "10.100.1.1"})  # zone -> GWLB node address
+        self.node_addresses = frozenset(self.zones.values())
+        self.encap = encapsulation or Encapsulation()
+        self.rng = rng or random.Random(self.sim.seed)
+        self.endpoints: dict[int, Endpoint] = {}
+        self.targets: dict[str, Target] = {}
+        self._by_address: dict[str, Target] = {}
+        self.flows: dict[tuple[object, ...], Flow] = {}
+        self.by_cookie: dict[tuple[int, int], Flow] = {}
+        self._retired_cookies: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._expiry: list[tuple[float, int, Flow]] = []
+        self._seq = 0
+        self._routable: dict[str | None, list[Target]] = {}  # zone (None: all) -> healthy targets, cached
+        self.metrics = Metrics()
+        self.events: list[Event] = []
+        self._stickiness = self.config.stickiness
+        self._tcp_timeout = self.config.idle_timeout(tcp=True)
+        self._other_timeout = self.config.idle_timeout(tcp=False)
+
+    # ------------------------------------------------------------------------------------------- topology
+
+    def add_endpoint(self, eni_id: int, zone: str | None = None, attachment_id: int = 0) -> Endpoint:
+        zone = zone or next(iter(self.zones))
+        if zone not in self.zones:
+            raise ValueError(f"endpoint zone {zone!r} is not one of the GWLB's zones {sorted(self.zones)}")
+        ep = Endpoint(eni_id, zone, attachment_id)
+        self.endpoints[eni_id] = ep
+        return ep
+
+    def register_target(self, target_id: str, address: str, zone: str | None = None, now: float = 0.0) -> Target:
+        zone = zone or next(iter(self.zones))
+        if zone not in self.zones:
+            raise ValueError(f"target zone {zone!r} is not one of the GWLB's zones {sorted(self.zones)}")
+        if target_id in self.targets and self.targets[target_id].state != UNUSED:
+            raise ValueError(f"target {target_id} is already registered")
+        hc = self.config.health_check
+        n = self.sim.health_checkers
+        t = Target(target_id, address, zone, len(self.targets), now,
+                   checkers=[Checker(next_probe=now + i * hc.interval / n) for i in range(n)])
+        self.targets[target_id] = t
+        self._by_address[address] = t
+        self._log(now, f"target {target_id} ({address}, zone {zone}) registered: {INITIAL}")
+        if self.sim.route_to_initial:
+            self._routable.clear()
+        return t
+
+    def deregister_target(self, target_id: str, now: float) -> None:
+        t = self.targets[target_id]
+        if t.state in (DRAINING, UNUSED):
+            return
+        t.state = DRAINING
+        t.deregistered_at = now
+        self._routable.clear()
+        self._log(now, f"target {target_id} deregistered: draining for {self.config.deregistration_delay:g} s")
+
+    def _log(self, now: float, text: str) -> None:
+        self.events.append(Event(now, text))
+        if len(self.events) > 10_000:
+            del self.events[:1000]
+
+    # ------------------------------------------------------------------------------------ consumer -> target
+
+    def from_endpoint(self, eni_id: int, inner: bytes, now: float) -> list[Action]:
+        m = self.metrics
+        n = len(inner)
+        ep = self.endpoints.get(eni_id)
+        if ep is None:
+            m.drop(NO_ENDPOINT)
+            return []
+        if n > self.sim.mtu and self.sim.oversize == "drop":
+            m.drop(OVERSIZE)
+            return []
+        try:
+            ft, l4 = flow_of(inner, 0, n)
+        except InnerError:
+            m.drop(BAD_INNER)
+            return []
+        key = self._key(eni_id, ft)
+        flags = tcp_flags(inner, l4, n) if ft.proto == IPPROTO_TCP else 0
+        flow = self.flows.get(key)
+        if flow is not None and self._dead(flow, now):
+            self._remove(flow, now)
+            flow = None
+        if flow is not None and flow.closing_at is not None and flags & TCP_SYN and not flags & TCP_ACK:
+            self._remove(flow, now)  # a closed connection's 5-tuple reused: a new flow, a new cookie
+            flow = None
+        if flow is not None and flow.reset_pending:
+            return self._reset(flow, inner, now)
+        if flow is None:
+            if ft.proto == IPPROTO_TCP and not (flags & TCP_SYN and not flags & TCP_ACK):
+                m.drop(TCP_NO_FLOW)
+                if self.config.rst_on_idle_timeout and not flags & TCP_RST:
+                    rst = reset_for(inner)
+                    if rst is not None:
+                        m.resets += 1
+                        return [ToEndpoint(eni_id, rst)]
+                return []
+            flow = self._new_flow(key, ep, ft, now)
+            if flow is None:
+                return []
+        target = flow.target
+        if target.state == UNHEALTHY and self.config.rst_on_unhealthy and ft.proto == IPPROTO_TCP \
+                and target.unhealthy_since is not None \
+                and now >= target.unhealthy_since + self.config.deregistration_delay:
+            return self._reset(flow, inner, now)
+        if target.state == UNUSED:
+            m.drop(TARGET_GONE)
+            target.drop(TARGET_GONE)
+            return []
+        flow.last_seen = now
+        if ft.proto == IPPROTO_TCP:
+            self._track_tcp(flow, ft, flags, now)
+        m.processed(n)
+        return [ToTarget(target, flow.node, flow.sport, self._header(flow, inner[0] >> 4), inner, flow)]
+
+    def flow_key(self, eni_id: int, inner: bytes) -> tuple[object, ...]:
+        """The flow-table key of a packet through endpoint ``eni_id`` (raises InnerError for non-IP)."""
+        return self._key(eni_id, flow_of(inner)[0])
+
+    def _key(self, eni_id: int, ft: FiveTuple) -> tuple[object, ...]:
+        mode = self._stickiness
+        if mode == FIVE_TUPLE:
+            return (eni_id, *ft.symmetric())
+        lo, hi = (ft.src, ft.dst) if ft.src <= ft.dst else (ft.dst, ft.src)
+        return (eni_id, ft.proto, lo, hi) if mode == THREE_TUPLE else (eni_id, lo, hi)
+
+    def _header(self, flow: Flow, version: int) -> bytes:
+        h = flow.headers.get(version)
+        if h is None:
+            ep = flow.endpoint
+            h = self.encap.header(ep.eni_id, ep.attachment_id, flow.cookie, version, self.sim.option_class)
+            flow.headers[version] = h
+        return h
+
+    def _new_flow(self, key: tuple[object, ...], ep: Endpoint, ft: FiveTuple, now: float) -> Flow | None:
+        m = self.metrics
+        h = _mix(hash(key[1:]) & _MASK64)
+        healthy = self._routable_in(ep.zone)
+        if healthy:
+            target = healthy[h % len(healthy)]
+        else:
+            # fail open: no healthy target -> a random one for the life of the flow
+            candidates = [t for t in self.targets.values() if t.state in (UNHEALTHY, INITIAL)
+                          and (self.config.cross_zone or t.zone == ep.zone)]
+            if not candidates:
+                m.drop(NO_TARGET)
+                return None
+            if self.sim.fail_open == "drop":
+                m.drop(FAIL_OPEN_DROP)
+                return None
+            m.fail_open_flows += 1
+            target = self.rng.choice(candidates)
+        cookie = self._cookie(ep.eni_id)
+        span = self.sim.source_port_max - self.sim.source_port_min + 1
+        sport = self.sim.source_port_min + (_mix(h ^ 0x5BD1E995) % span)
+        flow = Flow(key, ep, target, cookie, sport, self.zones[ep.zone], now, ft.proto == IPPROTO_TCP, ft)
+        self.flows[key] = flow
+        self.by_cookie[(ep.eni_id, cookie)] = flow
+        target.flows += 1
+        m.new_flows += 1
+        self._schedule(flow)
+        return flow
+
+    def _cookie(self, eni_id: int) -> int:
+        while True:
+            c = self.rng.getrandbits(32)
+            if c and (eni_id, c) not in self.by_cookie and (eni_id, c) not in self._retired_cookies:
+                return c
+
+    def _routable_in(self, zone: str) -> list[Target]:
+        k = None if self.config.cross_zone else zone
+        lst = self._routable.get(k)
+        if lst is None:
+            ok = (HEALTHY, INITIAL) if self.sim.route_to_initial else (HEALTHY,)
+            lst = sorted((t for t in self.targets.values()
+                          if t.state in ok and (k is None or t.zone == k)), key=lambda t: t.index)
+            self._routable[k] = lst
+        return lst
+
+    def _track_tcp(self, flow: Flow, ft: FiveTuple, flags: int, now: float) -> None:
+        if flow.closing_at is not None:
+            return
+        if flags & TCP_RST:
+            flow.closing_at = now
+        elif flags & TCP_FIN:
+            if (ft.src, ft.sport) <= (ft.dst, ft.dport):
+                flow.fin_lo = True
+            else:
+                flow.fin_hi = True
+            if flow.fin_lo and flow.fin_hi:
+                flow.closing_at = now
+        if flow.closing_at is not None:
+            self._schedule(flow)  # its deadline moved earlier
+
+    def _reset(self, flow: Flow, inner: bytes, now: float) -> list[Action]:
+        """Answer ``inner`` with a TCP reset to its sender and forget the flow."""
+        self._remove(flow, now)
+        rst = reset_for(inner)
+        self.metrics.drop(RESET_SENT)
+        flow.target.drop(RESET_SENT)
+        if rst is None:
+            return []
+        self.metrics.resets += 1
+        return [ToEndpoint(flow.endpoint.eni_id, rst)]
+
+    # -------------------------------------------------------------------------------------- flow lifetime
+
+    def _timeout(self, flow: Flow) -> float:
+        return self._tcp_timeout if flow.tcp else self._other_timeout
+
+    def _deadline(self, flow: Flow) -> float:
+        if flow.closing_at is not None:
+            return min(flow.closing_at + self.sim.tcp_close_linger_seconds, flow.last_seen + self._timeout(flow))
+        return flow.last_seen + self._timeout(flow)
+
+    def _dead(self, flow: Flow, now: float) -> bool:
+        return now >= self._deadline(flow)
+
+    def _schedule(self, flow: Flow) -> None:
+        self._seq += 1
+        heapq.heappush(self._expiry, (self._deadline(flow), self._seq, flow))
+
+    def _remove(self, flow: Flow, now: float) -> None:
+        if self.flows.get(flow.key) is not flow:
+            return
+        del self.flows[flow.key]
+        ck = (flow.endpoint.eni_id, flow.cookie)
+        self.by_cookie.pop(ck, None)
+        self._retired_cookies[ck] = None
+        if len(self._retired_cookies) > 100_000:
+            self._retired_cookies.popitem(last=False)
+        flow.target.flows -= 1
+
+    def expire(self, now: float) -> int:
+        """Remove flows idle past their timeout (or closed and lingered). Returns how many."""
+        heap = self._expiry
+        removed = 0
+        while heap and heap[0][0] <= now:
+            _, _, flow = heapq.heappop(heap)
+            if self.flows.get(flow.key) is not flow:
+                continue
+            if self._dead(flow, now):
+                self._remove(flow, now)
+                removed += 1
+            else:
+                self._schedule(flow)
+        return removed
+
+    # ------------------------------------------------------------------------------------ target -> consumer
+
+    def from_target(self, src: str, sport: int, dst: str, dport: int, payload: bytes | memoryview,
+                    now: float) -> list[Action]:
+        m = self.metrics
+        target = self._by_address.get(src)
+        if dst not in self.node_addresses or dport != geneve.GENEVE_PORT:
+            m.drop(NOT_TO_NODE)
+            if target:
+                target.drop(NOT_TO_NODE)
+            return []
+        if target is None:
+            m.drop(UNKNOWN_SOURCE)
+            return []
+        try:
+            s = geneve.scan(payload, 0, len(payload), self.sim.option_class)
+        except geneve.GeneveError as e:
+            m.drop(e.reason)
+            target.drop(e.reason)
+            return []
+        ck = (s.eni_id, s.cookie)
+        flow = self.by_cookie.get(ck)
+        if flow is not None and self._dead(flow, now):
+            self._remove(flow, now)
+            flow = None
+        if flow is None:
+            reason = STALE_COOKIE if ck in self._retired_cookies else \
+                UNKNOWN_COOKIE if s.eni_id in self.endpoints else NO_ENDPOINT
+            m.drop(reason)
+            target.drop(reason)
+            return []
+        if flow.target is not target:
+            m.drop(WRONG_TARGET)
+            target.drop(WRONG_TARGET)
+            return []
+        if s.attachment_id != flow.endpoint.attachment_id:
+            m.drop(ATTACHMENT_MISMATCH)
+            target.drop(ATTACHMENT_MISMATCH)
+            return []
+        if sport != flow.sport and self.sim.return_port_check == "drop":
+            m.drop(PORT_MISMATCH)
+            target.drop(PORT_MISMATCH)
+            return []
+        start = s.header_len
+        end = start + s.inner_len
+        if s.inner_len > self.sim.mtu and self.sim.oversize == "drop":
+            m.drop(OVERSIZE)
+            target.drop(OVERSIZE)
+            return []
+        inner = bytes(payload[start:end])
+        try:
+            ft, l4 = flow_of(inner, 0, len(inner))
+        except InnerError:
+            m.drop(BAD_INNER)
+            target.drop(BAD_INNER)
+            return []
+        if self.sim.return_validation == "strict" and self._key(s.eni_id, ft) != flow.key:
+            m.drop(TUPLE_MISMATCH)
+            target.drop(TUPLE_MISMATCH)
+            return []
+        flow.last_seen = now
+        if ft.proto == IPPROTO_TCP:
+            self._track_tcp(flow, ft, tcp_flags(inner, l4, len(inner)), now)
+        m.processed(len(inner))
+        m.returned += 1
+        return [ToEndpoint(s.eni_id, inner)]
+
+    # ------------------------------------------------------------------------------------------- health
+
+    def due_probes(self, now: float) -> list[ProbeRequest]:
+        """Health probes to run now. Report each result with :meth:`probe_result`."""
+        out = []
+        interval = self.config.health_check.interval
+        for t in self.targets.values():
+            if t.state == UNUSED:
+                continue
+            for i, c in enumerate(t.checkers):
+                if not c.in_flight and c.next_probe <= now:
+                    c.in_flight = True
+                    c.next_probe = max(c.next_probe + interval, now)
+                    out.append(ProbeRequest(t, i))
+        return out
+
+    def probe_ok(self, status: int | None, connected: bool) -> bool:
+        """Whether a probe outcome counts as a success under the configured protocol and matcher."""
+        if self.config.health_check.protocol == "TCP":
+            return connected
+        return status is not None and status in self.config.health_check.codes
+
+    def probe_result(self, target_id: str, checker: int, ok: bool, now: float, detail: str = "") -> None:
+        t = self.targets.get(target_id)
+        if t is None or t.state == UNUSED:
+            return
+        c = t.checkers[checker]
+        c.in_flight = False
+        c.probes += 1
+        c.last_detail = detail
+        checker_verdict(c, self.config.health_check, ok)
+        if t.state == DRAINING:
+            return
+        verdict = consensus(t.checkers, self.sim.health_consensus)
+        if verdict is True and t.state != HEALTHY:
+            self._set_state(t, HEALTHY, now)
+        elif verdict is False and t.state != UNHEALTHY:
+            self._set_state(t, UNHEALTHY, now)
+
+    def _set_state(self, t: Target, state: str, now: float) -> None:
+        self._log(now, f"target {t.id}: {t.state} -> {state}")
+        t.state = state
+        t.unhealthy_since = now if state == UNHEALTHY else None
+        t.rebalanced_unhealthy = False
+        self._routable.clear()
+
+    def tick(self, now: float) -> None:
+        """Timers: flow expiry, end of deregistration delays, rebalancing away from unhealthy targets."""
+        self.expire(now)
+        rebalance = self.config.failover_on_unhealthy == REBALANCE
+        for t in list(self.targets.values()):
+            if t.state == DRAINING and t.deregistered_at is not None \
+                    and now >= t.deregistered_at + self.config.deregistration_delay:
+                self._finish_draining(t, now)
+            elif t.state == UNHEALTHY and rebalance and not t.rebalanced_unhealthy and t.unhealthy_since is not None \
+                    and now >= t.unhealthy_since + self.sim.rebalance_propagation_seconds:
+                t.rebalanced_unhealthy = True
+                self._move_flows(t, now)
+
+    def _finish_draining(self, t: Target, now: float) -> None:
+        t.state = UNUSED
+        self._routable.clear()
+        self._by_address.pop(t.address, None)
+        self._log(now, f"target {t.id}: draining done, unused")
+        flows = [f for f in self.flows.values() if f.target is t]
+        if self.config.failover_on_deregistration == REBALANCE:
+            self._move_flows(t, now, flows)
+        elif self.config.rst_on_deregistration:
+            for f in flows:
+                if f.tcp:
+                    f.reset_pending = True
+                else:
+                    self._remove(f, now)
+        else:
+            for f in flows:
+                self._remove(f, now)
+
+    def _move_flows(self, t: Target, now: float, flows: Iterable[Flow] | None = None) -> None:
+        """``rebalance``: rehash the target's flows onto healthy targets (they keep their cookies)."""
+        moved = 0
+        for f in list(flows if flows is not None else (f for f in self.flows.values() if f.target is t)):
+            healthy = self._routable_in(f.endpoint.zone)
+            if not healthy:
+                continue
+            new = healthy[_mix(hash(f.key[1:]) & _MASK64) % len(healthy)]
+            if new is t:
+                continue
+            t.flows -= 1
+            new.flows += 1
+            f.target = new
+            moved += 1
+        self.metrics.rebalanced_flows += moved
+        if moved:
+            self._log(now, f"rebalance: {moved} flow(s) moved off target {t.id}")
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which :meth:`tick` or :meth:`due_probes` has something to do."""
+        times = [c.next_probe for t in self.targets.values() if t.state != UNUSED for c in t.checkers
+                 if not c.in_flight]
+        if self._expiry:
+            times.append(self._expiry[0][0])
+        for t in self.targets.values():
+            if t.state == DRAINING and t.deregistered_at is not None:
+                times.append(t.deregistered_at + self.config.deregistration_delay)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    def healthy_count(self) -> int:
+        return sum(1 for t in self.targets.values() if t.state == HEALTHY)
+
+    def unhealthy_count(self) -> int:
+        return sum(1 for t in self.targets.values() if t.state == UNHEALTHY)
+
+    def cloudwatch(self) -> dict[str, int]:
+        """Metrics under CloudWatch's names (AWS/GatewayELB), plus drops by reason."""
+        m = self.metrics
+        out = {"ActiveFlowCount": len(self.flows), "NewFlowCount": m.new_flows, "ProcessedBytes": m.bytes,
+               "ProcessedPackets": m.packets, "HealthyHostCount": self.healthy_count(),
+               "UnHealthyHostCount": self.unhealthy_count(), "TCP_ELB_Reset_Count": m.resets}
+        out.update({f"Dropped.{k}": v for k, v in sorted(m.drops.items())})
+        return out

@@ -1,0 +1,335 @@
+"""Virtual-time mode: the GWLB model wired to appliance models in one process, with a simulated clock.
+
+Each target is a :class:`VirtualAppliance` running the reference appliance's pure core as a one-arm
+passthrough (what arrives on gwi- leaves by gwo-), answering health checks while it is up. Time only moves
+when the simulation says so, so a run of hours with a million flows takes seconds, and the same seed gives
+the same run.
+
+A :class:`Workload` describes the traffic (flows, their arrival rate, packets per flow, protocol mix,
+5-tuple reuse after idle timeouts) and health flaps (targets going down and up). :func:`run` returns a
+:class:`Report` with the flow distribution over targets, flows moved or lost around failures, cookie
+renewals, drops by reason and the real time it took.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gwlbsim import geneve
+from gwlbsim.config import GwlbConfig
+from gwlbsim.model import GwlbModel, ToEndpoint, ToTarget
+from gwlbsim.model.targets import HEALTHY
+from reference.core import ApplianceCore, Config
+
+
+class VirtualAppliance:
+    """A target: the reference core as a one-arm passthrough, with a switch to break it."""
+
+    def __init__(self, target_id: str, address: str, core_config: Config | None = None) -> None:
+        self.id = target_id
+        self.address = address
+        self.core = ApplianceCore(core_config or Config())
+        self.up = True  #: datapath and health answer work
+        self.received = 0
+        self.lost = 0  #: packets that arrived while down
+
+    def deliver(self, node: str, sport: int, payload: bytes, now: float) -> list[tuple[bytes, int]]:
+        """A GENEVE payload from GWLB; returns the (payload, source port) of what goes back."""
+        self.received += 1
+        if not self.up:
+            self.lost += 1
+            return []
+        core = self.core
+        v = core.inbound(payload, 0, len(payload), node, self.address, sport, geneve.GENEVE_PORT, now)
+        if v is None:
+            return []
+        tunnel = v.tunnel
+        # creating devices is instant in virtual time
+        inners = core.tunnel_ready(tunnel.eni_id, now) if v.queued else [payload[v.inner_start:v.inner_end]]
+        out = []
+        for inner in inners:
+            flow = core.outbound(tunnel, inner, now)  # passthrough: gwi- straight to gwo-
+            if flow is not None:
+                out.append((flow.header + bytes(inner), flow.dst[1]))
+        return out
+
+
+@dataclass
+class Flap:
+    """Target ``target`` (index) goes down at ``at`` (simulated seconds) and comes back after ``down_for``."""
+
+    at: float
+    target: int
+    down_for: float
+
+
+@dataclass
+class Workload:
+    flows: int = 100_000
+    rate: float = 10_000.0  #: new flows per simulated second
+    packets_per_flow: int = 2  #: alternating directions, starting client -> server, sent at the flow's start
+    tcp_fraction: float = 0.7  #: the rest is UDP
+    reuse_fraction: float = 0.0  #: flows that reuse an earlier flow's 5-tuple after its idle timeout
+    followup_after: float | None = None  #: each flow exchanges its packets once more this much later
+    endpoints: int = 2
+    flaps: list[Flap] = field(default_factory=list)
+    warmup: float | None = None  #: simulated seconds before traffic (targets pass initial health checks)
+    seed: int = 1
+
+
+@dataclass
+class Report:
+    flows: int
+    packets_sent: int
+    packets_returned: int
+    simulated_seconds: float
+    wall_seconds: float
+    per_target_flows: dict[str, int]
+    flows_moved: int
+    flows_lost: int  #: flows with at least one packet lost at a down target
+    packets_lost: int
+    cookie_renewals: int
+    fail_open_flows: int
+    drops: dict[str, int]
+    events: list[str]
+    cloudwatch: dict[str, int]
+
+    @property
+    def flows_per_second(self) -> float:
+        return self.flows / self.wall_seconds if self.wall_seconds else math.inf
+
+    def distribution(self) -> dict[str, float]:
+        v = list(self.per_target_flows.values())
+        if not v:
+            return {"min": 0, "max": 0, "mean": 0.0, "stdev": 0.0}
+        mean = sum(v) / len(v)
+        return {"min": min(v), "max": max(v), "mean": mean,
+                "stdev": (sum((x - mean) ** 2 for x in v) / len(v)) ** 0.5}
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["flows_per_second"] = round(self.flows_per_second)
+        d["distribution"] = self.distribution()
+        return d
+
+    def text(self) -> str:
+        dist = self.distribution()
+        lines = [
+            f"simulated {self.flows} flows, {self.packets_sent} packets over {self.simulated_seconds:.0f} s of "
+            f"virtual time in {self.wall_seconds:.2f} s ({self.flows_per_second:,.0f} flows/s)",
+            f"returned {self.packets_returned} packets; lost at down targets {self.packets_lost} packets of "
+            f"{self.flows_lost} flows; moved by rebalance {self.flows_moved}; fail-open flows {self.fail_open_flows}; "
+            f"cookie renewals {self.cookie_renewals}",
+            f"flows per target over {len(self.per_target_flows)} targets: min {dist['min']}, max {dist['max']}, "
+            f"mean {dist['mean']:.1f}, stdev {dist['stdev']:.1f}",
+        ]
+        if self.drops:
+            lines.append("drops: " + ", ".join(f"{k}={v}" for k, v in sorted(self.drops.items())))
+        lines += [f"  {e}" for e in self.events[-20:]]
+        return "\n".join(lines)
+
+
+class Simulation:
+    def __init__(self, config: GwlbConfig | None = None, targets: int = 4, zones: int = 1,
+                 core_config: Config | None = None, seed: int = 1) -> None:
+        self.config = config or GwlbConfig()
+        self.rng = random.Random(seed)
+        zone_names = [chr(ord("a") + i) for i in range(zones)]
+        self.model = GwlbModel(self.config, {z: f"10.100.{i + 1}.1" for i, z in enumerate(zone_names)},
+                               rng=random.Random(seed))
+        self.zone_names = zone_names
+        self.appliances: dict[str, VirtualAppliance] = {}
+        for i in range(targets):
+            zone = zone_names[i % zones]
+            tid = f"t{i}"
+            addr = f"10.{100 + i // 60000}.{(i // 250) % 240 + 16}.{i % 250 + 2}"
+            self.model.register_target(tid, addr, zone, 0.0)
+            self.appliances[addr] = VirtualAppliance(tid, addr, core_config)
+        self.now = 0.0
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self.sent = 0
+        self.returned = 0
+        self.delivered: list[tuple[int, bytes]] | None = None  #: set to a list to keep what reaches consumers
+
+    # ------------------------------------------------------------------------------------------- plumbing
+
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, fn))
+
+    def send(self, eni_id: int, inner: bytes) -> list[ToEndpoint]:
+        """One packet through GWLB and its appliance and back; returns what reaches the consumer side."""
+        now = self.now
+        model = self.model
+        self.sent += 1
+        out: list[ToEndpoint] = []
+        for a in model.from_endpoint(eni_id, inner, now):
+            if isinstance(a, ToEndpoint):
+                out.append(a)
+                continue
+            assert isinstance(a, ToTarget)
+            app = self.appliances[a.target.address]
+            for payload, sport in app.deliver(a.node, a.sport, a.header + a.inner, now):
+                for r in model.from_target(app.address, sport, a.node, geneve.GENEVE_PORT, payload, now):
+                    if isinstance(r, ToEndpoint):
+                        out.append(r)
+                        self.returned += 1
+        if self.delivered is not None:
+            self.delivered.extend((r.eni_id, r.inner) for r in out)
+        return out
+
+    def health_round(self) -> None:
+        m = self.model
+        for p in m.due_probes(self.now):
+            app = self.appliances[p.target.address]
+            m.probe_result(p.target.id, p.checker, app.up, self.now)
+
+    def advance(self, until: float) -> None:
+        """Run scheduled work and timers up to ``until``."""
+        m = self.model
+        q = self._queue
+        while True:
+            nxt = q[0][0] if q else math.inf
+            deadline = m.next_deadline()
+            step = min(nxt, deadline if deadline is not None else math.inf, until)
+            if step > until or step == math.inf:
+                break
+            self.now = max(self.now, step)
+            if q and q[0][0] <= self.now:
+                _, _, fn = heapq.heappop(q)
+                fn()
+                continue
+            self.health_round()
+            m.tick(self.now)
+            if step >= until:
+                break
+        self.now = max(self.now, until)
+
+
+_TCP_SYN = bytes.fromhex("45000028000000004006000000000000000000000000000000000000000000005002200000000000")
+_UDP = bytes.fromhex("4500001c000000004011000000000000000000000000000000080000")
+_FLOW = struct.Struct("!4s4s")
+_PORTS = struct.Struct("!HH")
+
+
+def _packet(tcp: bool, client: bytes, server: bytes, cport: int, sport: int, forward: bool, syn: bool) -> bytes:
+    p = bytearray(_TCP_SYN if tcp else _UDP)
+    if forward:
+        _FLOW.pack_into(p, 12, client, server)
+        _PORTS.pack_into(p, 20, cport, sport)
+    else:
+        _FLOW.pack_into(p, 12, server, client)
+        _PORTS.pack_into(p, 20, sport, cport)
+    if tcp:
+        p[33] = 0x02 if syn else 0x10  # SYN, then ACKs
+    return bytes(p)
+
+
+def run(workload: Workload, config: GwlbConfig | None = None, targets: int = 4, zones: int = 1,
+        core_config: Config | None = None, progress: Callable[[int, int], None] | None = None) -> Report:
+    """Simulate ``workload``; ``progress(done, total)`` is called now and then."""
+    wall = time.perf_counter()
+    sim = Simulation(config, targets, zones, core_config, workload.seed)
+    rng = random.Random(workload.seed)
+    model = sim.model
+    enis = [0x1000 + i for i in range(workload.endpoints)]
+    for i, e in enumerate(enis):
+        model.add_endpoint(e, sim.zone_names[i % zones])
+    hc = sim.config.health_check
+    warmup = workload.warmup if workload.warmup is not None else \
+        hc.interval * (hc.healthy_threshold + 1) + hc.interval
+    sim.advance(warmup)
+
+    apps = list(sim.appliances.values())
+    for f in workload.flaps:
+        app = apps[f.target % len(apps)]
+
+        def down(app: VirtualAppliance = app) -> None:
+            app.up = False
+
+        def up(app: VirtualAppliance = app) -> None:
+            app.up = True
+
+        sim.at(warmup + f.at, down)
+        sim.at(warmup + f.at + f.down_for, up)
+
+    lost_before = {a.id: a.lost for a in apps}
+    lost_flows: set[int] = set()
+    cookie_of: dict[tuple[object, ...], int] = {}
+    renewals = 0
+    reuse_pool: list[tuple[int, bytes, bytes, int, int, bool, float]] = []
+    idle = max(sim.config.idle_timeout(True), sim.config.idle_timeout(False))
+    n = workload.flows
+    step = 1.0 / workload.rate
+    t = warmup
+    report_every = max(1, n // 100)
+    for i in range(n):
+        t += step
+        sim.advance(t)
+        if reuse_pool and t - reuse_pool[0][6] > idle and rng.random() < workload.reuse_fraction:
+            eni, client, server, cport, sport, tcp, _ = reuse_pool.pop(0)
+        else:
+            eni = enis[i % len(enis)]
+            client = struct.pack("!I", 0x0A000000 | (i & 0xFFFFFF))
+            server = struct.pack("!I", 0xC0A80000 | (i * 7919 & 0xFFFF))
+            cport, sport = 1024 + (i * 31) % 60000, 443 if i & 1 else 53
+            tcp = rng.random() < workload.tcp_fraction
+        lost = sum(a.lost for a in apps)
+        first = b""
+        for k in range(workload.packets_per_flow):
+            pkt = _packet(tcp, client, server, cport, sport, k % 2 == 0, k == 0)
+            first = first or pkt
+            sim.send(eni, pkt)
+        if sum(a.lost for a in apps) > lost:
+            lost_flows.add(i)
+        if workload.followup_after:
+            pkts = [_packet(tcp, client, server, cport, sport, k % 2 == 0, False)
+                    for k in range(workload.packets_per_flow)]
+
+            def followup(eni: int = eni, pkts: list[bytes] = pkts, i: int = i) -> None:
+                before = sum(a.lost for a in apps)
+                for p in pkts:
+                    sim.send(eni, p)
+                if sum(a.lost for a in apps) > before and i not in lost_flows:
+                    lost_flows.add(i)
+
+            sim.at(t + workload.followup_after, followup)
+        flow = model.flows.get(model.flow_key(eni, first))
+        if flow is not None:
+            key = (eni, client, server, cport, sport, tcp)
+            old = cookie_of.get(key)
+            if old is not None and old != flow.cookie:
+                renewals += 1
+            cookie_of[key] = flow.cookie
+        if workload.reuse_fraction and len(reuse_pool) < 100_000:
+            reuse_pool.append((eni, client, server, cport, sport, tcp, sim.now))
+        if progress and i % report_every == 0:
+            progress(i, n)
+    sim.advance(t + (workload.followup_after or 0) + 1)
+    per_target: dict[str, int] = {}
+    for f in model.flows.values():
+        per_target[f.target.id] = per_target.get(f.target.id, 0) + 1
+    for tgt in model.targets.values():
+        per_target.setdefault(tgt.id, 0)
+    if progress:
+        progress(n, n)
+    return Report(
+        flows=n, packets_sent=sim.sent, packets_returned=sim.returned, simulated_seconds=sim.now,
+        wall_seconds=time.perf_counter() - wall, per_target_flows=per_target,
+        flows_moved=model.metrics.rebalanced_flows, flows_lost=len(lost_flows),
+        packets_lost=sum(a.lost - lost_before[a.id] for a in apps), cookie_renewals=renewals,
+        fail_open_flows=model.metrics.fail_open_flows, drops=dict(model.metrics.drops),
+        events=[f"{e.at:10.1f} s  {e.text}" for e in model.events if "registered" not in e.text],
+        cloudwatch=model.cloudwatch())
+
+
+def healthy_targets(model: GwlbModel) -> list[str]:
+    return [t.id for t in model.targets.values() if t.state == HEALTHY]
