@@ -7,6 +7,7 @@ GWLB checks its targets.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -22,12 +23,19 @@ class ProbeResult:
     error: str = ""
 
 
-def _connect(host: str, port: int, timeout: float, ns: str | None) -> socket.socket:
+def _connect(host: str, port: int, timeout: float, ns: str | None, tls: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = netns.socket_in(ns, family, socket.SOCK_STREAM) if ns else socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect((host, port))
+        if tls:
+            # as GWLB: TLS 1.2 or later, no certificate check (targets use self-signed certificates)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s, server_hostname=host)
     except BaseException:
         s.close()
         raise
@@ -44,12 +52,12 @@ def tcp_probe(host: str, port: int, timeout: float = 5.0, ns: str | None = None)
 
 
 def http_probe(host: str, port: int, path: str = "/", timeout: float = 5.0, ns: str | None = None,
-               method: str = "GET") -> ProbeResult:
-    """One complete HTTP/1.1 exchange: request, whole response (by Content-Length or until close)."""
+               method: str = "GET", tls: bool = False) -> ProbeResult:
+    """One complete HTTP/1.1 (or HTTPS) exchange: request, whole response (Content-Length or until close)."""
     start = time.monotonic()
     deadline = start + timeout
     try:
-        s = _connect(host, port, timeout, ns)
+        s = _connect(host, port, timeout, ns, tls)
     except OSError as e:
         return ProbeResult(False, None, b"", time.monotonic() - start, str(e) or type(e).__name__)
     try:

@@ -222,16 +222,38 @@ class Lab:
             ipr.link("set", index=idx, state="up")
 
     def route(self, ns: str, dst: str, *, gateway: str | None = None, dev: str | None = None,
-              table: int | None = None) -> None:
+              table: int | None = None, mtu: int | None = None) -> None:
+        """Add a route (``dst`` "default" or a CIDR; IPv6 when the destination or gateway is IPv6)."""
+        v6 = ":" in dst or bool(gateway and ":" in gateway)
         with self.ipr(ns) as ipr:
-            kw: dict[str, Any] = {"dst": dst}
+            kw: dict[str, Any] = {"dst": "::/0" if v6 and dst == "default" else "0.0.0.0/0" if dst == "default"
+                                  else dst}
+            if v6:
+                kw["family"] = socket.AF_INET6
             if gateway:
                 kw["gateway"] = gateway
             if dev:
                 kw["oif"] = ipr.link_lookup(ifname=dev)[0]
             if table:
                 kw["table"] = table
+            if mtu:
+                kw["metrics"] = {"mtu": mtu}
             ipr.route("add", **kw)
+
+    def rule(self, ns: str, iif: str, table: int, *, family: int = socket.AF_INET, priority: int = 100) -> None:
+        """Policy routing: packets arriving on ``iif`` use routing table ``table``."""
+        with self.ipr(ns) as ipr:
+            ipr.rule("add", iifname=iif, table=table, family=family, priority=priority)
+
+    def bridge(self, ns: str, name: str, *addrs: str, mtu: int | None = None) -> None:
+        with self.ipr(ns) as ipr:
+            ipr.link("add", ifname=name, kind="bridge", **({"mtu": mtu} if mtu else {}))
+        self.configure(ns, name, *addrs)
+
+    def enslave(self, ns: str, ifname: str, bridge: str) -> None:
+        with self.ipr(ns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0],
+                     master=ipr.link_lookup(ifname=bridge)[0])
 
     def sysctl(self, ns: str, key: str, value: str | int) -> None:
         with entered(ns):

@@ -1,0 +1,1 @@
+"""The fake GWLB live, in network namespaces: topology, datapath, health checks, sessions."""
