@@ -1,0 +1,332 @@
+"""``gwlbsim``: the fake GWLB from the command line (up, demo, simulate, cleanup, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from gwlbsim import __version__
+from gwlbsim.appliance import ApplianceError, ApplianceSpec
+from gwlbsim.config import ConfigError, GwlbConfig
+from gwlbsim.netns import NetnsError, sigterm_raises
+from gwlbsim.progress import Progress
+
+
+def _topology_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML file with GWLB attributes (AWS names) and an optional [topology] table")
+    p.add_argument("--zones", type=int, help="availability zones, one GWLB node each (default 1)")
+    p.add_argument("--appliances", type=int, help="appliances (targets), spread over the zones (default 2)")
+    p.add_argument("--endpoints", type=int, help="GWLB endpoints, each with a client and a server side (default 1)")
+    p.add_argument("--appliance", metavar="CMD",
+                   help="appliance command template (default: the reference appliance); see README")
+    p.add_argument("--health-protocol", choices=("http", "tcp", "none"), help="how the appliance answers health")
+    p.add_argument("--health-port", type=int, help="the appliance's health port (default 8080)")
+    p.add_argument("--health-path", help="HTTP health path (default /)")
+    p.add_argument("--workdir", type=Path, help="where appliance logs go (default: a temporary directory)")
+
+
+def _session_options(args: argparse.Namespace) -> Any:
+    from gwlbsim.live.session import SessionOptions, health_check_for
+
+    topo: dict[str, Any] = {}
+    config = None
+    if args.config:
+        try:
+            topo = tomllib.loads(args.config.read_text()).get("topology", {})
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{args.config}: {e}") from None
+        config = GwlbConfig.from_toml(args.config)
+    known = {"zones", "appliances", "endpoints", "appliance", "health_protocol", "health_port", "health_path"}
+    for k in topo:
+        if k not in known:
+            raise ConfigError(f"unknown [topology] key {k!r}; known: {', '.join(sorted(known))}")
+    pick = {k: getattr(args, k) if getattr(args, k) is not None else topo.get(k) for k in known}
+    spec = ApplianceSpec()
+    changes = {k: v for k, v in (("command", pick["appliance"]), ("health_protocol", pick["health_protocol"]),
+                                 ("health_port", pick["health_port"]), ("health_path", pick["health_path"]))
+               if v is not None}
+    if changes:
+        spec = spec.with_(**changes)
+    if config is not None and "health_check" not in tomllib.loads(args.config.read_text()):
+        from dataclasses import replace
+
+        config = replace(config, health_check=health_check_for(spec))
+    return SessionOptions(zones=pick["zones"] or 1, appliances=pick["appliances"] or 2,
+                          endpoints=pick["endpoints"] or 1, spec=spec, config=config, workdir=args.workdir)
+
+
+# ------------------------------------------------------------------------------------------------------- up
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from gwlbsim.live.session import GwlbSession
+
+    opts = _session_options(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"gwlbsim {__version__}: bringing up {opts.zones} zone(s), {opts.appliances} appliance(s), "
+          f"{opts.endpoints} endpoint(s)", flush=True)
+    with GwlbSession(opts) as s:
+        topo = s.topo
+        assert topo is not None
+        print(topo.describe())
+        print("waiting for the appliances to pass their health checks ...", flush=True)
+        try:
+            s.wait_healthy(args.ready_timeout)
+        except TimeoutError as e:
+            print(f"warning: {e}", file=sys.stderr)
+        e0 = topo.endpoints[0]
+        print("\nready. Try, in another shell:")
+        print(f"  ip netns exec {e0.client_ns} ping {e0.server_v4}")
+        print(f"  ip netns exec {e0.server_ns} python3 -m http.server 8000 --bind {e0.server_v4} &")
+        print(f"  ip netns exec {e0.client_ns} curl http://{e0.server_v4}:8000/")
+        for a in topo.appliances:
+            print(f"  ip netns exec {a.ns} ip link   # appliance {a.id}'s devices")
+        print("Ctrl-C (or SIGTERM) removes everything.\n", flush=True)
+        last = 0.0
+        while not stop.wait(0.5):
+            if args.report_every and time.monotonic() - last >= args.report_every:
+                last = time.monotonic()
+                print(time.strftime("%H:%M:%S"), s.report(), sep="\n", flush=True)
+            dead = [a.index for a in s.appliances if not a.alive()]
+            if dead and args.exit_on_appliance_exit:
+                print(f"appliance(s) {dead} exited", file=sys.stderr)
+                return 1
+    print("removed.")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gwlbsim.live.session import GwlbSession
+
+    opts = _session_options(args)
+    prog = Progress("demo", stream=sys.stdout)
+    ok = True
+    with GwlbSession(opts) as s:
+        topo = s.topo
+        assert topo is not None
+        prog.note(topo.describe())
+        prog.note("waiting for the appliances to pass their health checks ...")
+        s.wait_healthy(args.ready_timeout)
+        prog.note(f"healthy: {s.target_states()}")
+        for e in topo.endpoints:
+            for dst in (e.server_v4, e.server_v6):
+                r = s.run_client(e.index, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
+                ok &= r.returncode == 0
+                prog.note(f"endpoint {e.index}: ping {dst}: {'ok' if r.returncode == 0 else 'FAILED'}")
+            ok &= _demo_tcp(s, e.index, prog)
+            ok &= _demo_udp(s, e.index, prog)
+        prog.note(s.report())
+        if len(s.appliances) > 1:
+            victim = s.appliances[0]
+            prog.note(f"\nstopping appliance {victim.index} to show failover ...")
+            victim.kill()
+            s.wait_state(f"app{victim.index}", "unhealthy", args.ready_timeout)
+            before = s.call(lambda m: m.targets[f"app{victim.index}"].flows)
+            for port in range(20):
+                _udp_exchange(s, 0, 20000 + port)
+            after = s.call(lambda m: m.targets[f"app{victim.index}"].flows)
+            moved_ok = after == before
+            ok &= moved_ok
+            prog.note(f"new flows avoid the unhealthy appliance: {'ok' if moved_ok else 'FAILED'} "
+                      f"(its flows {before} -> {after})")
+            prog.note(s.report())
+    prog.done("demo " + ("passed" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def _demo_tcp(s: Any, e: int, prog: Progress) -> bool:
+    slot = s.topo.endpoints[e]
+    srv = s.server_socket(e, socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((slot.server_v4, 9000))
+    srv.listen(1)
+    srv.settimeout(10)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    got = bytearray()
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+            with conn:
+                conn.settimeout(10)
+                while len(got) < len(payload):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    got.extend(chunk)
+                conn.sendall(b"done")
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    cli = s.client_socket(e, socket.AF_INET, socket.SOCK_STREAM)
+    cli.settimeout(10)
+    start = time.monotonic()
+    try:
+        cli.connect((slot.server_v4, 9000))
+        cli.sendall(payload)
+        ack = cli.recv(4)
+    except OSError as err:
+        ack = b""
+        prog.note(f"endpoint {e}: TCP: {err}")
+    finally:
+        cli.close()
+        t.join(10)
+        srv.close()
+    ok = ack == b"done" and bytes(got) == payload
+    prog.note(f"endpoint {e}: TCP 1 MiB to {slot.server_v4}:9000: "
+              f"{'ok' if ok else 'FAILED'} in {time.monotonic() - start:.2f} s")
+    return ok
+
+
+def _udp_exchange(s: Any, e: int, port: int) -> bool:
+    slot = s.topo.endpoints[e]
+    srv = s.server_socket(e)
+    srv.bind((slot.server_v4, port))
+    cli = s.client_socket(e)
+    try:
+        cli.settimeout(3)
+        srv.settimeout(3)
+        cli.sendto(b"ping", (slot.server_v4, port))
+        data, addr = srv.recvfrom(100)
+        srv.sendto(b"pong", addr)
+        return cli.recv(100) == b"pong" and data == b"ping"
+    except OSError:
+        return False
+    finally:
+        cli.close()
+        srv.close()
+
+
+def _demo_udp(s: Any, e: int, prog: Progress) -> bool:
+    ok = _udp_exchange(s, e, 5353)
+    prog.note(f"endpoint {e}: UDP exchange: {'ok' if ok else 'FAILED'}")
+    return ok
+
+
+# ------------------------------------------------------------------------------------------------- simulate
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gwlbsim.simulate import Flap, Workload, run
+
+    config = GwlbConfig.from_toml(args.config) if args.config else None
+    flaps = []
+    for spec in args.flap:
+        try:
+            at, target, down = spec.split(":")
+            flaps.append(Flap(float(at), int(target), float(down)))
+        except ValueError:
+            raise ConfigError(f"--flap {spec!r}: expected AT:TARGET:DOWN_FOR, e.g. 30:2:60") from None
+    if args.random_flaps:
+        import random
+
+        rng = random.Random(args.seed)
+        span = args.flows / args.rate
+        flaps += [Flap(rng.uniform(0, span), rng.randrange(args.targets), rng.uniform(5, 120))
+                  for _ in range(args.random_flaps)]
+    wl = Workload(flows=args.flows, rate=args.rate, packets_per_flow=args.packets_per_flow,
+                  tcp_fraction=args.tcp_fraction, reuse_fraction=args.reuse_fraction, endpoints=args.endpoints,
+                  flaps=flaps, seed=args.seed, followup_after=args.followup_after)
+    prog = Progress("simulating flows", args.flows)
+    report = run(wl, config, targets=args.targets, zones=args.zones, progress=prog.update)
+    prog.done()
+    print(report.text())
+    if args.json:
+        args.json.write_text(json.dumps(report.as_dict(), indent=1, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from gwlbsim.netns import cleanup
+
+    removed = cleanup(everything=args.all)
+    print(f"removed {len(removed)} namespace(s)" + (": " + ", ".join(removed) if removed else ""))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from gwlbsim.bench.cli import main as bench_main
+    except ImportError as e:
+        print(f"gwlbsim bench is not available: {e}", file=sys.stderr)
+        return 2
+    return int(bench_main(args.bench_args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gwlbsim", description="A fake AWS Gateway Load Balancer in network namespaces")
+    p.add_argument("--version", action="version", version=f"gwlbsim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="bring up a topology with appliances and keep it running")
+    _topology_args(up)
+    up.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECS")
+    up.add_argument("--report-every", type=float, default=30.0, metavar="SECS",
+                    help="print targets and metrics this often (0: never)")
+    up.add_argument("--exit-on-appliance-exit", action="store_true")
+    up.set_defaults(fn=cmd_up)
+    demo = sub.add_parser("demo", help="topology with reference appliances, real traffic, failover, a report")
+    _topology_args(demo)
+    demo.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECS")
+    demo.set_defaults(fn=cmd_demo)
+    sim = sub.add_parser("simulate", help="virtual time: the model with reference cores, at scale")
+    sim.add_argument("--config", type=Path, metavar="FILE", help="TOML with GWLB attributes")
+    sim.add_argument("--flows", type=int, default=100_000)
+    sim.add_argument("--rate", type=float, default=10_000.0, help="new flows per simulated second")
+    sim.add_argument("--targets", type=int, default=8)
+    sim.add_argument("--zones", type=int, default=1)
+    sim.add_argument("--endpoints", type=int, default=2)
+    sim.add_argument("--packets-per-flow", type=int, default=2)
+    sim.add_argument("--tcp-fraction", type=float, default=0.7)
+    sim.add_argument("--reuse-fraction", type=float, default=0.0)
+    sim.add_argument("--followup-after", type=float, metavar="SECS",
+                     help="every flow exchanges packets again this much later")
+    sim.add_argument("--flap", action="append", default=[], metavar="AT:TARGET:DOWN_FOR",
+                     help="target TARGET (index) down at AT s for DOWN_FOR s (repeatable)")
+    sim.add_argument("--random-flaps", type=int, default=0, metavar="N")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    sim.set_defaults(fn=cmd_simulate)
+    cl = sub.add_parser("cleanup", help="remove namespaces left by crashed or killed runs")
+    cl.add_argument("--all", action="store_true", help="also those of runs still alive")
+    cl.set_defaults(fn=cmd_cleanup)
+    b = sub.add_parser("bench", help="benchmarks (see gwlbsim bench --help)", add_help=False)
+    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with sigterm_raises():
+            return int(args.fn(args))
+    except (ConfigError, ValueError) as e:
+        print(f"gwlbsim: {e}", file=sys.stderr)
+        return 2
+    except (NetnsError, ApplianceError, TimeoutError, PermissionError) as e:
+        print(f"gwlbsim: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gwlbsim: interrupted; everything created was removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
