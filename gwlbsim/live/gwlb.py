@@ -36,6 +36,13 @@ TICK = 0.05
 TUN_BUDGET = 256
 
 
+def _link_local(pkt: bytes | bytearray) -> bool:
+    """IPv6 to a link-scope address (fe80::/10, ff02::/16): not routable through an endpoint."""
+    if pkt[0] >> 4 != 6:
+        return False
+    return (pkt[24] == 0xFE and pkt[25] & 0xC0 == 0x80) or (pkt[24] == 0xFF and pkt[25] & 0x0F == 2)
+
+
 class Captured(NamedTuple):
     at: float
     kind: str  #: from_endpoint | to_target | from_target | delivered | raw_to_target
@@ -277,6 +284,10 @@ class LiveGwlb:
             except OSError as e:
                 self._io_error(f"endpoint_read_{e.errno}")
                 return
+            if _link_local(buf):
+                # the endpoint namespace's own IPv6 chatter (MLD, ND): a VPC route never carries it
+                self._io_error("link_local_ignored")
+                continue
             self._from_endpoint(eni, bytes(buf[:n]), now)
 
     # --------------------------------------------------------------------------------------------- health
