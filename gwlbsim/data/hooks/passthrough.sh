@@ -3,9 +3,13 @@
 # Called as: passthrough.sh CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id in hex>
 # On CREATE, every packet arriving on the ingress device is redirected, unchanged, out of the egress device,
 # where the tunnel handler picks it up and returns it to GWLB. Nothing to undo on DESTROY: the tc rules go
-# away with the devices.
+# away with the devices. With GWLBSIM_HOOK_LOG set, each call is appended to that file (the conformance
+# suite reads it to see which hooks ran).
 set -eu
 action=${1:?action} ingress=${2:?ingress device} egress=${3:?egress device}
+if [ -n "${GWLBSIM_HOOK_LOG:-}" ]; then
+    echo "$*" >> "$GWLBSIM_HOOK_LOG"
+fi
 case "$action" in
 CREATE)
     tc qdisc add dev "$ingress" ingress

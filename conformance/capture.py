@@ -1,0 +1,60 @@
+"""Packet capture on the fake GWLB's side of the wire (AF_PACKET on each zone bridge in the gwlb namespace).
+
+Every frame between the GWLB and the appliances is kept in a bounded ring with its time; a test that fails
+writes the frames of its own time span to a pcap file that Wireshark opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from gwlbsim import netns, pcap
+
+ETH_P_ALL = 0x0003
+
+
+class Capture:
+    def __init__(self, ns: str, interfaces: list[str], limit: int = 200_000) -> None:
+        self.frames: deque[tuple[float, bytes]] = deque(maxlen=limit)
+        self._socks = []
+        for ifname in interfaces:
+            s = netns.socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            s.bind((ifname, 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            self._socks.append(s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            r, _, _ = select.select(self._socks, [], [], 0.2)
+            for s in r:
+                with contextlib.suppress(OSError):
+                    data = s.recv(65536)
+                    self.frames.append((time.time(), data))
+
+    def since(self, t0: float) -> list[tuple[float, bytes]]:
+        return [(t, d) for t, d in list(self.frames) if t >= t0]
+
+    def write(self, path: Path, t0: float, t1: float | None = None) -> int:
+        """Write the frames captured from ``t0`` (to ``t1``) as an Ethernet pcap; returns their number."""
+        time.sleep(0.05)  # let the capture thread catch up with the last frames
+        frames = [(t, d) for t, d in self.since(t0) if t1 is None or t <= t1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with pcap.Writer(path, linktype=pcap.LINKTYPE_ETHERNET) as w:
+            for t, d in frames:
+                w.write(d, t)
+        return len(frames)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for s in self._socks:
+            s.close()

@@ -1,0 +1,79 @@
+"""Echo: what comes back must be what went out, to the byte, with the outer addresses swapped."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.environment import ConformanceEnv, check
+from conformance.plugin import requirement
+from conformance.suite.helpers import eni, icmp4, property_settings, tcp4, udp4, udp6
+from fuzz import strategies as gst
+from gwlbsim import geneve
+
+
+@requirement("ECHO-1")
+def test_outer_addresses_swapped_and_ports_kept(gwlb: ConformanceEnv) -> None:
+    for i, app in enumerate(gwlb.topo.appliances):
+        sport = gwlb.next_sport()
+        payload = geneve.build(udp4(), eni(gwlb), 0x1000 + i)
+        got = gwlb.echo(payload, i, sport)
+        check(got, f"appliance {app.id} returned nothing for a valid packet", payload)
+        r = got[0]
+        check(r.src == app.address, f"return came from {r.src}, not the address GWLB sent to ({app.address})", r.data)
+        check(r.dst == app.gwlb_address, f"return went to {r.dst}, not the GWLB node that sent ({app.gwlb_address})",
+              r.data)
+        check(r.sport == sport, f"return's source port {r.sport}: must be GWLB's source port {sport}", r.data)
+        check(r.dport == 6081, f"return's destination port {r.dport}: must be 6081", r.data)
+
+
+@requirement("ECHO-2")
+def test_header_comes_back_byte_for_byte(gwlb: ConformanceEnv) -> None:
+    extras = (geneve.GeneveOption(0xFF01, 0x22, b"abcdefgh", reserved=5), geneve.GeneveOption(0x0103, 0x7F),
+              geneve.GeneveOption(0x0108, 0x09, b"\x01\x02\x03\x04"))
+    gwlb_opts = geneve.gwlb_options(eni(gwlb), 9, 0x11223344)
+    layouts = [
+        dict(options=gwlb_opts),
+        dict(options=(extras[0], *gwlb_opts, extras[1]), vni=0xABCDEF),
+        dict(options=(gwlb_opts[2], extras[2], gwlb_opts[0], gwlb_opts[1]), reserved_flags=0x2A, reserved=0xA5),
+        dict(options=(*gwlb_opts[::-1], *extras), vni=1, reserved_flags=0x3F, reserved=0xFF),
+    ]
+    for kw in layouts:
+        hdr = geneve.GeneveHeader(protocol=geneve.ETH_P_IP, **kw)  # type: ignore[arg-type]
+        sent = hdr.to_bytes() + tcp4(payload=b"data")
+        got = gwlb.echo(sent)
+        check(got, "no return for a valid packet with this header layout", sent)
+        back = got[0].data
+        check(back[:hdr.length] == hdr.to_bytes(),
+              f"returned header differs from the one sent (sent {hdr.to_bytes().hex()}, got "
+              f"{back[:hdr.length].hex()})", back)
+
+
+@requirement("ECHO-3")
+def test_inner_packet_comes_back_unchanged(gwlb: ConformanceEnv) -> None:
+    for inner in (tcp4(payload=b"x" * 100), udp4(payload=b"y" * 1000), icmp4(), udp6(payload=b"z" * 300)):
+        sent = geneve.build(inner, eni(gwlb), 0xABC)
+        got = gwlb.echo(sent)
+        check(got, "no return", sent)
+        p = geneve.parse(got[0].data)
+        check(p.inner == inner, "inner packet changed on the way through", got[0].data)
+
+
+@requirement("ECHO-4")
+def test_any_valid_layout_is_echoed(gwlb: ConformanceEnv) -> None:
+    enis = [e.eni_id for e in gwlb.topo.endpoints]
+    sports = itertools.count(50000)
+
+    @property_settings(gwlb)
+    @given(vp=gst.valid_packets(eni_ids=st.sampled_from(enis), cookies=st.integers(1, 2**32 - 1),
+                                inner=gst.inner_packets(max_size=1500, fragments=False)))
+    def echoed(vp) -> None:  # type: ignore[no-untyped-def]
+        got = gwlb.echo(vp.payload, sport=next(sports))
+        check(got, f"no return for a valid packet (inner {vp.inner_kind or 'packet'})", vp.payload)
+        p = geneve.parse(got[0].data)
+        check(p.header_bytes == vp.header_bytes, "header changed", got[0].data)
+        check(p.inner == vp.inner, "inner packet changed", got[0].data)
+
+    echoed()

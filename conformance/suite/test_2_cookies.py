@@ -1,0 +1,53 @@
+"""Cookies: every return must carry the cookie of the latest packet GWLB sent for that flow."""
+
+from __future__ import annotations
+
+from conformance.environment import ConformanceEnv, check
+from conformance.plugin import requirement
+from conformance.suite.helpers import cookie_of, eni, tcp4
+from gwlbsim import geneve
+
+
+@requirement("COOKIE-1")
+def test_interleaved_flows_keep_their_own_cookies(gwlb: ConformanceEnv) -> None:
+    flows = [(tcp4(sport=41000 + i, flags="A"), tcp4(sport=41000 + i, flags="A", reverse=True), 0x5000 + i,
+              gwlb.next_sport()) for i in range(8)]
+    for _round in range(3):
+        for fwd, rev, cookie, sport in flows:
+            for inner in (fwd, rev):
+                sent = geneve.build(inner, eni(gwlb), cookie)
+                got = gwlb.echo(sent, sport=sport)
+                check(got, "no return", sent)
+                check(cookie_of(got[0].data) == cookie,
+                      f"flow with cookie {cookie:#x} came back with {cookie_of(got[0].data):#x}", got[0].data)
+
+
+@requirement("COOKIE-2")
+def test_reused_five_tuple_switches_to_new_cookie_at_once(gwlb: ConformanceEnv) -> None:
+    sport = gwlb.next_sport()
+    fwd, rev = tcp4(sport=42000, flags="S"), tcp4(sport=42000, flags="SA", reverse=True)
+    for cookie in (0x6001, 0x6002, 0x6003, 0x6004):
+        for inner in (fwd, rev):
+            sent = geneve.build(inner, eni(gwlb), cookie)
+            got = gwlb.echo(sent, sport=sport)
+            check(got, "no return", sent)
+            back = cookie_of(got[0].data)
+            check(back == cookie, f"after GWLB renewed the flow's cookie to {cookie:#x}, the return carried "
+                  f"{back:#x} (a stale cookie: GWLB drops it)", got[0].data)
+
+
+@requirement("COOKIE-3")
+def test_endpoints_with_overlapping_addresses_are_never_mixed(gwlb: ConformanceEnv) -> None:
+    e0, e1 = gwlb.topo.endpoints[0], gwlb.topo.endpoints[1]
+    inner_fwd, inner_rev = tcp4(sport=43000, flags="A"), tcp4(sport=43000, flags="A", reverse=True)
+    ids = {e0.eni_id: (0, 0x7000), e1.eni_id: (77, 0x7001)}
+    for _ in range(3):
+        for eni_id, (att, cookie) in ids.items():
+            for inner in (inner_fwd, inner_rev):
+                sent = geneve.build(inner, eni_id, cookie, att)
+                got = gwlb.echo(sent, sport=45000 + att)
+                check(got, "no return", sent)
+                p = geneve.parse(got[0].data)
+                check((p.eni_id, p.attachment_id, p.cookie) == (eni_id, att, cookie),
+                      f"endpoint {eni_id:016x} (attachment {att}, cookie {cookie:#x}) came back as endpoint "
+                      f"{p.eni_id:016x}, attachment {p.attachment_id}, cookie {p.cookie:#x}", got[0].data)

@@ -1,0 +1,176 @@
+"""Traffic: real connections and every kind of inner packet, end to end through GWLB and the appliances."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from hypothesis import given
+from scapy.all import (
+    GRE,
+    IP,
+    SCTP,
+    TCP,
+    UDP,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    raw,
+)
+from scapy.layers.inet6 import ICMPv6EchoRequest
+from scapy.layers.ipsec import ESP
+
+from conformance.environment import ConformanceEnv, check
+from conformance.plugin import requirement
+from conformance.suite.helpers import eni, property_settings
+from fuzz import strategies as gst
+from gwlbsim.flowkey import IPPROTO_TCP, flow_of, tcp_flags
+
+
+def _tcp_transfer(env: ConformanceEnv, v6: bool, port: int, size: int = 300_000) -> None:
+    slot = env.topo.endpoints[0]
+    fam = socket.AF_INET6 if v6 else socket.AF_INET
+    dst = slot.server_v6 if v6 else slot.server_v4
+    srv = env.session.server_socket(0, fam, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((dst, port))
+    srv.listen(1)
+    srv.settimeout(10)
+    data = bytes(i % 253 for i in range(size))
+    got = bytearray()
+
+    def serve() -> None:
+        try:
+            c, _ = srv.accept()
+            with c:
+                c.settimeout(10)
+                while len(got) < size and (chunk := c.recv(65536)):
+                    got.extend(chunk)
+                c.sendall(got[-1000:])
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve)
+    t.start()
+    cli = env.session.client_socket(0, fam, socket.SOCK_STREAM)
+    cli.settimeout(10)
+    try:
+        try:
+            cli.connect((dst, port))
+        except OSError as e:
+            check(False, f"TCP handshake to {dst}:{port} through GWLB failed: {e}")
+        cli.sendall(data)
+        echo = b""
+        while len(echo) < 1000 and (chunk := cli.recv(1000)):
+            echo += chunk
+    except OSError as e:
+        check(False, f"TCP transfer to {dst}:{port} broke: {e} ({len(got)} of {size} bytes arrived)")
+    finally:
+        cli.close()
+        t.join(10)
+        srv.close()
+    check(bytes(got) == data, f"TCP data changed or lost: {len(got)} of {size} bytes arrived")
+    check(echo == data[-1000:], "TCP answer from the server changed or lost")
+
+
+@requirement("TRAFFIC-1")
+def test_tcp_end_to_end(gwlb: ConformanceEnv) -> None:
+    _tcp_transfer(gwlb, False, 8101)
+    _tcp_transfer(gwlb, True, 8102)
+
+
+@requirement("TRAFFIC-2")
+def test_udp_end_to_end(gwlb: ConformanceEnv) -> None:
+    slot = gwlb.topo.endpoints[0]
+    for fam, dst in ((socket.AF_INET, slot.server_v4), (socket.AF_INET6, slot.server_v6)):
+        srv = gwlb.session.server_socket(0, fam)
+        cli = gwlb.session.client_socket(0, fam)
+        srv.bind((dst, 8200))
+        srv.settimeout(3)
+        cli.settimeout(3)
+        try:
+            for i in range(5):
+                msg = f"datagram {i}".encode() * 50
+                cli.sendto(msg, (dst, 8200))
+                data, addr = srv.recvfrom(65535)
+                check(data == msg, f"UDP datagram to {dst} changed")
+                srv.sendto(data[::-1], addr)
+                check(cli.recv(65535) == msg[::-1], f"UDP answer from {dst} changed")
+        except TimeoutError:
+            check(False, f"UDP exchange with {dst} through GWLB timed out")
+        finally:
+            srv.close()
+            cli.close()
+
+
+@requirement("TRAFFIC-3")
+def test_icmp_echo_end_to_end(gwlb: ConformanceEnv) -> None:
+    slot = gwlb.topo.endpoints[0]
+    for dst in (slot.server_v4, slot.server_v6):
+        r = gwlb.session.run_client(0, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
+        check(r.returncode == 0, f"ping {dst} through GWLB failed:\n{r.stdout.decode()[-300:]}")
+
+
+def _carried(env: ConformanceEnv, inner: bytes, what: str) -> None:
+    sent, delivered = env.through(eni(env), inner)
+    check(sent, f"{what}: the fake GWLB did not send it (model refused it?)", inner)
+    check(delivered, f"{what}: not returned by the appliance", sent[0].data)
+    check(delivered[0].data == inner, f"{what}: returned changed", delivered[0].data)
+
+
+@requirement("TRAFFIC-4")
+def test_other_ip_protocols(gwlb: ConformanceEnv) -> None:
+    base = IP(src="10.10.0.2", dst="10.20.0.2")
+    for what, pkt in (("GRE", base / GRE() / IP(dst="1.1.1.1")), ("ESP", base / ESP(spi=7, seq=1, data=b"x" * 40)),
+                      ("SCTP", base / SCTP(sport=1, dport=2)), ("protocol 253", IP(src="10.10.0.2", dst="10.20.0.2",
+                                                                                 proto=253) / (b"e" * 30))):
+        _carried(gwlb, raw(pkt), what)
+
+
+@requirement("TRAFFIC-5")
+def test_ipv6_extension_headers(gwlb: ConformanceEnv) -> None:
+    v6 = IPv6(src="fd00:10::2", dst="fd00:20::2")
+    cases = {
+        "hop-by-hop": v6 / IPv6ExtHdrHopByHop() / UDP(sport=1, dport=2) / b"a",
+        "destination options": v6 / IPv6ExtHdrDestOpt() / UDP(sport=1, dport=2) / b"b",
+        "routing": v6 / IPv6ExtHdrRouting(addresses=["fd00:99::1"]) / UDP(sport=1, dport=2),
+        "fragment": v6 / IPv6ExtHdrFragment(id=5, m=1) / UDP(sport=1, dport=2) / (b"c" * 64),
+        "chain": v6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / ICMPv6EchoRequest(),
+    }
+    for what, pkt in cases.items():
+        _carried(gwlb, raw(pkt), f"IPv6 with {what}")
+
+
+@requirement("TRAFFIC-6")
+def test_inner_packets_up_to_8500_bytes(gwlb: ConformanceEnv) -> None:
+    for size in (1500, 4000, 8000, 8500):
+        pkt = raw(IP(src="10.10.0.2", dst="10.20.0.2") / UDP(sport=7, dport=9) / (b"s" * (size - 28)))
+        _carried(gwlb, pkt, f"{size}-byte inner IPv4 packet")
+    pkt6 = raw(IPv6(src="fd00:10::2", dst="fd00:20::2") / UDP(sport=7, dport=9) / (b"s" * (8500 - 48)))
+    _carried(gwlb, pkt6, "8500-byte inner IPv6 packet")
+
+
+def _opening(pkt: bytes) -> bytes | None:
+    """For a TCP packet other than a SYN: the SYN that opens its flow (GWLB drops TCP without one)."""
+    ft, l4 = flow_of(pkt)
+    if ft.proto != IPPROTO_TCP or l4 < 0 or tcp_flags(pkt, l4, len(pkt)) & 0x12 == 0x02:
+        return None
+    ip = IP(pkt) if pkt[0] >> 4 == 4 else IPv6(pkt)
+    ip[TCP].flags = "S"
+    del ip[TCP].chksum
+    return raw(ip)
+
+
+@requirement("TRAFFIC-7")
+def test_generated_flows_of_every_kind(gwlb: ConformanceEnv) -> None:
+    @property_settings(gwlb)
+    @given(p=gst.inner_packets(max_size=8500, fragments=False))
+    def carried(p) -> None:  # type: ignore[no-untyped-def]
+        syn = _opening(p.data)
+        if syn is not None:
+            _carried(gwlb, syn, f"generated {p.kind} (its SYN)")
+        _carried(gwlb, p.data, f"generated {p.kind}")
+
+    carried()

@@ -1,0 +1,129 @@
+"""Health: the appliance's own health answers, and what the fake GWLB makes of them."""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conformance.environment import ConformanceEnv, check
+from conformance.plugin import requirement
+from conformance.suite.helpers import eni, tcp4
+from gwlbsim import eni as eni_names
+from gwlbsim import geneve
+from gwlbsim.httpprobe import http_probe
+
+
+def _http(env: ConformanceEnv) -> None:
+    if env.spec.health_protocol != "http":
+        pytest.skip(f"the appliance's health check is {env.spec.health_protocol}, not HTTP")
+
+
+@requirement("HEALTH-1")
+def test_healthy_answers_200_with_a_complete_exchange(gwlb: ConformanceEnv) -> None:
+    if gwlb.spec.health_protocol == "none":
+        pytest.skip("the appliance has no health check (--gwlb-health-protocol none)")
+    for i, ra in enumerate(gwlb.instances):
+        r = ra.health(timeout=5)
+        check(r.ok, f"instance {i}: health probe failed: {r.error}")
+        if gwlb.spec.health_protocol == "http":
+            check(r.status == 200, f"instance {i}: health answered {r.status}, not 200")
+            # the server must end the exchange: GWLB closes after each check, and so must the answer
+            s = gwlb.session.lab.socket(gwlb.topo.gwlb_ns, socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5)
+            try:
+                s.connect((ra.address, gwlb.spec.health_port))
+                s.sendall(f"GET {gwlb.spec.health_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            except OSError as e:
+                check(False, f"instance {i}: the health exchange did not complete: {e}")
+            finally:
+                s.close()
+            check(data.startswith(b"HTTP/1."), f"instance {i}: not an HTTP response: {data[:40]!r}")
+
+
+@requirement("HEALTH-2")
+def test_concurrent_probers_are_all_answered(gwlb: ConformanceEnv) -> None:
+    if gwlb.spec.health_protocol == "none":
+        pytest.skip("the appliance has no health check")
+    ra = gwlb.instances[0]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: ra.health(timeout=5), range(48)))
+    bad = [r for r in results if not r.ok or (gwlb.spec.health_protocol == "http" and r.status != 200)]
+    check(not bad, f"{len(bad)} of 48 concurrent probes failed: {bad[0] if bad else ''}")
+
+
+def _gwlbtun_style(env: ConformanceEnv) -> bool:
+    env.echo(geneve.build(tcp4(flags="A"), eni(env), 1))
+    gwi, _ = eni_names.device_names(eni(env))
+    return gwi in env.instances[0].devices()
+
+
+@requirement("HEALTH-3")
+def test_503_when_a_tunnel_cannot_be_created(gwlb: ConformanceEnv) -> None:
+    _http(gwlb)
+    if not _gwlbtun_style(gwlb):
+        pytest.skip("not a gwlbtun-style appliance (no gwi-/gwo- devices): no generic way to break its datapath")
+    blocked = 0xB10C0000 + int(time.time()) % 65536
+    gwi, _ = eni_names.device_names(blocked)
+    ra = gwlb.instances[0]
+    gwlb.session.lab.run(ra.ns, ["ip", "link", "add", gwi, "type", "veth", "peer", "name", "gwlbsim-blk"])
+    try:
+        gwlb.echo(geneve.build(tcp4(flags="A"), blocked, 1), timeout=1)
+        deadline = time.monotonic() + 10
+        status = gwlb.health_status()
+        while status != 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = gwlb.health_status()
+        check(status == 503, f"the appliance cannot create the tunnel for an endpoint, yet health says {status}")
+    finally:
+        gwlb.session.lab.run(ra.ns, ["ip", "link", "del", gwi], check=False)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # recovery: traffic for that endpoint once the obstacle is gone
+            gwlb.echo(geneve.build(tcp4(flags="A"), blocked, 1), timeout=0.5)
+            if gwlb.health_status() == 200:
+                break
+            time.sleep(0.5)
+        gwlb.ensure_healthy()
+
+
+@requirement("HEALTH-4")
+def test_restart_on_the_same_port(gwlb: ConformanceEnv) -> None:
+    try:
+        gwlb.restart(0)
+    except Exception as e:
+        check(False, f"the appliance did not come back after a restart: {e}")
+    if gwlb.spec.health_protocol == "http":
+        r = http_probe(gwlb.instances[0].address, gwlb.spec.health_port, gwlb.spec.health_path, 5,
+                       ns=gwlb.topo.gwlb_ns)
+        check(r.status == 200, f"health after restart: {r.status or r.error}")
+    sent = geneve.build(tcp4(flags="A"), eni(gwlb), 0x9999)
+    check(gwlb.echo(sent, timeout=5), "no traffic through the restarted appliance", sent)
+    gwlb.ensure_healthy()
+
+
+@requirement("HEALTH-5")
+def test_unhealthy_appliance_gets_no_new_flows(gwlb: ConformanceEnv) -> None:
+    if len(gwlb.instances) < 2:
+        pytest.skip("needs at least two appliance instances (--gwlb-instances 2)")
+    if gwlb.spec.health_protocol == "none":
+        pytest.skip("the appliance has no health check")
+    victim = gwlb.topo.appliances[0]
+    gwlb.pause(0)
+    try:
+        try:
+            gwlb.session.wait_state(victim.id, "unhealthy", 60)
+        except TimeoutError as e:
+            check(False, f"GWLB never saw the stopped appliance as unhealthy: {e}")
+        before = gwlb.call(lambda m: m.targets[victim.id].flows)
+        for port in range(100):
+            gwlb.through(eni(gwlb), tcp4(sport=33000 + port, flags="S"), timeout=1)
+        after = gwlb.call(lambda m: m.targets[victim.id].flows)
+        check(after == before, f"{after - before} new flows went to the unhealthy appliance")
+    finally:
+        gwlb.resume(0)
+        gwlb.ensure_healthy()
