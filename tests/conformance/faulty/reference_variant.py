@@ -1,0 +1,74 @@
+"""The reference appliance with one deliberate bug, for proving the conformance suite.
+
+Usage: reference_variant.py FAULT [reference flags ...]
+
+Faults (each a bug real gwlbtun-style handlers have had):
+  never-503         health always answers 200, whatever is broken
+  leaves-devices    tunnel teardown runs the destroy hook but leaves the TUN devices behind
+  mixes-endpoints   one flow table for all endpoints: overlapping addresses share flows across ENIs
+  stale-cookie      a flow's header is learnt once and never refreshed (gwlbtun before PR #15)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import reference.core as core
+import reference.linux as linux
+from reference.cli import main as reference_main
+
+
+def never_503() -> None:
+    linux.Appliance.unhealthy_reasons = lambda self: []  # type: ignore[method-assign]
+
+
+def leaves_devices() -> None:
+    original = linux.Lifecycle._destroy
+
+    def destroy(self: linux.Lifecycle, t: core.Tunnel) -> None:
+        leaked = self._devices.get((t.eni_id, t.generation))
+        if leaked is not None:
+            # hide the devices from the real destroy: it runs the hook but closes nothing
+            self._devices.pop((t.eni_id, t.generation))
+            _LEAKED.append(leaked)
+        original(self, t)
+
+    linux.Lifecycle._destroy = destroy  # type: ignore[method-assign]
+
+
+_LEAKED: list[object] = []
+
+
+def mixes_endpoints() -> None:
+    shared: dict[object, object] = {}
+    original = core.ApplianceCore._start_tunnel
+
+    def start(self: core.ApplianceCore, eni_id: int, now: float) -> core.Tunnel:
+        t = original(self, eni_id, now)
+        t.flows = shared  # type: ignore[assignment]
+        return t
+
+    core.ApplianceCore._start_tunnel = start  # type: ignore[method-assign]
+
+
+def stale_cookie() -> None:
+    original = core.ApplianceCore._remember
+
+    def remember(self: core.ApplianceCore, tunnel: core.Tunnel, key: object, *args: object) -> None:
+        if key in tunnel.flows:
+            tunnel.flows[key].last_seen = args[-1]  # type: ignore[attr-defined, index]
+            return
+        original(self, tunnel, key, *args)  # type: ignore[arg-type]
+
+    core.ApplianceCore._remember = remember  # type: ignore[method-assign]
+
+
+FAULTS = {"never-503": never_503, "leaves-devices": leaves_devices, "mixes-endpoints": mixes_endpoints,
+          "stale-cookie": stale_cookie}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in FAULTS:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    FAULTS[sys.argv[1]]()
+    sys.exit(reference_main(sys.argv[2:]))
