@@ -181,6 +181,15 @@ class ConformanceEnv:
             self.gwlb.send_raw(app.address, payload, sport, app.gwlb_address)
             return col.wait(count, timeout)
 
+    def burst(self, datagrams: list[tuple[bytes, int]], instance: int = 0, timeout: float = 3.0) -> list[Captured]:
+        """Send several (payload, source port) back to back; returns what came back from those ports."""
+        app = self.topo.appliances[instance]
+        ports = {sport for _, sport in datagrams}
+        with self.collecting(lambda c: c.kind == "from_target" and c.src == app.address and c.sport in ports) as col:
+            for payload, sport in datagrams:
+                self.gwlb.send_raw(app.address, payload, sport, app.gwlb_address)
+            return col.wait(len(datagrams), timeout)
+
     def expect_nothing_back(self, payload: bytes, instance: int = 0, quiet: float = 0.4) -> list[Captured]:
         """Send a datagram that must not be forwarded; returns whatever came back (should be empty)."""
         app = self.topo.appliances[instance]

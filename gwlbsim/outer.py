@@ -137,3 +137,28 @@ class OuterTemplate:
 
     def packet(self, tail: bytes | bytearray | memoryview) -> bytes:
         return self.header(tail) + bytes(tail)
+
+
+def fragment_ipv4(packet: bytes, mtu: int) -> list[bytes]:
+    """Split an IPv4 packet (without DF) into fragments of at most ``mtu`` bytes, as a router would."""
+    if len(packet) <= mtu:
+        return [packet]
+    ihl = (packet[0] & 0x0F) * 4
+    header, payload = bytearray(packet[:ihl]), packet[ihl:]
+    if header[6] & 0x40:
+        raise ValueError("DF is set: the packet may not be fragmented")
+    step = (mtu - ihl) // 8 * 8
+    if step <= 0:
+        raise ValueError(f"MTU {mtu} too small for a {ihl}-byte header")
+    base_off = struct.unpack_from("!H", header, 6)[0] & 0x1FFF
+    out = []
+    for off in range(0, len(payload), step):
+        chunk = payload[off:off + step]
+        more = off + step < len(payload) or bool(struct.unpack_from("!H", header, 6)[0] & 0x2000)
+        h = bytearray(header)
+        struct.pack_into("!H", h, 2, ihl + len(chunk))
+        struct.pack_into("!H", h, 6, (0x2000 if more else 0) | (base_off + off // 8))
+        struct.pack_into("!H", h, 10, 0)
+        struct.pack_into("!H", h, 10, internet_checksum(bytes(h)))
+        out.append(bytes(h) + chunk)
+    return out

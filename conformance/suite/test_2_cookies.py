@@ -38,16 +38,24 @@ def test_reused_five_tuple_switches_to_new_cookie_at_once(gwlb: ConformanceEnv) 
 
 @requirement("COOKIE-3")
 def test_endpoints_with_overlapping_addresses_are_never_mixed(gwlb: ConformanceEnv) -> None:
+    """Two endpoints, the same inner 5-tuple, packets interleaved back to back: each return must carry its own
+    endpoint's ENI id, attachment id and cookie (told apart by a tag in the inner payload)."""
     e0, e1 = gwlb.topo.endpoints[0], gwlb.topo.endpoints[1]
-    inner_fwd, inner_rev = tcp4(sport=43000, flags="A"), tcp4(sport=43000, flags="A", reverse=True)
-    ids = {e0.eni_id: (0, 0x7000), e1.eni_id: (77, 0x7001)}
-    for _ in range(3):
-        for eni_id, (att, cookie) in ids.items():
-            for inner in (inner_fwd, inner_rev):
-                sent = geneve.build(inner, eni_id, cookie, att)
-                got = gwlb.echo(sent, sport=45000 + att)
-                check(got, "no return", sent)
-                p = geneve.parse(got[0].data)
-                check((p.eni_id, p.attachment_id, p.cookie) == (eni_id, att, cookie),
-                      f"endpoint {eni_id:016x} (attachment {att}, cookie {cookie:#x}) came back as endpoint "
-                      f"{p.eni_id:016x}, attachment {p.attachment_id}, cookie {p.cookie:#x}", got[0].data)
+    ids = {b"E0": (e0.eni_id, 0, 0x7000, 45000), b"E1": (e1.eni_id, 77, 0x7001, 45077)}
+    for rnd in range(5):
+        burst = []
+        for reverse in (False, True):
+            for tag, (eni_id, att, cookie, sport) in ids.items():
+                inner = tcp4(sport=43000, flags="A", reverse=reverse, payload=tag + bytes([rnd]))
+                burst.append((geneve.build(inner, eni_id, cookie, att), sport))
+        got = gwlb.burst(burst)
+        check(len(got) == len(burst), f"round {rnd}: {len(got)} of {len(burst)} packets came back")
+        for r in got:
+            p = geneve.parse(r.data)
+            tag = p.inner[-3:-1]
+            check(tag in ids, "a return whose inner payload is not one we sent", r.data)
+            eni_id, att, cookie, sport = ids[tag]
+            check((p.eni_id, p.attachment_id, p.cookie, r.sport) == (eni_id, att, cookie, sport),
+                  f"a packet of endpoint {eni_id:016x} (attachment {att}, cookie {cookie:#x}, port {sport}) came back "
+                  f"as endpoint {p.eni_id:016x}, attachment {p.attachment_id}, cookie {p.cookie:#x}, port {r.sport}",
+                  r.data)

@@ -27,7 +27,7 @@ from gwlbsim.geneve import GENEVE_PORT
 from gwlbsim.httpprobe import http_probe, tcp_probe
 from gwlbsim.live.topology import LINK_MTU, Topology, plumb_endpoint
 from gwlbsim.model import GwlbModel, ProbeRequest, ToEndpoint, ToTarget
-from gwlbsim.outer import OuterTemplate
+from gwlbsim.outer import OuterTemplate, fragment_ipv4
 from gwlbsim.tun import open_tun
 
 log = logging.getLogger("gwlbsim.live")
@@ -73,6 +73,7 @@ class LiveGwlb:
         self._templates: dict[tuple[int, int, str, int, int], OuterTemplate] = {}
         self._threads: list[threading.Thread] = []
         self.io_errors: dict[str, int] = {}
+        self._ident = 0
         self.probes_run = 0
         self.udp = netns.socket_in(topo.gwlb_ns)
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -137,9 +138,12 @@ class LiveGwlb:
         node = node or self.topo.nodes[next(iter(self.topo.nodes))]
 
         def send() -> None:
-            pkt = OuterTemplate(node, target_address, sport, GENEVE_PORT, b"").packet(payload)
+            # an IP id, so that oversize datagrams can be fragmented on the way (as a router would)
+            self._ident = (self._ident + 1) & 0xFFFF
+            pkt = OuterTemplate(node, target_address, sport, GENEVE_PORT, b"", ident=self._ident).packet(payload)
             self._tap(Captured(self.clock(), "raw_to_target", node, sport, target_address, GENEVE_PORT, payload, ""))
-            self._send(pkt, target_address)
+            for frag in fragment_ipv4(pkt, LINK_MTU):
+                self._send(frag, target_address)
 
         self._commands.put(send)
         self._wake()

@@ -13,13 +13,13 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 HERE = Path(__file__).parent / "faulty"
-REFLECTOR = f"{{python}} {HERE / 'reflector.py'} --health-port {{health_port}}"
-VARIANT = (f"{{python}} {HERE / 'reference_variant.py'} {{fault}} -c 'sh {{{{hook}}}}' -r 'sh {{{{hook}}}}' "
-           "-p {{health_port}} -j -i {{flow_timeout}} -t {{tunnel_timeout}}")
+REFLECTOR = "{python} " + str(HERE / "reflector.py") + " --health-port {health_port}"
 
 
 def variant(fault: str) -> str:
-    return VARIANT.format(fault=fault).replace("{{", "{").replace("}}", "}")
+    """The reference with one fault, configured as the suite expects (hooks, health, short timeouts)."""
+    return ("{python} " + str(HERE / "reference_variant.py") + f" {fault}"
+            " -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j -i {flow_timeout} -t {tunnel_timeout}")
 
 
 def run_suite(tmp_path: Path, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:

@@ -81,7 +81,8 @@ def main() -> int:
         count += 1
         if "no-validation" not in fault:
             try:
-                geneve.scan(data)
+                if geneve.scan(data).inner_len > geneve.GWLB_MTU:
+                    continue
             except geneve.GeneveError:
                 continue
         try:
@@ -89,7 +90,10 @@ def main() -> int:
         except geneve.GeneveError:
             out = data
         s_port, d_port = (geneve.GENEVE_PORT, sport) if "swap-ports" in fault else (sport, geneve.GENEVE_PORT)
-        rawsock.sendto(build_ipv4_udp(local, src, s_port, d_port, out, ttl=64), (src, 0))
+        try:
+            rawsock.sendto(build_ipv4_udp(local, src, s_port, d_port, out, ttl=64), (src, 0))
+        except OSError as e:
+            print(f"send failed: {e}", flush=True)
         if "originate" in fault and count % 3 == 0:
             try:
                 s = geneve.scan(data)
