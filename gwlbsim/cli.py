@@ -244,7 +244,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                   tcp_fraction=args.tcp_fraction, reuse_fraction=args.reuse_fraction, endpoints=args.endpoints,
                   flaps=flaps, seed=args.seed, followup_after=args.followup_after)
     prog = Progress("simulating flows", args.flows)
-    report = run(wl, config, targets=args.targets, zones=args.zones, progress=prog.update)
+    report = run(wl, config, targets=args.targets, zones=args.zones, progress=lambda done, _total: prog.update(done))
     prog.done()
     print(report.text())
     if args.json:

@@ -103,13 +103,23 @@ class Encapsulation:
     reserved: int = 0
 
     def header(self, eni_id: int, attachment_id: int, cookie: int, inner_version: int, option_class: int) -> bytes:
-        opts = {o.type: o for o in geneve.gwlb_options(eni_id, attachment_id, cookie, option_class)}
+        raw, off = self.template(eni_id, attachment_id, inner_version, option_class)
+        return raw[:off] + cookie.to_bytes(4, "big") + raw[off + 4:]
+
+    def template(self, eni_id: int, attachment_id: int, inner_version: int, option_class: int) -> tuple[bytes, int]:
+        """The header with a zero cookie, and the offset of the cookie's 4 bytes in it."""
+        opts = {o.type: o for o in geneve.gwlb_options(eni_id, attachment_id, 0, option_class)}
         gwlb = tuple(opts[t] for t in self.gwlb_order)
         options = self.extra_options + gwlb if self.extras_first else gwlb + self.extra_options
-        return geneve.GeneveHeader(
+        hdr = geneve.GeneveHeader(
             protocol=geneve.ETH_P_IP if inner_version == 4 else geneve.ETH_P_IPV6, vni=self.vni, options=options,
-            critical=any(o.critical for o in options), reserved_flags=self.reserved_flags,
-            reserved=self.reserved).to_bytes()
+            critical=any(o.critical for o in options), reserved_flags=self.reserved_flags, reserved=self.reserved)
+        off = geneve.BASE_HEADER_LEN
+        for o in options:
+            if o is opts[geneve.OPT_FLOW_COOKIE]:
+                break
+            off += geneve.OPTION_HEADER_LEN + len(o.data)
+        return hdr.to_bytes(), off + geneve.OPTION_HEADER_LEN
 
 
 class Flow:
@@ -176,7 +186,8 @@ class GwlbModel:
         self.sim = self.config.simulator
         self.zones: dict[str, str] = dict(zones or {"a": "10.100.1.1"})  # zone -> GWLB node address
         self.node_addresses = frozenset(self.zones.values())
-        self.encap = encapsulation or Encapsulation()
+        self._headers: dict[tuple[int, int, int], tuple[bytes, int]] = {}
+        self._encap = encapsulation or Encapsulation()
         self.rng = rng or random.Random(self.sim.seed)
         self.endpoints: dict[int, Endpoint] = {}
         self.targets: dict[str, Target] = {}
@@ -187,6 +198,8 @@ class GwlbModel:
         self._expiry: list[tuple[float, int, Flow]] = []
         self._seq = 0
         self._routable: dict[str | None, list[Target]] = {}  # zone (None: all) -> healthy targets, cached
+        self._probes: list[tuple[float, int, Target, int]] = []  # (due, seq, target, checker), not in flight
+        self._timed: set[Target] = set()  # targets with a timer of their own: draining, or rebalance pending
         self.metrics = Metrics()
         self.events: list[Event] = []
         self._stickiness = self.config.stickiness
@@ -214,6 +227,8 @@ class GwlbModel:
         t = Target(target_id, address, zone, len(self.targets), now,
                    checkers=[Checker(next_probe=now + i * hc.interval / n) for i in range(n)])
         self.targets[target_id] = t
+        for i, c in enumerate(t.checkers):
+            self._push_probe(t, i, c.next_probe)
         self._by_address[address] = t
         self._log(now, f"target {target_id} ({address}, zone {zone}) registered: {INITIAL}")
         if self.sim.route_to_initial:
@@ -226,6 +241,7 @@ class GwlbModel:
             return
         t.state = DRAINING
         t.deregistered_at = now
+        self._timed.add(t)
         self._routable.clear()
         self._log(now, f"target {target_id} deregistered: draining for {self.config.deregistration_delay:g} s")
 
@@ -300,11 +316,28 @@ class GwlbModel:
         lo, hi = (ft.src, ft.dst) if ft.src <= ft.dst else (ft.dst, ft.src)
         return (eni_id, ft.proto, lo, hi) if mode == THREE_TUPLE else (eni_id, lo, hi)
 
+    @property
+    def encap(self) -> Encapsulation:
+        return self._encap
+
+    @encap.setter
+    def encap(self, value: Encapsulation) -> None:
+        self._encap = value
+        self._headers.clear()  # templates are per encapsulation; flows keep the headers they were given
+
     def _header(self, flow: Flow, version: int) -> bytes:
         h = flow.headers.get(version)
         if h is None:
             ep = flow.endpoint
-            h = self.encap.header(ep.eni_id, ep.attachment_id, flow.cookie, version, self.sim.option_class)
+            tkey = (ep.eni_id, ep.attachment_id, version)
+            tpl = self._headers.get(tkey)
+            if tpl is None:
+                tpl = self.encap.template(ep.eni_id, ep.attachment_id, version, self.sim.option_class)
+                if len(self._headers) > 10_000:
+                    self._headers.clear()
+                self._headers[tkey] = tpl
+            raw, off = tpl
+            h = raw[:off] + flow.cookie.to_bytes(4, "big") + raw[off + 4:]
             flow.headers[version] = h
         return h
 
@@ -491,18 +524,23 @@ class GwlbModel:
 
     # ------------------------------------------------------------------------------------------- health
 
+    def _push_probe(self, t: Target, checker: int, due: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._probes, (due, self._seq, t, checker))
+
     def due_probes(self, now: float) -> list[ProbeRequest]:
         """Health probes to run now. Report each result with :meth:`probe_result`."""
         out = []
         interval = self.config.health_check.interval
-        for t in self.targets.values():
+        heap = self._probes
+        while heap and heap[0][0] <= now:
+            _, _, t, i = heapq.heappop(heap)
             if t.state == UNUSED:
                 continue
-            for i, c in enumerate(t.checkers):
-                if not c.in_flight and c.next_probe <= now:
-                    c.in_flight = True
-                    c.next_probe = max(c.next_probe + interval, now)
-                    out.append(ProbeRequest(t, i))
+            c = t.checkers[i]
+            c.in_flight = True
+            c.next_probe = max(c.next_probe + interval, now)
+            out.append(ProbeRequest(t, i))
         return out
 
     def probe_ok(self, status: int | None, connected: bool) -> bool:
@@ -516,7 +554,9 @@ class GwlbModel:
         if t is None or t.state == UNUSED:
             return
         c = t.checkers[checker]
-        c.in_flight = False
+        if c.in_flight:
+            c.in_flight = False
+            self._push_probe(t, checker, c.next_probe)
         c.probes += 1
         c.last_detail = detail
         checker_verdict(c, self.config.health_check, ok)
@@ -534,19 +574,24 @@ class GwlbModel:
         t.unhealthy_since = now if state == UNHEALTHY else None
         t.rebalanced_unhealthy = False
         self._routable.clear()
+        if state == UNHEALTHY and self.config.failover_on_unhealthy == REBALANCE:
+            self._timed.add(t)
 
     def tick(self, now: float) -> None:
         """Timers: flow expiry, end of deregistration delays, rebalancing away from unhealthy targets."""
         self.expire(now)
-        rebalance = self.config.failover_on_unhealthy == REBALANCE
-        for t in list(self.targets.values()):
-            if t.state == DRAINING and t.deregistered_at is not None \
-                    and now >= t.deregistered_at + self.config.deregistration_delay:
-                self._finish_draining(t, now)
-            elif t.state == UNHEALTHY and rebalance and not t.rebalanced_unhealthy and t.unhealthy_since is not None \
-                    and now >= t.unhealthy_since + self.sim.rebalance_propagation_seconds:
-                t.rebalanced_unhealthy = True
-                self._move_flows(t, now)
+        for t in list(self._timed):
+            if t.state == DRAINING and t.deregistered_at is not None:
+                if now >= t.deregistered_at + self.config.deregistration_delay:
+                    self._timed.discard(t)
+                    self._finish_draining(t, now)
+            elif t.state == UNHEALTHY and not t.rebalanced_unhealthy and t.unhealthy_since is not None:
+                if now >= t.unhealthy_since + self.sim.rebalance_propagation_seconds:
+                    t.rebalanced_unhealthy = True
+                    self._timed.discard(t)
+                    self._move_flows(t, now)
+            else:
+                self._timed.discard(t)
 
     def _finish_draining(self, t: Target, now: float) -> None:
         t.state = UNUSED
@@ -586,13 +631,16 @@ class GwlbModel:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which :meth:`tick` or :meth:`due_probes` has something to do."""
-        times = [c.next_probe for t in self.targets.values() if t.state != UNUSED for c in t.checkers
-                 if not c.in_flight]
+        times = []
+        if self._probes:
+            times.append(self._probes[0][0])
         if self._expiry:
             times.append(self._expiry[0][0])
-        for t in self.targets.values():
+        for t in self._timed:
             if t.state == DRAINING and t.deregistered_at is not None:
                 times.append(t.deregistered_at + self.config.deregistration_delay)
+            elif t.unhealthy_since is not None:
+                times.append(t.unhealthy_since + self.sim.rebalance_propagation_seconds)
         return min(times) if times else None
 
     # ------------------------------------------------------------------------------------------ reading

@@ -27,7 +27,7 @@ class Checker:
     last_detail: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Target:
     id: str
     address: str
