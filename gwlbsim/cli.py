@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import sys
@@ -242,9 +243,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                   for _ in range(args.random_flaps)]
     wl = Workload(flows=args.flows, rate=args.rate, packets_per_flow=args.packets_per_flow,
                   tcp_fraction=args.tcp_fraction, reuse_fraction=args.reuse_fraction, endpoints=args.endpoints,
-                  flaps=flaps, seed=args.seed, followup_after=args.followup_after)
+                  flaps=flaps, seed=args.seed, followup_after=args.followup_after, level=args.level)
     prog = Progress("simulating flows", args.flows)
-    report = run(wl, config, targets=args.targets, zones=args.zones, progress=lambda done, _total: prog.update(done))
+    report = run(wl, config, targets=args.targets, zones=args.zones, progress=lambda done, _total: prog.update(done),
+                 workers=args.workers)
     prog.done()
     print(report.text())
     if args.json:
@@ -301,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="target TARGET (index) down at AT s for DOWN_FOR s (repeatable)")
     sim.add_argument("--random-flaps", type=int, default=0, metavar="N")
     sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--level", choices=("packet", "flow"), default="packet",
+                     help="packet: every packet through the model and a reference core (default); flow: the "
+                          "model's decisions only, for millions of flows")
+    sim.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="processes to share the flows over (default: one per CPU)")
     sim.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     sim.set_defaults(fn=cmd_simulate)
     cl = sub.add_parser("cleanup", help="remove namespaces left by crashed or killed runs")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import queue
 import random
 import struct
 import time
@@ -24,7 +25,8 @@ from typing import Any
 
 from gwlbsim import geneve
 from gwlbsim.config import GwlbConfig
-from gwlbsim.model import GwlbModel, ToEndpoint, ToTarget
+from gwlbsim.flowkey import FiveTuple
+from gwlbsim.model import Flow, GwlbModel, ToEndpoint, ToTarget
 from gwlbsim.model.targets import HEALTHY
 from reference.core import ApplianceCore, Config
 
@@ -85,6 +87,9 @@ class Workload:
     flaps: list[Flap] = field(default_factory=list)
     warmup: float | None = None  #: simulated seconds before traffic (targets pass initial health checks)
     seed: int = 1
+    #: "packet": every packet is encoded, sent through the GWLB model and a reference core and back;
+    #: "flow": the same GWLB model decides on flows directly (no encoding, appliances up or down), for scale
+    level: str = "packet"
 
 
 @dataclass
@@ -94,7 +99,8 @@ class Report:
     packets_returned: int
     simulated_seconds: float
     wall_seconds: float
-    per_target_flows: dict[str, int]
+    per_target_flows: dict[str, int]  #: flows each target was given when they were created
+    per_target_live: dict[str, int]  #: flows on each target at the end (after any rebalancing)
     flows_moved: int
     flows_lost: int  #: flows with at least one packet lost at a down target
     packets_lost: int
@@ -224,6 +230,7 @@ _PORTS = struct.Struct("!HH")
 
 
 def _packet(tcp: bool, client: bytes, server: bytes, cport: int, sport: int, forward: bool, syn: bool) -> bytes:
+    """An inner packet of the flow (addresses and ports patched into a template)."""
     p = bytearray(_TCP_SYN if tcp else _UDP)
     if forward:
         _FLOW.pack_into(p, 12, client, server)
@@ -237,11 +244,96 @@ def _packet(tcp: bool, client: bytes, server: bytes, cport: int, sport: int, for
 
 
 def run(workload: Workload, config: GwlbConfig | None = None, targets: int = 4, zones: int = 1,
-        core_config: Config | None = None, progress: Callable[[int, int], None] | None = None) -> Report:
-    """Simulate ``workload``; ``progress(done, total)`` is called now and then."""
+        core_config: Config | None = None, progress: Callable[[int, int], None] | None = None,
+        workers: int = 1) -> Report:
+    """Simulate ``workload``; ``progress(done, total)`` is called now and then.
+
+    With ``workers`` > 1 the flows are shared out over that many processes (flow i to worker i % workers).
+    Each runs the same GWLB and appliances with the same health flaps and timers; flows are independent of
+    each other, so the merged report describes one GWLB (fail-open random picks aside, which depend on the
+    order flows meet a worker's random generator).
+    """
     wall = time.perf_counter()
-    sim = Simulation(config, targets, zones, core_config, workload.seed)
-    rng = random.Random(workload.seed)
+    if workers <= 1:
+        r = _run_shard(workload, config, targets, zones, core_config, 0, 1, progress)
+        r.wall_seconds = time.perf_counter() - wall
+        return r
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    done = ctx.Value("q", 0)
+    results: Any = ctx.Queue()
+    procs = [ctx.Process(target=_shard_worker, args=(workload, config, targets, zones, core_config, k, workers,
+                                                      done, results), daemon=True) for k in range(workers)]
+    for p in procs:
+        p.start()
+    parts: list[Report] = []
+    try:
+        while len(parts) < workers:
+            try:
+                parts.append(results.get(timeout=0.2))
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    raise RuntimeError("a simulation worker failed") from None
+            if progress:
+                progress(min(done.value, workload.flows), workload.flows)
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+    if progress:
+        progress(workload.flows, workload.flows)
+    merged = _merge(parts)
+    merged.wall_seconds = time.perf_counter() - wall
+    return merged
+
+
+def _shard_worker(workload: Workload, config: GwlbConfig | None, targets: int, zones: int,
+                  core_config: Config | None, shard: int, shards: int, done: Any, results: Any) -> None:
+    last = 0
+
+    def tick(i: int, _n: int) -> None:
+        nonlocal last
+        with done.get_lock():
+            done.value += i - last
+        last = i
+
+    results.put(_run_shard(workload, config, targets, zones, core_config, shard, shards, tick))
+
+
+def _merge(parts: list[Report]) -> Report:
+    first = parts[0]
+    per_target: dict[str, int] = {}
+    live: dict[str, int] = {}
+    drops: dict[str, int] = {}
+    cw: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.per_target_flows.items():
+            per_target[k] = per_target.get(k, 0) + v
+        for k, v in p.per_target_live.items():
+            live[k] = live.get(k, 0) + v
+        for k, v in p.drops.items():
+            drops[k] = drops.get(k, 0) + v
+        for k, v in p.cloudwatch.items():
+            # host counts are the same GWLB seen by every worker; flows and packets add up
+            cw[k] = v if k.endswith("HostCount") else cw.get(k, 0) + v
+    return Report(
+        flows=sum(p.flows for p in parts), packets_sent=sum(p.packets_sent for p in parts),
+        packets_returned=sum(p.packets_returned for p in parts),
+        simulated_seconds=max(p.simulated_seconds for p in parts), wall_seconds=0.0, per_target_flows=per_target,
+        per_target_live=live,
+        flows_moved=sum(p.flows_moved for p in parts), flows_lost=sum(p.flows_lost for p in parts),
+        packets_lost=sum(p.packets_lost for p in parts), cookie_renewals=sum(p.cookie_renewals for p in parts),
+        fail_open_flows=sum(p.fail_open_flows for p in parts), drops=drops, events=first.events, cloudwatch=cw)
+
+
+def _run_shard(workload: Workload, config: GwlbConfig | None, targets: int, zones: int,
+               core_config: Config | None, shard: int, shards: int,
+               progress: Callable[[int, int], None] | None) -> Report:
+    wall = time.perf_counter()
+    sim = Simulation(config, targets, zones, core_config, workload.seed + shard)
+    rng = random.Random(workload.seed * 1000 + shard)
     model = sim.model
     enis = [0x1000 + i for i in range(workload.endpoints)]
     for i, e in enumerate(enis):
@@ -264,18 +356,49 @@ def run(workload: Workload, config: GwlbConfig | None = None, targets: int = 4, 
         sim.at(warmup + f.at, down)
         sim.at(warmup + f.at + f.down_for, up)
 
-    lost_before = {a.id: a.lost for a in apps}
+    lost_at_start = VirtualAppliance.lost_total
     lost_flows: set[int] = set()
+    by_eni = {e: model.endpoints[e] for e in enis}
+    ppf = workload.packets_per_flow
+
+    def exchange(eni: int, tcp: bool, client: bytes, server: bytes, cport: int, sport: int, ft: FiveTuple,
+                 opening: bool) -> Flow | None:
+        """The flow's packets, alternating directions; the first of a new TCP flow is its SYN. Returns the
+        flow entry GWLB used for the first packet."""
+        if workload.level == "packet":
+            for k in range(ppf):
+                sim.send(eni, _packet(tcp, client, server, cport, sport, k % 2 == 0, opening and k == 0))
+            return model.flows.get(model._key(eni, ft))
+        first = None
+        for k in range(ppf):
+            flags = (0x02 if opening and k == 0 else 0x10) if tcp else 0
+            pkt_ft = ft if k % 2 == 0 else ft.reversed()
+            sim.sent += 1
+            flow = model.route(by_eni[eni], pkt_ft, flags, sim.now, 64)
+            if k == 0 and isinstance(flow, Flow):
+                first = flow
+            if isinstance(flow, Flow):
+                app = sim.appliances[flow.target.address]
+                app.received += 1
+                if app.up:
+                    model.accept_return(flow, pkt_ft, flags, 64, sim.now)
+                    sim.returned += 1
+                else:
+                    app.lost += 1
+                    VirtualAppliance.lost_total += 1
+        return first
+
     cookie_of: dict[tuple[object, ...], int] = {}
     renewals = 0
     reuse_pool: list[tuple[int, bytes, bytes, int, int, bool, float]] = []
     idle = max(sim.config.idle_timeout(True), sim.config.idle_timeout(False))
     n = workload.flows
+    mine = len(range(shard, n, shards))
     step = 1.0 / workload.rate
+    report_every = max(1, mine // 100)
     t = warmup
-    report_every = max(1, n // 100)
-    for i in range(n):
-        t += step
+    for done, i in enumerate(range(shard, n, shards)):
+        t = warmup + (i + 1) * step
         sim.advance(t)
         if reuse_pool and t - reuse_pool[0][6] > idle and rng.random() < workload.reuse_fraction:
             eni, client, server, cport, sport, tcp, _ = reuse_pool.pop(0)
@@ -286,26 +409,19 @@ def run(workload: Workload, config: GwlbConfig | None = None, targets: int = 4, 
             cport, sport = 1024 + (i * 31) % 60000, 443 if i & 1 else 53
             tcp = rng.random() < workload.tcp_fraction
         lost = VirtualAppliance.lost_total
-        first = b""
-        for k in range(workload.packets_per_flow):
-            pkt = _packet(tcp, client, server, cport, sport, k % 2 == 0, k == 0)
-            first = first or pkt
-            sim.send(eni, pkt)
+        ft = FiveTuple(6 if tcp else 17, int.from_bytes(client, "big"), cport, int.from_bytes(server, "big"), sport)
+        flow = exchange(eni, tcp, client, server, cport, sport, ft, True)
         if VirtualAppliance.lost_total > lost:
             lost_flows.add(i)
         if workload.followup_after:
-            pkts = [_packet(tcp, client, server, cport, sport, k % 2 == 0, False)
-                    for k in range(workload.packets_per_flow)]
-
-            def followup(eni: int = eni, pkts: list[bytes] = pkts, i: int = i) -> None:
+            def followup(eni: int = eni, tcp: bool = tcp, client: bytes = client, server: bytes = server,
+                         cport: int = cport, sport: int = sport, ft: FiveTuple = ft, i: int = i) -> None:
                 before = VirtualAppliance.lost_total
-                for p in pkts:
-                    sim.send(eni, p)
-                if VirtualAppliance.lost_total > before and i not in lost_flows:
+                exchange(eni, tcp, client, server, cport, sport, ft, False)
+                if VirtualAppliance.lost_total > before:
                     lost_flows.add(i)
 
             sim.at(t + workload.followup_after, followup)
-        flow = model.flows.get(model.flow_key(eni, first))
         if flow is not None:
             key = (eni, client, server, cport, sport, tcp)
             old = cookie_of.get(key)
@@ -314,23 +430,21 @@ def run(workload: Workload, config: GwlbConfig | None = None, targets: int = 4, 
             cookie_of[key] = flow.cookie
         if workload.reuse_fraction and len(reuse_pool) < 100_000:
             reuse_pool.append((eni, client, server, cport, sport, tcp, sim.now))
-        if progress and i % report_every == 0:
-            progress(i, n)
+        if progress and done % report_every == 0:
+            progress(done, mine)
     sim.advance(t + (workload.followup_after or 0) + 1)
-    per_target: dict[str, int] = {}
-    for f in model.flows.values():
-        per_target[f.target.id] = per_target.get(f.target.id, 0) + 1
-    for tgt in model.targets.values():
-        per_target.setdefault(tgt.id, 0)
     if progress:
-        progress(n, n)
+        progress(mine, mine)
     return Report(
-        flows=n, packets_sent=sim.sent, packets_returned=sim.returned, simulated_seconds=sim.now,
-        wall_seconds=time.perf_counter() - wall, per_target_flows=per_target,
+        flows=mine, packets_sent=sim.sent, packets_returned=sim.returned, simulated_seconds=sim.now,
+        wall_seconds=time.perf_counter() - wall,
+        per_target_flows={tgt.id: tgt.assigned for tgt in model.targets.values()},
+        per_target_live={tgt.id: tgt.flows for tgt in model.targets.values()},
         flows_moved=model.metrics.rebalanced_flows, flows_lost=len(lost_flows),
-        packets_lost=sum(a.lost - lost_before[a.id] for a in apps), cookie_renewals=renewals,
+        packets_lost=VirtualAppliance.lost_total - lost_at_start, cookie_renewals=renewals,
         fail_open_flows=model.metrics.fail_open_flows, drops=dict(model.metrics.drops),
-        events=[f"{e.at:10.1f} s  {e.text}" for e in model.events if "registered" not in e.text],
+        events=[f"{e.at:10.1f} s  {e.text}" for e in model.events
+                if "registered" not in e.text and "initial -> healthy" not in e.text],
         cloudwatch=model.cloudwatch())
 
 

@@ -267,43 +267,58 @@ class GwlbModel:
         except InnerError:
             m.drop(BAD_INNER)
             return []
-        key = self._key(eni_id, ft)
         flags = tcp_flags(inner, l4, n) if ft.proto == IPPROTO_TCP else 0
+        flow = self.route(ep, ft, flags, now, n)
+        if flow is None:
+            return []
+        if not isinstance(flow, Flow):  # a reset to send instead: answer the packet that triggered it
+            rst = reset_for(inner)
+            return [ToEndpoint(eni_id, rst)] if rst is not None else []
+        return [ToTarget(flow.target, flow.node, flow.sport, self._header(flow, inner[0] >> 4), inner, flow)]
+
+    def route(self, ep: Endpoint, ft: FiveTuple, flags: int, now: float, size: int = 0) -> Flow | bool | None:
+        """GWLB's decision for a packet of flow ``ft`` (TCP ``flags``) entering through ``ep``.
+
+        Returns the flow to forward it on, ``True`` when GWLB answers with a TCP reset instead, or None when
+        the packet is dropped (counted). :meth:`from_endpoint` is this plus parsing and encapsulation; the
+        virtual-time mode's flow level calls it directly.
+        """
+        m = self.metrics
+        key = self._key(ep.eni_id, ft)
         flow = self.flows.get(key)
-        if flow is not None and self._dead(flow, now):
+        if flow is not None and (now >= flow.last_seen + (self._tcp_timeout if flow.tcp else self._other_timeout)
+                                 or (flow.closing_at is not None and self._dead(flow, now))):
             self._remove(flow, now)
             flow = None
         if flow is not None and flow.closing_at is not None and flags & TCP_SYN and not flags & TCP_ACK:
             self._remove(flow, now)  # a closed connection's 5-tuple reused: a new flow, a new cookie
             flow = None
         if flow is not None and flow.reset_pending:
-            return self._reset(flow, inner, now)
+            return self._reset(flow, flags)
         if flow is None:
             if ft.proto == IPPROTO_TCP and not (flags & TCP_SYN and not flags & TCP_ACK):
                 m.drop(TCP_NO_FLOW)
                 if self.config.rst_on_idle_timeout and not flags & TCP_RST:
-                    rst = reset_for(inner)
-                    if rst is not None:
-                        m.resets += 1
-                        return [ToEndpoint(eni_id, rst)]
-                return []
+                    m.resets += 1
+                    return True
+                return None
             flow = self._new_flow(key, ep, ft, now)
             if flow is None:
-                return []
+                return None
         target = flow.target
         if target.state == UNHEALTHY and self.config.rst_on_unhealthy and ft.proto == IPPROTO_TCP \
                 and target.unhealthy_since is not None \
                 and now >= target.unhealthy_since + self.config.deregistration_delay:
-            return self._reset(flow, inner, now)
+            return self._reset(flow, flags)
         if target.state == UNUSED:
             m.drop(TARGET_GONE)
             target.drop(TARGET_GONE)
-            return []
+            return None
         flow.last_seen = now
         if ft.proto == IPPROTO_TCP:
             self._track_tcp(flow, ft, flags, now)
-        m.processed(n)
-        return [ToTarget(target, flow.node, flow.sport, self._header(flow, inner[0] >> 4), inner, flow)]
+        m.processed(size)
+        return flow
 
     def flow_key(self, eni_id: int, inner: bytes) -> tuple[object, ...]:
         """The flow-table key of a packet through endpoint ``eni_id`` (raises InnerError for non-IP)."""
@@ -366,6 +381,7 @@ class GwlbModel:
         self.flows[key] = flow
         self.by_cookie[(ep.eni_id, cookie)] = flow
         target.flows += 1
+        target.assigned += 1
         m.new_flows += 1
         self._schedule(flow)
         return flow
@@ -401,16 +417,15 @@ class GwlbModel:
         if flow.closing_at is not None:
             self._schedule(flow)  # its deadline moved earlier
 
-    def _reset(self, flow: Flow, inner: bytes, now: float) -> list[Action]:
-        """Answer ``inner`` with a TCP reset to its sender and forget the flow."""
-        self._remove(flow, now)
-        rst = reset_for(inner)
+    def _reset(self, flow: Flow, flags: int) -> bool | None:
+        """The packet gets a TCP reset instead of being forwarded; the flow is forgotten."""
+        self._remove(flow, 0.0)
         self.metrics.drop(RESET_SENT)
         flow.target.drop(RESET_SENT)
-        if rst is None:
-            return []
+        if flags & TCP_RST:
+            return None  # a reset is not answered with a reset
         self.metrics.resets += 1
-        return [ToEndpoint(flow.endpoint.eni_id, rst)]
+        return True
 
     # -------------------------------------------------------------------------------------- flow lifetime
 
@@ -515,12 +530,17 @@ class GwlbModel:
             m.drop(TUPLE_MISMATCH)
             target.drop(TUPLE_MISMATCH)
             return []
+        self.accept_return(flow, ft, tcp_flags(inner, l4, len(inner)) if ft.proto == IPPROTO_TCP else 0,
+                           len(inner), now)
+        return [ToEndpoint(s.eni_id, inner)]
+
+    def accept_return(self, flow: Flow, ft: FiveTuple, flags: int, size: int, now: float) -> None:
+        """A valid return of ``flow`` came back from its target: what GWLB updates before delivering it."""
         flow.last_seen = now
         if ft.proto == IPPROTO_TCP:
-            self._track_tcp(flow, ft, tcp_flags(inner, l4, len(inner)), now)
-        m.processed(len(inner))
-        m.returned += 1
-        return [ToEndpoint(s.eni_id, inner)]
+            self._track_tcp(flow, ft, flags, now)
+        self.metrics.processed(size)
+        self.metrics.returned += 1
 
     # ------------------------------------------------------------------------------------------- health
 

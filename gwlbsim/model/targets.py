@@ -40,6 +40,7 @@ class Target:
     unhealthy_since: float | None = None
     rebalanced_unhealthy: bool = False
     flows: int = 0  #: live flows assigned to it
+    assigned: int = 0  #: flows ever given to it when created (moves by rebalance not counted)
     drops: dict[str, int] = field(default_factory=dict)
 
     @property
