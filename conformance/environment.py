@@ -115,8 +115,10 @@ class ConformanceEnv:
     def __init__(self, options: Options, workdir: Path) -> None:
         self.options = options
         self.workdir = workdir
+        # the shipped hooks log their calls there (TIMEOUT-3 reads it)
         self.session = GwlbSession(SessionOptions(appliances=options.instances, endpoints=2, spec=options.spec,
-                                                  workdir=workdir))
+                                                  workdir=workdir,
+                                                  appliance_env={"GWLBSIM_HOOK_LOG": str(workdir / "hooks.log")}))
         self.auditor = Auditor()
         self.capture: Capture | None = None
         self._sport = 40000
@@ -124,7 +126,6 @@ class ConformanceEnv:
     # ---------------------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        os.environ["GWLBSIM_HOOK_LOG"] = str(self.workdir / "hooks.log")  # the shipped hooks log their calls
         self.session.start()
         self.gwlb.add_tap(self.auditor)
         topo = self.topo

@@ -119,6 +119,7 @@ class RunningAppliance:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  #: added to the environment it starts with
 
     @property
     def log_path(self) -> Path:
@@ -135,7 +136,8 @@ class RunningAppliance:
             log.flush()
             try:
                 self.proc = self.lab.popen(self.ns, self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, cwd=self.workdir)
+                                           stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                           env={**os.environ, **self.env} if self.env else None)
             except OSError as e:
                 raise ApplianceError(f"cannot start appliance: {e}") from e
         self.starts += 1

@@ -40,6 +40,8 @@ class SessionOptions:
     start_appliances: bool = True
     #: model time runs this many times faster than real time (timeouts, health intervals); 1 = real
     time_scale: float = 1.0
+    #: environment variables for the appliances (on top of this process's)
+    appliance_env: dict[str, str] = field(default_factory=dict)
 
 
 def health_check_for(spec: ApplianceSpec, base: HealthCheck | None = None) -> HealthCheck:
@@ -86,7 +88,8 @@ class GwlbSession:
             for a in topo.appliances:
                 self.model.register_target(a.id, a.address, a.zone, now)
                 self.appliances.append(RunningAppliance(self.lab, o.spec, a.ns, a.address, topo.gwlb_ns,
-                                                        a.gwlb_address, a.index, self.workdir))
+                                                        a.gwlb_address, a.index, self.workdir,
+                                                        env=dict(o.appliance_env)))
             if o.start_appliances:
                 for ra in self.appliances:
                     ra.start(wait=False)
