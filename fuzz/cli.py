@@ -1,0 +1,175 @@
+"""``gwlb-fuzz``: fuzz a live GWLB appliance's GENEVE handling over the network (or replay a reproducer).
+
+Examples::
+
+    gwlb-fuzz --time 300                                  # the reference appliance, 300 s at 1000/s
+    gwlb-fuzz --appliance '/opt/fw/bin/fw --geneve --health {health_port}' --health-port 9000 --rate 5000
+    gwlb-fuzz --replay results/20250101-120000-crashed/sequence.pcap   # appliance from reproducer.json
+
+Until the console script is installed, ``python -m fuzz.cli`` does the same. Needs root (namespaces).
+Exit status: 0 no failure (or, with --replay, the failure did not reproduce), 1 a failure was found (or
+reproduced), 2 bad options or the fuzzer could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fuzz.progress import Progress
+from fuzz.watchdog import KINDS, Limits
+from gwlbsim import geneve
+from gwlbsim.appliance import ApplianceSpec
+from gwlbsim.netns import NetnsError, require_root, sigterm_raises
+
+EPILOG = f"""\
+The appliance command is a template (see gwlbsim.appliance): {{python}}, {{hook}}, {{health_port}},
+{{flow_timeout}}, {{tunnel_timeout}}, {{netns}}, {{address}}, {{gwlb_address}}, {{index}}, {{workdir}} are filled
+in. It runs in its own namespace at 10.99.0.2 and gets GENEVE from 10.99.0.1 (source ports vary) on UDP 6081;
+it must send GWLB's packets back (one-arm) unless --no-probes.
+
+Failures: {", ".join(KINDS)}. On the first one the fuzzer stops, reduces the datagrams to a small sequence
+that still fails by replaying them against fresh instances, and writes a reproducer directory under --out
+(sequence.pcap, replay.sh, reproducer.json).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gwlb-fuzz", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--appliance", metavar="CMD", help="appliance command template (default: the reference)")
+    p.add_argument("--health-port", type=_port, default=None, metavar="PORT", help="health check port (8080)")
+    p.add_argument("--health-protocol", choices=("http", "tcp", "none"), default=None,
+                   help="health check: HTTP 200, TCP connect, or none (default http)")
+    p.add_argument("--health-path", default=None, metavar="PATH", help="HTTP health path (default /)")
+    p.add_argument("--ready-timeout", type=_positive, default=20.0, metavar="SECS",
+                   help="seconds for a fresh instance to become healthy (default 20)")
+    p.add_argument("--rate", type=_positive, default=1000.0, metavar="PPS", help="datagrams per second (1000)")
+    p.add_argument("--time", type=_positive, default=60.0, metavar="SECS", help="seconds of sending (60)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0; with --replay: the run's)")
+    p.add_argument("--out", type=Path, default=Path("gwlb-fuzz-results"), metavar="DIR",
+                   help="where reproducers go (default ./gwlb-fuzz-results)")
+    p.add_argument("--replay", type=Path, metavar="PCAP", help="replay a sequence against a fresh appliance")
+    g = p.add_argument_group("tuning")
+    g.add_argument("--check-interval", type=_positive, default=1.0, metavar="SECS",
+                   help="seconds of traffic between checks (1)")
+    g.add_argument("--probe-timeout", type=_positive, default=3.0, metavar="SECS",
+                   help="seconds to wait for valid flows to come back (3)")
+    g.add_argument("--health-timeout", type=_positive, default=3.0, metavar="SECS",
+                   help="seconds before an unanswered health check counts as a hang (3)")
+    g.add_argument("--settle", type=_positive, default=0.2, metavar="SECS",
+                   help="pause after sending before checking, in runs and replays (0.2)")
+    g.add_argument("--no-probes", action="store_true", help="do not check that valid flows are returned")
+    g.add_argument("--pool", type=int, default=400, metavar="N", help="distinct generated packets per kind (400)")
+    g.add_argument("--max-fd-growth", type=int, default=64, metavar="N", help="descriptor growth allowed (64)")
+    g.add_argument("--max-device-growth", type=int, default=None, metavar="N",
+                   help="device growth allowed (default: 2 per endpoint used + 16)")
+    g.add_argument("--no-minimize", action="store_true", help="write the whole failing window as reproducer")
+    g.add_argument("--minimize-time", type=_positive, default=300.0, metavar="SECS",
+                   help="time limit for minimization (300)")
+    g.add_argument("--option-class", type=lambda v: int(v, 0), default=geneve.AWS_OPTION_CLASS, metavar="N",
+                   help="option class of the GWLB options (default 0x0108)")
+    return p
+
+
+def _positive(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not f > 0:
+        raise argparse.ArgumentTypeError(f"{v} must be more than 0")
+    return f
+
+
+def _port(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a port number") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port {n} is not within 1-65535")
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    meta = None
+    if args.replay is not None:
+        if not args.replay.is_file():
+            parser.error(f"--replay: no such file {args.replay}")
+        from fuzz.reproducer import load_meta
+
+        meta = load_meta(args.replay)
+    base = (meta or {}).get("appliance", {})
+    try:
+        spec = ApplianceSpec(command=args.appliance or base.get("command") or ApplianceSpec().command,
+                             health_protocol=args.health_protocol or base.get("health_protocol", "http"),
+                             health_port=args.health_port or base.get("health_port", 8080),
+                             health_path=args.health_path or base.get("health_path", "/"),
+                             ready_timeout=args.ready_timeout,
+                             name="reference" if not (args.appliance or base) else "appliance")
+    except ValueError as e:
+        parser.error(str(e))
+    if args.pool < 10:
+        parser.error("--pool must be at least 10")
+    try:
+        require_root("gwlb-fuzz (network namespaces)")
+    except NetnsError as e:
+        print(f"gwlb-fuzz: {e}", file=sys.stderr)
+        return 2
+
+    from fuzz.netfuzz import FuzzError, NetworkFuzzer, Options, describe_command
+
+    seed = args.seed if args.seed is not None else int((meta or {}).get("seed", 0))
+    options = Options(appliance=spec, rate=args.rate, duration=args.time, seed=seed, out=args.out,
+                      check_interval=args.check_interval, probe_timeout=args.probe_timeout, settle=args.settle,
+                      probes=not args.no_probes, pool_size=args.pool,
+                      limits=Limits(args.max_fd_growth, args.max_device_growth, args.health_timeout),
+                      minimize=not args.no_minimize, minimize_seconds=args.minimize_time,
+                      option_class=args.option_class)
+    progress = Progress(sys.stderr)
+    fuzzer = NetworkFuzzer(options, progress, say=lambda m: progress.message(f"gwlb-fuzz: {m}"))
+    fuzzer.summary.command = describe_command(spec)
+    try:
+        with sigterm_raises():
+            if args.replay is not None:
+                return _replay(fuzzer, args.replay)
+            summary = fuzzer.run()
+    except FuzzError as e:
+        progress.done()
+        print(f"gwlb-fuzz: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.done()
+        print("gwlb-fuzz: interrupted", file=sys.stderr)
+        return 130
+    print(summary.render())
+    return 1 if summary.found else 0
+
+
+def _replay(fuzzer: object, path: Path) -> int:
+    from fuzz.netfuzz import NetworkFuzzer
+    from fuzz.reproducer import verdict
+
+    assert isinstance(fuzzer, NetworkFuzzer)
+    packets, failure = fuzzer.replay_file(path)
+    print(f"gwlb-fuzz: replayed {len(packets)} datagram(s) from {path} against {fuzzer.summary.command}")
+    for i, p in enumerate(packets[:20]):
+        print(f"  {i + 1:3}: {p.label or 'unlabelled'} ({verdict(p.payload, fuzzer.o.option_class)}), "
+              f"{len(p.payload)} bytes from port {p.sport}: "
+              f"{p.payload[:24].hex()}{'...' if len(p.payload) > 24 else ''}")
+    if len(packets) > 20:
+        print(f"  ... and {len(packets) - 20} more")
+    if failure is None:
+        print("gwlb-fuzz: no failure: the appliance survived the sequence")
+        return 0
+    print(f"gwlb-fuzz: REPRODUCED {failure.kind}: {failure.detail}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

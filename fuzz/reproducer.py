@@ -1,0 +1,123 @@
+"""Reproducers written by the network fuzzer: the packet sequence as a pcap, what failed, how to replay it.
+
+A reproducer directory holds:
+
+* ``sequence.pcap``: the (minimized) sequence, as outer IPv4/UDP packets from GWLB to the appliance (open it
+  in Wireshark; replay uses each packet's UDP source port and GENEVE payload);
+* ``original.pcap``: the sequence before minimization;
+* ``reproducer.json``: the failure, the appliance command and health settings, seed and counts, and the
+  class of every packet;
+* ``replay.sh``: ``gwlb-fuzz --replay`` with the same appliance (exit status 1: the failure reproduced);
+* ``appliance.log``: the end of the appliance's output when it failed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import stat
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fuzz.reprs import pretty_short, short_repr
+from gwlbsim import geneve, pcap
+from gwlbsim.outer import build_ipv4_udp, parse_ipv4_udp
+
+SEQUENCE = "sequence.pcap"
+ORIGINAL = "original.pcap"
+META = "reproducer.json"
+SCRIPT = "replay.sh"
+
+
+@dataclass(frozen=True, repr=False)
+class Sent:
+    """A datagram the fuzzer sent to the appliance: outer UDP source port, GENEVE payload, its class."""
+
+    sport: int
+    payload: bytes
+    label: str  #: "valid", "probe", a malformation label, or "havoc"
+
+    __repr__ = short_repr
+    _repr_pretty_ = pretty_short
+
+
+def verdict(payload: bytes, option_class: int = geneve.AWS_OPTION_CLASS) -> str:
+    """What a correct GWLB parser does with ``payload``: "accepted", or the drop reason."""
+    try:
+        geneve.scan(payload, option_class=option_class)
+    except geneve.GeneveError as e:
+        return e.reason
+    return "accepted"
+
+
+def write_pcap(path: Path, packets: Sequence[Sent], src: str, dst: str) -> None:
+    pcap.write(path, [(1.0 + i / 1000, build_ipv4_udp(src, dst, p.sport, geneve.GENEVE_PORT, p.payload))
+                      for i, p in enumerate(packets)])
+
+
+def read_pcap(path: Path) -> list[Sent]:
+    """The datagrams of a pcap (any link type with IPv4/UDP); labels from ``reproducer.json`` if beside it."""
+    out = []
+    for rec in pcap.read(path):
+        ip = pcap.ip_packet(rec)
+        o = parse_ipv4_udp(ip)
+        out.append(Sent(o.sport, bytes(ip[o.payload_offset:o.payload_offset + o.payload_len]), ""))
+    meta = load_meta(path)
+    labels = (meta or {}).get("labels", {}).get(path.name)
+    if labels and len(labels) == len(out):
+        out = [Sent(p.sport, p.payload, label) for p, label in zip(out, labels, strict=True)]
+    return out
+
+
+def load_meta(pcap_path: Path) -> dict[str, Any] | None:
+    meta = pcap_path.parent / META
+    if not meta.exists():
+        return None
+    try:
+        return json.loads(meta.read_text())  # type: ignore[no-any-return]
+    except ValueError:
+        return None
+
+
+def write(directory: Path, *, kind: str, detail: str, sequence: Sequence[Sent], original: Sequence[Sent],
+          appliance: dict[str, Any], seed: int, replays: int, minimized: bool, reproduced: bool, src: str, dst: str,
+          log_tail: str = "") -> Path:
+    """Write a reproducer directory (see the module docstring); returns the path of ``replay.sh``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_pcap(directory / SEQUENCE, sequence, src, dst)
+    write_pcap(directory / ORIGINAL, original, src, dst)
+    meta = {
+        "failure": {"kind": kind, "detail": detail},
+        "appliance": appliance,
+        "seed": seed,
+        "packets": len(sequence),
+        "original_packets": len(original),
+        "replays": replays,
+        "minimized": minimized,
+        "reproduced_on_replay": reproduced,
+        "labels": {SEQUENCE: [p.label for p in sequence], ORIGINAL: [p.label for p in original]},
+        "verdicts": {SEQUENCE: [verdict(p.payload) for p in sequence]},
+    }
+    (directory / META).write_text(json.dumps(meta, indent=1) + "\n")
+    (directory / "appliance.log").write_text(log_tail)
+    args = ["--replay", SEQUENCE, "--appliance", appliance["command"], "--health-protocol",
+            appliance["health_protocol"], "--health-port", str(appliance["health_port"])]
+    script = directory / SCRIPT
+    script.write_text(
+        "#!/bin/sh\n"
+        f"# gwlb-fuzz reproducer: {kind}: {_one_line(detail)}\n"
+        f"# {len(sequence)} packet(s) in {SEQUENCE}"
+        + (f", minimized from {len(original)} in {replays} replays" if minimized else "") + ".\n"
+        "# Needs root (network namespaces). Exit status 1: the failure reproduced; 0: it did not.\n"
+        "# With the gwlb-fuzz console script installed, the same is: gwlb-fuzz " + shlex.join(args) + "\n"
+        'cd "$(dirname "$0")" || exit 2\n'
+        f'exec "${{PYTHON:-{sys.executable}}}" -m fuzz.cli {shlex.join(args)} "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return script
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
