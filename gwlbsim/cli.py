@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -137,8 +136,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             victim.kill()
             s.wait_state(f"app{victim.index}", "unhealthy", args.ready_timeout)
             before = s.call(lambda m: m.targets[f"app{victim.index}"].flows)
+            from gwlbsim.live.traffic import udp_exchange
+
             for port in range(20):
-                _udp_exchange(s, 0, 20000 + port)
+                udp_exchange(s, 0, 20000 + port)
             after = s.call(lambda m: m.targets[f"app{victim.index}"].flows)
             moved_ok = after == before
             ok &= moved_ok
@@ -150,72 +151,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_tcp(s: Any, e: int, prog: Progress) -> bool:
-    slot = s.topo.endpoints[e]
-    srv = s.server_socket(e, socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((slot.server_v4, 9000))
-    srv.listen(1)
-    srv.settimeout(10)
-    payload = bytes(range(256)) * 4096  # 1 MiB
-    got = bytearray()
+    from gwlbsim.live.traffic import tcp_transfer
 
-    def serve() -> None:
-        try:
-            conn, _ = srv.accept()
-            with conn:
-                conn.settimeout(10)
-                while len(got) < len(payload):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    got.extend(chunk)
-                conn.sendall(b"done")
-        except OSError:
-            pass
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    cli = s.client_socket(e, socket.AF_INET, socket.SOCK_STREAM)
-    cli.settimeout(10)
-    start = time.monotonic()
-    try:
-        cli.connect((slot.server_v4, 9000))
-        cli.sendall(payload)
-        ack = cli.recv(4)
-    except OSError as err:
-        ack = b""
-        prog.note(f"endpoint {e}: TCP: {err}")
-    finally:
-        cli.close()
-        t.join(10)
-        srv.close()
-    ok = ack == b"done" and bytes(got) == payload
-    prog.note(f"endpoint {e}: TCP 1 MiB to {slot.server_v4}:9000: "
-              f"{'ok' if ok else 'FAILED'} in {time.monotonic() - start:.2f} s")
-    return ok
-
-
-def _udp_exchange(s: Any, e: int, port: int) -> bool:
-    slot = s.topo.endpoints[e]
-    srv = s.server_socket(e)
-    srv.bind((slot.server_v4, port))
-    cli = s.client_socket(e)
-    try:
-        cli.settimeout(3)
-        srv.settimeout(3)
-        cli.sendto(b"ping", (slot.server_v4, port))
-        data, addr = srv.recvfrom(100)
-        srv.sendto(b"pong", addr)
-        return cli.recv(100) == b"pong" and data == b"ping"
-    except OSError:
-        return False
-    finally:
-        cli.close()
-        srv.close()
+    r = tcp_transfer(s, e, 9000, size=1 << 20)
+    prog.note(f"endpoint {e}: TCP 1 MiB: {'ok, ' + r.detail if r.ok else 'FAILED: ' + r.detail}")
+    return r.ok
 
 
 def _demo_udp(s: Any, e: int, prog: Progress) -> bool:
-    ok = _udp_exchange(s, e, 5353)
+    from gwlbsim.live.traffic import udp_exchange
+
+    ok = udp_exchange(s, e, 5353) == b"gnip"
     prog.note(f"endpoint {e}: UDP exchange: {'ok' if ok else 'FAILED'}")
     return ok
 

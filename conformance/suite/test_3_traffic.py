@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-
 from hypothesis import given
 from scapy.all import (
     GRE,
@@ -27,82 +24,24 @@ from conformance.plugin import requirement
 from conformance.suite.helpers import eni, property_settings
 from fuzz import strategies as gst
 from gwlbsim.flowkey import IPPROTO_TCP, flow_of, tcp_flags
-
-
-def _tcp_transfer(env: ConformanceEnv, v6: bool, port: int, size: int = 300_000) -> None:
-    slot = env.topo.endpoints[0]
-    fam = socket.AF_INET6 if v6 else socket.AF_INET
-    dst = slot.server_v6 if v6 else slot.server_v4
-    srv = env.session.server_socket(0, fam, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((dst, port))
-    srv.listen(1)
-    srv.settimeout(10)
-    data = bytes(i % 253 for i in range(size))
-    got = bytearray()
-
-    def serve() -> None:
-        try:
-            c, _ = srv.accept()
-            with c:
-                c.settimeout(10)
-                while len(got) < size and (chunk := c.recv(65536)):
-                    got.extend(chunk)
-                c.sendall(got[-1000:])
-        except OSError:
-            pass
-
-    t = threading.Thread(target=serve)
-    t.start()
-    cli = env.session.client_socket(0, fam, socket.SOCK_STREAM)
-    cli.settimeout(10)
-    try:
-        try:
-            cli.connect((dst, port))
-        except OSError as e:
-            check(False, f"TCP handshake to {dst}:{port} through GWLB failed: {e}")
-        cli.sendall(data)
-        echo = b""
-        while len(echo) < 1000 and (chunk := cli.recv(1000)):
-            echo += chunk
-    except OSError as e:
-        check(False, f"TCP transfer to {dst}:{port} broke: {e} ({len(got)} of {size} bytes arrived)")
-    finally:
-        cli.close()
-        t.join(10)
-        srv.close()
-    check(bytes(got) == data, f"TCP data changed or lost: {len(got)} of {size} bytes arrived")
-    check(echo == data[-1000:], "TCP answer from the server changed or lost")
+from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 
 
 @requirement("TRAFFIC-1")
 def test_tcp_end_to_end(gwlb: ConformanceEnv) -> None:
-    _tcp_transfer(gwlb, False, 8101)
-    _tcp_transfer(gwlb, True, 8102)
+    for v6, port in ((False, 8101), (True, 8102)):
+        r = tcp_transfer(gwlb.session, 0, port, v6=v6)
+        check(r.ok, r.detail)
 
 
 @requirement("TRAFFIC-2")
 def test_udp_end_to_end(gwlb: ConformanceEnv) -> None:
-    slot = gwlb.topo.endpoints[0]
-    for fam, dst in ((socket.AF_INET, slot.server_v4), (socket.AF_INET6, slot.server_v6)):
-        srv = gwlb.session.server_socket(0, fam)
-        cli = gwlb.session.client_socket(0, fam)
-        srv.bind((dst, 8200))
-        srv.settimeout(3)
-        cli.settimeout(3)
-        try:
-            for i in range(5):
-                msg = f"datagram {i}".encode() * 50
-                cli.sendto(msg, (dst, 8200))
-                data, addr = srv.recvfrom(65535)
-                check(data == msg, f"UDP datagram to {dst} changed")
-                srv.sendto(data[::-1], addr)
-                check(cli.recv(65535) == msg[::-1], f"UDP answer from {dst} changed")
-        except TimeoutError:
-            check(False, f"UDP exchange with {dst} through GWLB timed out")
-        finally:
-            srv.close()
-            cli.close()
+    for v6 in (False, True):
+        for i in range(5):
+            msg = f"datagram {i}".encode() * 50
+            back = udp_exchange(gwlb.session, 0, 8200 + i, msg, v6=v6)
+            check(back == msg[::-1], f"UDP exchange over IPv{6 if v6 else 4} through GWLB: "
+                  + ("lost" if back is None else "changed"))
 
 
 @requirement("TRAFFIC-3")

@@ -19,6 +19,7 @@ from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.config import GwlbConfig, HealthCheck
 from gwlbsim.live.gwlb import Captured
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
+from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 
 pytestmark = pytest.mark.root
 
@@ -52,73 +53,18 @@ def recorder(session: GwlbSession) -> Iterator[Recorder]:
     session.gwlb.remove_tap(r)  # type: ignore[union-attr]
 
 
-def tcp_transfer(s: GwlbSession, e: int, port: int, size: int = 200_000, v6: bool = False) -> bool:
-    slot = s.topo.endpoints[e]  # type: ignore[union-attr]
-    fam = socket.AF_INET6 if v6 else socket.AF_INET
-    dst = slot.server_v6 if v6 else slot.server_v4
-    srv = s.server_socket(e, fam, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((dst, port))
-    srv.listen(1)
-    srv.settimeout(10)
-    data = bytes(i % 251 for i in range(size))
-    got = bytearray()
-
-    def serve() -> None:
-        try:
-            c, _ = srv.accept()
-            with c:
-                c.settimeout(10)
-                while len(got) < size:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        break
-                    got.extend(chunk)
-                c.sendall(b"ok")
-        except OSError:
-            pass
-
-    t = threading.Thread(target=serve)
-    t.start()
-    cli = s.client_socket(e, fam, socket.SOCK_STREAM)
-    cli.settimeout(10)
-    try:
-        cli.connect((dst, port))
-        cli.sendall(data)
-        return cli.recv(2) == b"ok" and bytes(got) == data
-    finally:
-        cli.close()
-        t.join(10)
-        srv.close()
-
-
-def udp_exchange(s: GwlbSession, e: int, port: int, v6: bool = False, payload: bytes = b"ping") -> bytes | None:
-    slot = s.topo.endpoints[e]  # type: ignore[union-attr]
-    fam = socket.AF_INET6 if v6 else socket.AF_INET
-    dst = slot.server_v6 if v6 else slot.server_v4
-    srv = s.server_socket(e, fam)
-    srv.bind((dst, port))
-    cli = s.client_socket(e, fam)
-    cli.settimeout(3)
-    srv.settimeout(3)
-    try:
-        cli.sendto(payload, (dst, port))
-        data, addr = srv.recvfrom(65535)
-        srv.sendto(data[::-1], addr)
-        return cli.recv(65535)
-    except OSError:
-        return None
-    finally:
-        cli.close()
-        srv.close()
+def tcp_ok(s: GwlbSession, e: int, port: int, size: int = 200_000, v6: bool = False) -> bool:
+    r = tcp_transfer(s, e, port, size, v6)
+    assert r.ok, r.detail
+    return r.ok
 
 
 def test_ping_tcp_udp_end_to_end_ipv4_and_ipv6(session: GwlbSession) -> None:
     for dst in ("10.20.0.2", "fd00:20::2"):
         r = session.run_client(0, ["ping", "-c", "2", "-i", "0.2", "-W", "2", dst], check=False)
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
-    assert tcp_transfer(session, 0, 7001)
-    assert tcp_transfer(session, 0, 7002, v6=True)
+    assert tcp_ok(session, 0, 7001)
+    assert tcp_ok(session, 0, 7002, v6=True)
     assert udp_exchange(session, 0, 5001) == b"gnip"
     assert udp_exchange(session, 0, 5002, v6=True) == b"gnip"
 
@@ -126,7 +72,7 @@ def test_ping_tcp_udp_end_to_end_ipv4_and_ipv6(session: GwlbSession) -> None:
 def test_flows_are_symmetric_through_one_appliance(session: GwlbSession, recorder: Recorder) -> None:
     for port in range(6000, 6016):
         assert udp_exchange(session, 0, port) == b"gnip"
-    assert tcp_transfer(session, 0, 7010, size=50_000)
+    assert tcp_ok(session, 0, 7010, size=50_000)
     sent: dict[int, set[str]] = defaultdict(set)
     back: dict[int, set[str]] = defaultdict(set)
     for c in recorder.of("to_target"):
