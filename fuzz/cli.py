@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fuzz.progress import Progress
 from fuzz.watchdog import KINDS, Limits
-from gwlbsim import geneve
+from gwlbsim import cliargs, geneve
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.netns import NetnsError, require_root, sigterm_raises
 
@@ -40,26 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gwlb-fuzz", description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--appliance", metavar="CMD", help="appliance command template (default: the reference)")
-    p.add_argument("--health-port", type=_port, default=None, metavar="PORT", help="health check port (8080)")
+    p.add_argument("--health-port", type=cliargs.port, default=None, metavar="PORT", help="health check port (8080)")
     p.add_argument("--health-protocol", choices=("http", "tcp", "none"), default=None,
                    help="health check: HTTP 200, TCP connect, or none (default http)")
     p.add_argument("--health-path", default=None, metavar="PATH", help="HTTP health path (default /)")
-    p.add_argument("--ready-timeout", type=_positive, default=20.0, metavar="SECS",
+    p.add_argument("--ready-timeout", type=cliargs.positive, default=20.0, metavar="SECS",
                    help="seconds for a fresh instance to become healthy (default 20)")
-    p.add_argument("--rate", type=_positive, default=1000.0, metavar="PPS", help="datagrams per second (1000)")
-    p.add_argument("--time", type=_positive, default=60.0, metavar="SECS", help="seconds of sending (60)")
+    p.add_argument("--rate", type=cliargs.positive, default=1000.0, metavar="PPS", help="datagrams per second (1000)")
+    p.add_argument("--time", type=cliargs.positive, default=60.0, metavar="SECS", help="seconds of sending (60)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0; with --replay: the run's)")
     p.add_argument("--out", type=Path, default=Path("gwlb-fuzz-results"), metavar="DIR",
                    help="where reproducers go (default ./gwlb-fuzz-results)")
     p.add_argument("--replay", type=Path, metavar="PCAP", help="replay a sequence against a fresh appliance")
     g = p.add_argument_group("tuning")
-    g.add_argument("--check-interval", type=_positive, default=1.0, metavar="SECS",
+    g.add_argument("--check-interval", type=cliargs.positive, default=1.0, metavar="SECS",
                    help="seconds of traffic between checks (1)")
-    g.add_argument("--probe-timeout", type=_positive, default=3.0, metavar="SECS",
+    g.add_argument("--probe-timeout", type=cliargs.positive, default=3.0, metavar="SECS",
                    help="seconds to wait for valid flows to come back (3)")
-    g.add_argument("--health-timeout", type=_positive, default=3.0, metavar="SECS",
+    g.add_argument("--health-timeout", type=cliargs.positive, default=3.0, metavar="SECS",
                    help="seconds before an unanswered health check counts as a hang (3)")
-    g.add_argument("--settle", type=_positive, default=0.2, metavar="SECS",
+    g.add_argument("--settle", type=cliargs.positive, default=0.2, metavar="SECS",
                    help="pause after sending before checking, in runs and replays (0.2)")
     g.add_argument("--no-probes", action="store_true", help="do not check that valid flows are returned")
     g.add_argument("--pool", type=int, default=400, metavar="N", help="distinct generated packets per kind (400)")
@@ -67,31 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-device-growth", type=int, default=None, metavar="N",
                    help="device growth allowed (default: 2 per endpoint used + 16)")
     g.add_argument("--no-minimize", action="store_true", help="write the whole failing window as reproducer")
-    g.add_argument("--minimize-time", type=_positive, default=300.0, metavar="SECS",
+    g.add_argument("--minimize-time", type=cliargs.positive, default=300.0, metavar="SECS",
                    help="time limit for minimization (300)")
-    g.add_argument("--option-class", type=lambda v: int(v, 0), default=geneve.AWS_OPTION_CLASS, metavar="N",
+    g.add_argument("--option-class", type=cliargs.option_class, default=geneve.AWS_OPTION_CLASS, metavar="N",
                    help="option class of the GWLB options (default 0x0108)")
     return p
-
-
-def _positive(v: str) -> float:
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
-    if not f > 0:
-        raise argparse.ArgumentTypeError(f"{v} must be more than 0")
-    return f
-
-
-def _port(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a port number") from None
-    if not 1 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"port {n} is not within 1-65535")
-    return n
 
 
 def main(argv: Sequence[str] | None = None) -> int:

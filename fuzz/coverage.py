@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gwlbsim import cliargs
+
 FUZZ_DIR = Path(__file__).parent
 CORPUS_DIR = FUZZ_DIR / "corpus"
 CRASH_DIR = FUZZ_DIR / "crashes"
@@ -214,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", action="append", choices=[*TARGETS, "all"],
                    help="what to fuzz (repeatable; default: all = codec and core)")
-    p.add_argument("--time", type=_positive, default=60.0, metavar="SECONDS", help="time per target (default 60)")
+    p.add_argument("--time", type=cliargs.positive, default=60.0, metavar="SECONDS",
+                   help="time per target (default 60)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="targets run at once")
     p.add_argument("--seed", type=int, help="libFuzzer's random seed (default: random)")
     p.add_argument("--corpus", type=Path, default=CORPUS_DIR, help="seed corpus root (one directory per target)")
@@ -224,16 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", type=Path, nargs="+", metavar="FILE", help="run these inputs and report")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
-
-
-def _positive(v: str) -> float:
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
-    if f <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return f
 
 
 def main(argv: Sequence[str] | None = None) -> int:
