@@ -18,9 +18,12 @@ def seconds(v: str) -> float:
 
 def positive(v: str) -> float:
     """A number of seconds (or any quantity) above 0."""
-    f = seconds(v)
-    if f == 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not f > 0:
+        raise argparse.ArgumentTypeError(f"{v} must be more than 0")
     return f
 
 
