@@ -42,17 +42,20 @@ class _SockaddrIn(ctypes.Structure):
                 ("sin_addr", ctypes.c_uint8 * 4), ("sin_zero", ctypes.c_uint8 * 8))
 
 
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = (ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
-_recvmmsg.restype = ctypes.c_int
-_sendmmsg = _libc.sendmmsg
-_sendmmsg.argtypes = (ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int)
-_sendmmsg.restype = ctypes.c_int
+# Pointers are passed as plain integers (addresses of buffers allocated once): no per-call conversions.
+_recvmmsg = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
+                             ctypes.c_void_p, use_errno=True)(("recvmmsg", _libc))
 _sendmmsg_addr = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
                                   use_errno=True)(("sendmmsg", _libc))
 
-_CMSG_SPACE = 64
-_PKTINFO_ADDR = struct.Struct("4s")  # ipi_addr: the header destination address
+_CMSG_SPACE = 32  # CMSG_SPACE(sizeof(struct in_pktinfo)): the only control message asked for
+_MMSG = ctypes.sizeof(_Mmsghdr)
+# Fields of message i, read and written through integer views of the mmsghdr array (no ctypes objects).
+_LEN_U32 = (_Mmsghdr.msg_len.offset, _Mmsghdr.msg_hdr.offset + _Msghdr.msg_flags.offset)
+_CTRLLEN_U64 = _Mmsghdr.msg_hdr.offset + _Msghdr.msg_controllen.offset
+_NAMELEN_U32 = _Mmsghdr.msg_hdr.offset + _Msghdr.msg_namelen.offset
+_SOCKADDR = ctypes.sizeof(_SockaddrIn)
+_CACHE_LIMIT = 1 << 16
 
 
 def _oserror() -> OSError:
@@ -60,11 +63,19 @@ def _oserror() -> OSError:
     return OSError(e, os.strerror(e))
 
 
+def sockaddr(addr: str, port: int = 0) -> bytes:
+    """The ``struct sockaddr_in`` of an IPv4 address and port, as :class:`BatchSender` takes it."""
+    return struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton(addr))
+
+
+
+
 class BatchReceiver:
     """Receives up to ``batch`` IPv4 datagrams per call into preallocated buffers.
 
     After :meth:`recv` returns n, for i < n: ``views[i][:lengths[i]]`` is the datagram, ``source(i)`` its
-    (address, port), and ``destination(i)`` the address it was sent to (needs ``pktinfo=True``).
+    (address, port), and ``destination(i)`` the address it was sent to (needs ``pktinfo=True``). Address
+    strings are made once per distinct address and reused (the same ``str`` object each time).
     """
 
     def __init__(self, sock: socket.socket, batch: int = 64, size: int = 65536, pktinfo: bool = False) -> None:
@@ -85,113 +96,145 @@ class BatchReceiver:
             self._iov[i].iov_len = size
             h = self._msgs[i].msg_hdr
             h.msg_name = ctypes.addressof(self._names[i])
+            h.msg_namelen = _SOCKADDR
             h.msg_iov = ctypes.pointer(self._iov[i])
             h.msg_iovlen = 1
             if pktinfo:
                 h.msg_control = ctypes.addressof(self._ctrl) + i * _CMSG_SPACE
+                h.msg_controllen = _CMSG_SPACE
         mem = memoryview(self._bufs).cast("B")
         self.buffer = mem
         self.views = [mem[i * size:(i + 1) * size] for i in range(batch)]
-        self._ctrl_view = memoryview(self._ctrl).cast("B")
         #: the source addresses as ``sockaddr_in`` records of 16 bytes (port at +2, address at +4)
         self.names = memoryview(self._names).cast("B")
+        self._names_q = self.names.cast("Q")  # first 8 bytes of each: family, port, address
+        self._ctrl_i = memoryview(self._ctrl).cast("B").cast("I")
+        msgs = memoryview(self._msgs).cast("B")
+        self._msgs_i = msgs.cast("I")
+        self._msgs_q = msgs.cast("Q")
+        self._msgs_addr = ctypes.addressof(self._msgs)
         self.lengths = [0] * batch
         self.truncated = 0  #: datagrams cut short because they were larger than ``size``
         self._fd = sock.fileno()
+        self._sources: dict[int, tuple[str, int]] = {}
+        self._addresses: dict[int, str] = {}
+        self._filled = 0  # messages the last call filled in
 
     def recv(self, max_count: int | None = None) -> int:
         """Receive what is queued (without waiting), up to the batch size. Returns the count (0 if none)."""
-        msgs = self._msgs
         n = min(self.batch, max_count or self.batch)
-        for i in range(n):
-            h = msgs[i].msg_hdr
-            h.msg_namelen = ctypes.sizeof(_SockaddrIn)
-            if self._pktinfo:
-                h.msg_controllen = _CMSG_SPACE
-        got = _recvmmsg(self._fd, msgs, n, MSG_DONTWAIT, None)
+        mi, mq = self._msgs_i, self._msgs_q
+        stride_i, stride_q = _MMSG // 4, _MMSG // 8
+        namelen, ctrllen = _NAMELEN_U32 // 4, _CTRLLEN_U64 // 8
+        pktinfo = self._pktinfo
+        for i in range(self._filled):  # the kernel shrank these to what it wrote: give the room back
+            mi[i * stride_i + namelen] = _SOCKADDR
+            if pktinfo:
+                mq[i * stride_q + ctrllen] = _CMSG_SPACE
+        got = _recvmmsg(self._fd, self._msgs_addr, n, MSG_DONTWAIT, None)
+        self._filled = max(got, 0)
         if got < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                 return 0
             raise _oserror()
         lengths = self.lengths
+        len_at, flags_at = _LEN_U32[0] // 4, _LEN_U32[1] // 4
         for i in range(got):
-            m = msgs[i]
-            lengths[i] = m.msg_len
-            if m.msg_hdr.msg_flags & 0x20:  # MSG_TRUNC
+            lengths[i] = mi[i * stride_i + len_at]
+            if mi[i * stride_i + flags_at] & 0x20:  # MSG_TRUNC
                 self.truncated += 1
         return got
 
     def source(self, i: int) -> tuple[str, int]:
-        a = self._names[i]
-        return socket.inet_ntoa(bytes(a.sin_addr)), socket.ntohs(a.sin_port)
+        """(address, port) datagram ``i`` came from."""
+        key = self._names_q[2 * i]
+        src = self._sources.get(key)
+        if src is None:
+            if len(self._sources) >= _CACHE_LIMIT:
+                self._sources.clear()
+            a = self._names[i]
+            src = self._sources[key] = (socket.inet_ntoa(bytes(a.sin_addr)), socket.ntohs(a.sin_port))
+        return src
 
     def destination(self, i: int) -> str | None:
         """The destination address of datagram ``i`` (from IP_PKTINFO), or None if not reported."""
-        h = self._msgs[i].msg_hdr
-        off = i * _CMSG_SPACE
-        end = off + h.msg_controllen
-        cv = self._ctrl_view
-        while off + 16 <= end:
-            clen, level, ctype = struct.unpack_from("=Qii", cv, off)
-            if clen < 16:
-                return None
-            if level == _SOL_IP and ctype == IP_PKTINFO and clen >= 28:
-                return socket.inet_ntoa(_PKTINFO_ADDR.unpack_from(cv, off + 24)[0])
-            off += (clen + 7) & ~7
-        return None
+        if not self._pktinfo or self._msgs_q[i * (_MMSG // 8) + _CTRLLEN_U64 // 8] < 28:
+            return None
+        c = self._ctrl_i
+        at = i * (_CMSG_SPACE // 4)
+        if c[at + 2] != _SOL_IP or c[at + 3] != IP_PKTINFO:  # cmsg_level, cmsg_type
+            return None
+        key = c[at + 6]  # in_pktinfo.ipi_addr, after cmsg header (16) and ipi_ifindex, ipi_spec_dst
+        dst = self._addresses.get(key)
+        if dst is None:
+            if len(self._addresses) >= _CACHE_LIMIT:
+                self._addresses.clear()
+            dst = self._addresses[key] = socket.inet_ntoa(key.to_bytes(4, "little"))
+        return dst
 
 
 class BatchSender:
-    """Sends queued datagrams (each one or more byte strings, gathered) in batches of up to ``batch``.
+    """Sends up to ``batch`` datagrams per sendmmsg, from the slots of one buffer allocated once.
 
-    For raw IPv4 sockets the address is the destination host (port ignored by the kernel).
+    Zero-copy use: write datagram bytes into the next slot, ``views[count]`` (e.g. read a packet into it at
+    an offset and write a header in front), then :meth:`queue` the part to send. :meth:`add` copies
+    given byte strings into the next slot instead. The destination is a ``sockaddr_in`` (:func:`sockaddr`;
+    for raw IPv4 sockets the port is ignored). A full batch is sent at once; :meth:`flush` sends the rest.
     """
 
-    MAX_PARTS = 4
-
-    def __init__(self, sock: socket.socket, batch: int = 64) -> None:
+    def __init__(self, sock: socket.socket, batch: int = 64, size: int = 65536 + 512) -> None:
         self.sock = sock
         self.batch = batch
+        self.size = size
         self._fd = sock.fileno()
+        self._bufs = (ctypes.c_char * (size * batch))()
         self._names = (_SockaddrIn * batch)()
-        self._iov = (_Iovec * (batch * self.MAX_PARTS))()
+        self._iov = (_Iovec * batch)()
         self._msgs = (_Mmsghdr * batch)()
         for i in range(batch):
             h = self._msgs[i].msg_hdr
             h.msg_name = ctypes.addressof(self._names[i])
-            h.msg_namelen = ctypes.sizeof(_SockaddrIn)
-            h.msg_iov = ctypes.pointer(self._iov[i * self.MAX_PARTS])
-            self._names[i].sin_family = socket.AF_INET
-        self._keep: list[object] = []
+            h.msg_namelen = _SOCKADDR
+            h.msg_iov = ctypes.pointer(self._iov[i])
+            h.msg_iovlen = 1
+        mem = memoryview(self._bufs).cast("B")
+        self.views = [mem[i * size:(i + 1) * size] for i in range(batch)]
+        self._base = ctypes.addressof(self._bufs)
+        self._iov_q = memoryview(self._iov).cast("B").cast("Q")  # iov_base, iov_len of slot i at 2i, 2i+1
+        self._names_b = memoryview(self._names).cast("B")
+        self._msgs_addr = ctypes.addressof(self._msgs)
         self.count = 0
         self.sent = 0
-        self.errors: dict[str, int] = {}
+        self.errors: dict[str, int] = {}  #: datagrams refused, by errno name
+        self.failed = 0  #: datagrams refused, a count the caller may reset
 
-    def add(self, parts: Sequence[bytes], addr: tuple[str, int]) -> None:
-        """Queue one datagram made of ``parts`` (bytes objects, kept alive until flushed)."""
+    def queue(self, start: int, end: int, dest: bytes) -> None:
+        """Send ``views[count][start:end]`` to ``dest`` (a sockaddr_in) with the next batch."""
         i = self.count
-        if i == self.batch:
-            self.flush()
-            i = 0
-        name = self._names[i]
-        name.sin_addr[:] = socket.inet_aton(addr[0])
-        name.sin_port = socket.htons(addr[1])
-        base = i * self.MAX_PARTS
-        iov = self._iov
-        for j, p in enumerate(parts):
-            iov[base + j].iov_base = ctypes.cast(ctypes.c_char_p(p), ctypes.c_void_p).value
-            iov[base + j].iov_len = len(p)
-        self._msgs[i].msg_hdr.msg_iovlen = len(parts)
-        self._keep.append(parts)
+        q = self._iov_q
+        q[2 * i] = self._base + i * self.size + start
+        q[2 * i + 1] = end - start
+        self._names_b[i * _SOCKADDR:(i + 1) * _SOCKADDR] = dest
         self.count = i + 1
+        if i + 1 == self.batch:
+            self.flush()
+
+    def add(self, parts: Sequence[bytes | bytearray | memoryview], addr: tuple[str, int]) -> None:
+        """Queue one datagram made of ``parts`` (copied) for ``addr``."""
+        view = self.views[self.count]
+        n = 0
+        for p in parts:
+            view[n:n + len(p)] = p
+            n += len(p)
+        self.queue(0, n, sockaddr(*addr))
 
     def flush(self) -> int:
         """Send everything queued. Datagrams the kernel refuses are counted in ``errors`` by errno name."""
         n = self.count
         start = 0
         while start < n:
-            got = _sendmmsg(self._fd, ctypes.byref(self._msgs[start]), n - start, 0)
+            got = _sendmmsg_addr(self._fd, self._msgs_addr + start * _MMSG, n - start, 0)
             if got < 0:
                 err = ctypes.get_errno()
                 if err == errno.EINTR:
@@ -199,12 +242,12 @@ class BatchSender:
                 # the first datagram of the rest failed: count it and go on with the others
                 name = errno.errorcode.get(err, str(err))
                 self.errors[name] = self.errors.get(name, 0) + 1
+                self.failed += 1
                 start += 1
                 continue
             self.sent += got
             start += got
         self.count = 0
-        self._keep.clear()
         return n
 
 
@@ -244,7 +287,7 @@ class PacketRing:
             h.msg_namelen = ctypes.sizeof(_SockaddrIn)
             h.msg_iov = ctypes.pointer(self._iov[i])
             h.msg_iovlen = 1
-        self._msg_size = ctypes.sizeof(_Mmsghdr)
+        self._msg_size = _MMSG
         self._msgs_addr = ctypes.addressof(self._msgs)
         self.errors = 0
 

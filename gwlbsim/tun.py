@@ -19,6 +19,7 @@ IFF_MULTI_QUEUE = 0x0100
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFMTU = 0x8922
+SIOCSIFTXQLEN = 0x8943
 IFF_UP = 0x1
 IFNAMSIZ = 16
 
@@ -28,11 +29,14 @@ class TunError(OSError):
 
 
 def open_tun(name: str, *, mtu: int | None = None, up: bool = True, multi_queue: bool = False,
-             nonblocking: bool = True, rp_filter: int | None = None, ipv6_link_local: bool = True) -> int:
+             nonblocking: bool = True, rp_filter: int | None = None, ipv6_link_local: bool = True,
+             txqueuelen: int | None = None) -> int:
     """Create (or attach a queue to) TUN device ``name`` and return its file descriptor.
 
     ``ipv6_link_local=False`` keeps the kernel from giving the device an IPv6 link-local address, and so
     from sending router solicitations out of it on its own: IPv6 still passes through the device.
+    ``txqueuelen`` sets how many packets the device holds for its reader (per queue; the kernel's default
+    is 500, which a burst of batched writes through a passthrough can overflow).
     """
     if not name or len(name) >= IFNAMSIZ:
         raise ValueError(f"interface name {name!r} must have 1 to {IFNAMSIZ - 1} characters")
@@ -54,6 +58,8 @@ def open_tun(name: str, *, mtu: int | None = None, up: bool = True, multi_queue:
                 pass
         if mtu is not None:
             set_mtu(name, mtu)
+        if txqueuelen is not None:
+            set_txqueuelen(name, txqueuelen)
         if up:
             set_up(name)
     except OSError as e:
@@ -69,6 +75,10 @@ def _ifreq_ioctl(request: int, data: bytes) -> bytes:
 
 def set_mtu(name: str, mtu: int) -> None:
     _ifreq_ioctl(SIOCSIFMTU, struct.pack("16si20x", name.encode(), mtu))
+
+
+def set_txqueuelen(name: str, qlen: int) -> None:
+    _ifreq_ioctl(SIOCSIFTXQLEN, struct.pack("16si20x", name.encode(), qlen))
 
 
 def set_up(name: str) -> None:

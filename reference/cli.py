@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from gwlbsim import __version__, geneve
 from reference.core import ApplianceCore, Config
@@ -42,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-d", dest="debug", action="store_true", help="debug output")
     g.add_argument("-x", dest="hexdump", action="store_true", help="hex dumps of packets (with -d)")
     g.add_argument("--udpthreads", type=_count, default=1, metavar="N",
-                   help="accepted for compatibility; the datapath is one epoll loop with batched I/O")
+                   help="datapath workers (processes; the larger of --udpthreads and --tunthreads; default 1). "
+                        "Each worker handles both directions of its flows: SO_REUSEPORT sockets and "
+                        "multi-queue tunnels, steered by the inner flow")
     g.add_argument("--tunthreads", type=_count, default=1, metavar="N", help="as --udpthreads")
-    g.add_argument("--udpaffinity", metavar="CPUS", help="pin the datapath to these CPUs (e.g. 0,2-3)")
+    g.add_argument("--udpaffinity", metavar="CPUS",
+                   help="pin the datapath to these CPUs (e.g. 0,2-3); with several workers, worker k to the "
+                        "k-th CPU of the list (round robin)")
     g.add_argument("--tunaffinity", metavar="CPUS", help="accepted for compatibility; see --udpaffinity")
     g.add_argument("--logging", metavar="SPEC",
                    help="log levels: LEVEL or SECTION=LEVEL,... (sections: core, hooks, health)")
@@ -141,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv_ and os.sep in argv_[0] and not os.access(argv_[0], os.X_OK):
             parser.error(f"{k.replace('_', ' ')} {argv_[0]!r} is not an executable file")
     log = logging.getLogger("gwlb-reference")
-    if max(args.udpthreads, args.tunthreads) > 1:
-        log.info("--udpthreads/--tunthreads > 1: this version runs one batched datapath loop")
+    workers = max(args.udpthreads, args.tunthreads)
 
     from reference.linux import Appliance, Options
 
@@ -150,10 +154,16 @@ def main(argv: list[str] | None = None) -> int:
                    hook_timeout=args.hook_timeout, health_port=args.health_port, health_bind=args.health_bind,
                    health_mode="simple" if args.simple else "json" if args.json else "text",
                    hexdump=args.hexdump and args.debug)
+    app: Any
     try:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        app = Appliance(ApplianceCore(config), opts)
+        if workers > 1:
+            from reference.workers import Supervisor
+
+            app = Supervisor(config, opts, workers, sorted(cpus) if cpus else None)
+        else:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+            app = Appliance(ApplianceCore(config), opts)
     except OSError as e:
         print(f"gwlb-reference: {e.strerror or e}", file=sys.stderr)
         if e.errno in (1, 13):

@@ -45,6 +45,8 @@ ALL_REASONS = geneve.REASONS + CORE_REASONS
 
 _IPV4_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")
 _TOTAL_LEN = struct.Struct("!H")
+_UDP_LEN_SUM = struct.Struct("!HH")
+_ROUTES_LIMIT = 1 << 16
 _RETURN_TTL = 64
 
 
@@ -78,28 +80,45 @@ class Config:
             raise ValueError(f"MTU {self.mtu} out of range")
 
 
+class Route:
+    """The outer addressing of returns, shared by every flow whose packets came the same way."""
+
+    __slots__ = ("addressing", "ip_sum", "outer", "udp_sum")
+
+    def __init__(self, src: str, sport: int, dst: str, dport: int) -> None:
+        s_ip, d_ip = _addr(dst), _addr(src)  # return: addresses swapped, ports as received
+        self.addressing = (src, sport, dst, dport)  #: (GWLB address, GWLB port, our address, our port)
+        self.outer = _IPV4_UDP.pack(0x45, 0, 0, 0, 0, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
+        self.ip_sum = _sum16(self.outer[:20])  #: ones' sum of the constant IPv4 header words
+        self.udp_sum = _sum16(s_ip + d_ip) + IPPROTO_UDP + sport + dport  #: pseudo-header constants + ports
+
+
 class Flow:
-    """What is needed to send a packet of this flow back: the latest inbound header, pre-assembled."""
+    """What is needed to send a packet of this flow back: its latest inbound GENEVE header and route."""
 
-    __slots__ = ("addressing", "ip_sum", "last_seen", "prefix", "udp_sum")
+    __slots__ = ("header", "last_seen", "route", "udp_sum")
 
-    def __init__(self, prefix: bytes, ip_sum: int, udp_sum: int, addressing: tuple[str, int, str, int],
-                 last_seen: float) -> None:
-        self.prefix = prefix  #: outer IPv4 + UDP + GENEVE header, lengths and checksums zero
-        self.ip_sum = ip_sum  #: ones' sum of the constant IPv4 header words
-        self.udp_sum = udp_sum  #: ones' sum of pseudo-header constants + UDP ports + GENEVE header; -1: none
-        self.addressing = addressing  #: (GWLB address, GWLB port, our address, our port) as received
+    def __init__(self, header: bytes, route: Route, udp_sum: int, last_seen: float) -> None:
+        self.header = header  #: the GENEVE header of the flow's latest inbound packet, as received
+        self.route = route
+        self.udp_sum = udp_sum  #: ones' sum of the route's UDP constants + the header; -1: no UDP checksum
         self.last_seen = last_seen
+
+    @property
+    def addressing(self) -> tuple[str, int, str, int]:
+        """(GWLB address, GWLB port, our address, our port) of the flow's latest inbound packet."""
+        return self.route.addressing
 
     @property
     def dst(self) -> tuple[str, int]:
         """Where the return goes: the GWLB address and port the flow's latest packet came from."""
-        return self.addressing[0], self.addressing[1]
+        a = self.route.addressing
+        return a[0], a[1]
 
     @property
-    def header(self) -> bytes:
-        """The GENEVE header of the flow's latest inbound packet, as received."""
-        return self.prefix[28:]
+    def prefix(self) -> bytes:
+        """Outer IPv4 + UDP + GENEVE header of returns, lengths and checksums zero."""
+        return self.route.outer + self.header
 
 
 @dataclass
@@ -152,6 +171,10 @@ class Inbound(NamedTuple):
     queued: bool  #: the inner packet was copied to the tunnel's pending queue; nothing to write now
 
 
+_inbound = tuple.__new__  # makes an Inbound without the generated __new__ (a third of the cost)
+_CREATING, _FAILED = TunnelState.CREATING, TunnelState.FAILED
+
+
 class ApplianceCore:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
@@ -160,7 +183,7 @@ class ApplianceCore:
         self.flow_count = 0
         self.evictions = 0
         self._generations: dict[int, int] = {}
-        self._sweep_iter: list[tuple[Tunnel, SymKey]] = []
+        self._routes: dict[tuple[str, int, str, int], Route] = {}
 
     # ---------------------------------------------------------------------------------------------- inbound
 
@@ -175,13 +198,14 @@ class ApplianceCore:
             totals.drop(NOT_TO_GENEVE_PORT)
             return None
         try:
-            s = geneve.scan(buf, start, end, cfg.option_class)
+            header_len, inner_len, _protocol, eni_id, _attachment, _cookie = geneve.scan(buf, start, end,
+                                                                                        cfg.option_class)
         except geneve.GeneveError as e:
             totals.drop(e.reason)
             return None
-        inner_start = start + s.header_len
-        inner_end = inner_start + s.inner_len
-        if s.inner_len > cfg.mtu:
+        inner_start = start + header_len
+        inner_end = inner_start + inner_len
+        if inner_len > cfg.mtu:
             totals.drop(OVERSIZE_INBOUND)
             return None
         try:
@@ -190,33 +214,33 @@ class ApplianceCore:
             totals.drop(BAD_INNER_PACKET)
             return None
 
-        tunnel = self.tunnels.get(s.eni_id)
+        tunnel = self.tunnels.get(eni_id)
         new_tunnel = False
         if tunnel is None:
-            tunnel = self._start_tunnel(s.eni_id, now)
+            tunnel = self._start_tunnel(eni_id, now)
             new_tunnel = True
-        elif tunnel.state is TunnelState.FAILED:
+        elif tunnel.state is _FAILED:
             if now - tunnel.failed_at < cfg.retry_interval:
                 tunnel.counters.drop(TUNNEL_CREATE_FAILED)
                 totals.drop(TUNNEL_CREATE_FAILED)
                 return None
-            tunnel = self._start_tunnel(s.eni_id, now)
+            tunnel = self._start_tunnel(eni_id, now)
             new_tunnel = True
         tunnel.last_seen = now
         c = tunnel.counters
         c.in_packets += 1
-        c.in_bytes += s.inner_len
+        c.in_bytes += inner_len
 
-        self._remember(tunnel, key, buf, start, s.header_len, src, dst, sport, dport, now)
+        self._remember(tunnel, key, buf, start, header_len, src, dst, sport, dport, now)
 
-        if tunnel.state is TunnelState.CREATING:
+        if tunnel.state is _CREATING:
             if len(tunnel.pending) >= cfg.pending_limit:
                 c.drop(TUNNEL_PENDING_OVERFLOW)
                 totals.drop(TUNNEL_PENDING_OVERFLOW)
                 return None
             tunnel.pending.append(bytes(buf[inner_start:inner_end]))
-            return Inbound(tunnel, inner_start, inner_end, new_tunnel, True)
-        return Inbound(tunnel, inner_start, inner_end, new_tunnel, False)
+            return _inbound(Inbound, (tunnel, inner_start, inner_end, new_tunnel, True))
+        return _inbound(Inbound, (tunnel, inner_start, inner_end, new_tunnel, False))
 
     def _start_tunnel(self, eni_id: int, now: float) -> Tunnel:
         gen = self._generations.get(eni_id, 0) + 1
@@ -233,27 +257,36 @@ class ApplianceCore:
                   header_len: int, src: str, dst: str, sport: int, dport: int, now: float) -> None:
         """Store (or refresh) the flow's return template from this, its latest inbound packet."""
         flows = tunnel.flows
-        old = flows.pop(key, None)
-        if old is None:
+        flow = flows.get(key)
+        if flow is not None and flow.route.addressing == (src, sport, dst, dport) \
+                and flow.header == buf[start:start + header_len]:
+            if flow.last_seen != now:  # dict order is least recently refreshed first
+                del flows[key]
+                flows[key] = flow
+                flow.last_seen = now
+            return
+        if flow is None:
             if self.flow_count >= self.config.max_flows and not self._make_room(now):
                 tunnel.counters.drop(FLOW_CACHE_FULL)
                 self.totals.drop(FLOW_CACHE_FULL)
                 return
             self.flow_count += 1
-        elif old.addressing == (src, sport, dst, dport) and old.prefix[28:] == buf[start:start + header_len]:
-            old.last_seen = now  # same header, same addressing: nothing to rebuild
-            flows[key] = old  # re-inserted last: dict order is least recently refreshed first
-            return
-        hdr = bytes(buf[start:start + header_len])
-        # return: addresses swapped, ports as received (source = GWLB's source port, destination 6081)
-        s_ip = _addr(dst)
-        d_ip = _addr(src)
-        ip = _IPV4_UDP.pack(0x45, 0, 0, 0, 0, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
-        prefix = ip + hdr
-        ip_sum = _sum16(prefix[:20])
-        udp_sum = (_sum16(s_ip + d_ip) + IPPROTO_UDP + sport + dport + _sum16(hdr)) if self.config.udp_checksum \
-            else -1
-        flows[key] = Flow(prefix, ip_sum, udp_sum, (src, sport, dst, dport), now)
+        else:  # a new header or addressing for a known flow: rebuilt below, moved to the end
+            del flows[key]
+        route = self._route(src, sport, dst, dport)
+        header = bytes(buf[start:start + header_len])
+        udp_sum = route.udp_sum + _sum16(header) if self.config.udp_checksum else -1
+        flows[key] = Flow(header, route, udp_sum, now)
+
+    def _route(self, src: str, sport: int, dst: str, dport: int) -> Route:
+        """The shared route for this addressing (made once; the table is emptied when it grows large)."""
+        addressing = (src, sport, dst, dport)
+        route = self._routes.get(addressing)
+        if route is None:
+            if len(self._routes) >= _ROUTES_LIMIT:
+                self._routes.clear()
+            route = self._routes[addressing] = Route(src, sport, dst, dport)
+        return route
 
     def _make_room(self, now: float) -> bool:
         """Free one entry when the cache is full: an expired one if any, else the least recently used."""
@@ -313,6 +346,15 @@ class ApplianceCore:
                     retired.append(t)
         self.sweep(now)
         return retired
+
+    def retire(self, eni_id: int) -> Tunnel | None:
+        """Retire one tunnel now (its flows go with it), as decided elsewhere. Returns it, if it existed."""
+        t = self.tunnels.pop(eni_id, None)
+        if t is not None:
+            t.state = TunnelState.RETIRED
+            self.flow_count -= len(t.flows)
+            t.flows.clear()
+        return t
 
     def retire_all(self) -> list[Tunnel]:
         """Shutdown: every tunnel that has devices, to be destroyed."""
@@ -389,19 +431,41 @@ class ApplianceCore:
 
 def return_header(flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
     """Outer IPv4 + UDP + GENEVE header for returning ``pkt``: lengths and checksums filled in."""
-    prefix = flow.prefix
     n = len(pkt)
-    total = len(prefix) + n
+    at = 28 + len(flow.header)
+    buf = bytearray(at + n + 1)
+    buf[at:at + n] = pkt
+    put_return_header(flow, buf, at, n)
+    return bytes(buf[:at])
+
+
+def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int) -> int:
+    """Write the outer header for returning the ``n``-byte packet at ``buf[at:at + n]`` right in front of it.
+
+    Returns where the outer packet starts (``at`` minus the header length). For an odd ``n`` with UDP
+    checksums on, ``buf[at + n]`` is set to zero (the checksum's padding), so it must exist.
+    """
+    route = flow.route
+    header = flow.header
+    start = at - 28 - len(header)
+    total = at - start + n
     udp_len = total - 20
-    ip_csum = 0xFFFF - _fold(flow.ip_sum + total)
-    if flow.udp_sum < 0:
+    udp_sum = flow.udp_sum
+    if udp_sum < 0:
         udp_csum = 0
     else:
+        if n & 1:
+            buf[at + n] = 0
+            n += 1
         # pseudo-header length and UDP length field both count udp_len
-        r = (flow.udp_sum + udp_len + udp_len + int.from_bytes(bytes(pkt) + b"\0" * (n & 1), "big")) % 0xFFFF
+        r = (udp_sum + udp_len + udp_len + int.from_bytes(buf[at:at + n], "big")) % 0xFFFF
         udp_csum = 0xFFFF - r if r else 0xFFFF
-    return b"".join((prefix[:2], _TOTAL_LEN.pack(total), prefix[4:10], _TOTAL_LEN.pack(ip_csum), prefix[12:24],
-                     _TOTAL_LEN.pack(udp_len), _TOTAL_LEN.pack(udp_csum), prefix[28:]))
+    buf[start:start + 28] = route.outer
+    buf[start + 28:at] = header
+    _TOTAL_LEN.pack_into(buf, start + 2, total)
+    _TOTAL_LEN.pack_into(buf, start + 10, 0xFFFF - _fold(route.ip_sum + total))
+    _UDP_LEN_SUM.pack_into(buf, start + 24, udp_len, udp_csum)
+    return start
 
 
 def _sum16(data: bytes) -> int:

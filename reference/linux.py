@@ -8,6 +8,15 @@ Threads:
   being destroyed is gone before the same endpoint's next tunnel is created, and slow hooks never stall
   the datapath (packets for a tunnel being created wait in its pending queue);
 * the health server's threads.
+
+The fast path, per batch of up to 64 GENEVE datagrams (one recvmmsg): validate each and write its inner
+packet to the tunnel's gwi- (one write each); then read what came out of the tunnels' gwo- (one readv
+each, straight into a send slot behind room for the outer header), put the return header in front of it
+in place, and send the slots with one sendmmsg. Nothing is allocated per packet beyond a few small
+objects; address strings and sockaddrs are made once per peer.
+
+With ``--udpthreads/--tunthreads N`` (N > 1) this loop runs in N worker processes and a supervisor keeps
+tunnels, hooks and health: see reference.workers.
 """
 
 from __future__ import annotations
@@ -25,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gwlbsim import __version__
-from gwlbsim.fastio import BatchReceiver, BatchSender
+from gwlbsim.fastio import BatchReceiver, BatchSender, sockaddr
 from gwlbsim.tun import TunError, exists, open_tun
-from reference.core import ApplianceCore, Tunnel, TunnelState, return_header
+from reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
 from reference.hooks import HookResult, run_hook
 
 log = logging.getLogger("gwlb-reference")
@@ -36,6 +45,8 @@ TICK = 0.25  # seconds between timeout checks: tunnels go within a second of -t
 STALL_AFTER = 3.0  # the datapath is reported unhealthy when its loop has not turned for this long
 TUN_READ_BUDGET = 256  # packets read from one device before looking at the others
 UDP_BATCHES = 8  # receive batches taken before looking at the tunnels
+TUN_QUEUE = 4096  # packets a tunnel device holds for us (the kernel's default, 500, overflows under bursts)
+HEADROOM = 512  # room in front of a packet read from a tunnel: outer IPv4 + UDP + the longest GENEVE header
 
 # Drop reasons of the driver (I/O failures), next to the core's.
 TUN_WRITE_FAILED = "tun_write_failed"
@@ -62,8 +73,12 @@ class Options:
 
 @dataclass
 class TunHandle:
+    """A tunnel's devices as one datapath sees them: its queue of gwi- and of gwo-."""
+
     ingress_fd: int
     egress_fd: int
+    #: every queue of a multi-queue tunnel, (gwi, gwo) per worker (only where the devices were created)
+    queues: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,10 +100,13 @@ class _Job:
 class Lifecycle(threading.Thread):
     """Creates and destroys tunnels in order; reports completions through ``results`` and a wake-up pipe."""
 
-    def __init__(self, core: ApplianceCore, opts: Options, wake: Callable[[], None]) -> None:
+    def __init__(self, core: ApplianceCore, opts: Options, wake: Callable[[], None], queues: int = 1,
+                 steering_fd: int | None = None) -> None:
         super().__init__(name="lifecycle", daemon=True)
         self.core = core
         self.opts = opts
+        self.queues = queues  #: one queue per datapath worker (multi-queue devices when more than one)
+        self.steering_fd = steering_fd  #: program choosing the queue of packets out of the devices
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
         self.results: queue.Queue[tuple[str, Tunnel, TunHandle | None]] = queue.Queue()
         self.hooks = HookStats()
@@ -127,25 +145,21 @@ class Lifecycle(threading.Thread):
         return run_hook(command, action, t.ingress, t.egress, t.eni_hex, self.opts.hook_timeout)
 
     def _create(self, t: Tunnel) -> None:
-        mtu = self.core.config.mtu
         try:
-            gwi = open_tun(t.ingress, mtu=mtu, rp_filter=0, ipv6_link_local=False)
+            gwi = self._open(t.ingress)
+            try:
+                gwo = self._open(t.egress)
+            except (TunError, OSError):
+                for fd in gwi:
+                    os.close(fd)
+                raise
         except (TunError, OSError) as e:
             self.hooks.last_create_error = str(e)
             self.hooks.create_failed += 1
             log.error("cannot create tunnel for ENI %s: %s", t.eni_hex, e)
             self.results.put(("failed", t, None))
             return
-        try:
-            gwo = open_tun(t.egress, mtu=mtu, rp_filter=0, ipv6_link_local=False)
-        except (TunError, OSError) as e:
-            os.close(gwi)
-            self.hooks.last_create_error = str(e)
-            self.hooks.create_failed += 1
-            log.error("cannot create tunnel for ENI %s: %s", t.eni_hex, e)
-            self.results.put(("failed", t, None))
-            return
-        handle = TunHandle(gwi, gwo)
+        handle = TunHandle(gwi[0], gwo[0], list(zip(gwi, gwo, strict=True)))
         self._devices[(t.eni_id, t.generation)] = handle
         log.info("tunnel %s/%s created for ENI %s (generation %d)", t.ingress, t.egress, t.eni_hex, t.generation)
         res = self._hook(self.opts.create_hook, "CREATE", t)
@@ -157,6 +171,24 @@ class Lifecycle(threading.Thread):
             self.hooks.last_create_error = ""
         self.results.put(("ready", t, handle))
 
+    def _open(self, name: str) -> list[int]:
+        """The device's queues: one file descriptor, or one per worker (multi-queue, steered)."""
+        mtu, multi = self.core.config.mtu, self.queues > 1
+        fds: list[int] = []
+        try:
+            for _ in range(self.queues):
+                fds.append(open_tun(name, mtu=mtu, rp_filter=0, ipv6_link_local=False, txqueuelen=TUN_QUEUE,
+                                    multi_queue=multi))
+            if multi and self.steering_fd is not None:
+                from reference.steering import attach_tun
+
+                attach_tun(fds[0], self.steering_fd)
+        except (TunError, OSError):
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def _destroy(self, t: Tunnel) -> None:
         res = self._hook(self.opts.destroy_hook, "DESTROY", t)
         if res is not None:
@@ -167,8 +199,9 @@ class Lifecycle(threading.Thread):
         h = self._devices.pop((t.eni_id, t.generation), None)
         if h is None:  # its creation failed: nothing to remove
             return
-        os.close(h.ingress_fd)
-        os.close(h.egress_fd)
+        for fds in h.queues or [(h.ingress_fd, h.egress_fd)]:
+            for fd in fds:
+                os.close(fd)
         t.handle = None
         for _ in range(100):  # the kernel unregisters the devices asynchronously; wait until they are gone
             if not exists(t.ingress) and not exists(t.egress):
@@ -182,7 +215,10 @@ class Lifecycle(threading.Thread):
 class Appliance:
     """The whole running appliance: sockets, datapath loop, lifecycle worker and health server."""
 
-    def __init__(self, core: ApplianceCore, opts: Options, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, core: ApplianceCore, opts: Options, clock: Callable[[], float] = time.monotonic,
+                 udp: socket.socket | None = None, lifecycle: Any = None) -> None:
+        """``udp`` (an already bound GENEVE socket) and ``lifecycle`` (something with Lifecycle's methods)
+        are for datapath workers (reference.workers); by default the appliance makes its own."""
         self.core = core
         self.opts = opts
         self.clock = clock
@@ -191,13 +227,14 @@ class Appliance:
         self.driver_drops: dict[str, int] = {}
         self.stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.lifecycle = Lifecycle(core, opts, self.wake)
-        self.udp = self._udp_socket()
+        self.lifecycle = lifecycle or Lifecycle(core, opts, self.wake)
+        self.udp = udp or self._udp_socket()
         self.raw = self._raw_socket()
         self.rx = BatchReceiver(self.udp, opts.batch, 65536, pktinfo=True)
-        self.tx = BatchSender(self.raw, opts.batch)
-        self._tun_buf = bytearray(65536)
-        self._tun_view = memoryview(self._tun_buf)
+        self.tx = BatchSender(self.raw, opts.batch, HEADROOM + 65536)
+        # a packet read from a tunnel lands in a send slot after room for the longest outer header
+        self._tun_reads = [[v[HEADROOM:]] for v in self.tx.views]
+        self._destinations: dict[str, bytes] = {}  # GWLB address -> sockaddr
         self._fd_tunnel: dict[int, Tunnel] = {}
         self._epoll = select.epoll()
         self.health = None
@@ -269,38 +306,62 @@ class Appliance:
                     t = self._fd_tunnel.get(fd)
                     if t is not None:
                         self._on_tun(t, fd, now)
+                    else:
+                        self._on_other(fd, now)
             if now >= next_tick:
                 next_tick = now + TICK
-                for t in self.core.tick(now):
-                    self._retire(t)
+                self._tick(now)
         self._shutdown()
+
+    def _tick(self, now: float) -> None:
+        for t in self.core.tick(now):
+            self._retire(t)
+
+    def _on_other(self, fd: int, now: float) -> None:
+        """An event on a descriptor that is neither ours nor a tunnel's any more: stop watching it."""
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass
 
     def request_stop(self) -> None:
         self.stopping.set()
         self.wake()
 
     def _on_udp(self, now: float) -> None:
-        rx, core = self.rx, self.core
-        views, lengths = rx.views, rx.lengths
-        port = core.config.geneve_port
-        hexdump = self.opts.hexdump
+        """GENEVE datagrams in: validate, remember the flow, write the inner packet to the tunnel's gwi-.
+
+        After each batch, what came out of the egress devices written to is returned at once: the devices'
+        queues stay short and no extra wake-up is needed.
+        """
+        rx, inbound, write = self.rx, self.core.inbound, os.write
+        views, lengths, source, destination = rx.views, rx.lengths, rx.source, rx.destination
+        port = self.core.config.geneve_port
+        listen, hexdump = self.opts.listen, self.opts.hexdump
         for _ in range(UDP_BATCHES):
             n = rx.recv()
-            if not n:
-                break
+            touched: dict[int, Tunnel] = {}  # by ENI
             for i in range(n):
-                src, sport = rx.source(i)
-                dst = rx.destination(i) or self.opts.listen
+                src, sport = source(i)
                 view = views[i]
                 if hexdump:
-                    log.debug("GENEVE from %s:%d to %s:\n%s", src, sport, dst, _hex(view[:lengths[i]]))
-                v = core.inbound(view, 0, lengths[i], src, dst, sport, port, now)
+                    log.debug("GENEVE from %s:%d:\n%s", src, sport, _hex(view[:lengths[i]]))
+                v = inbound(view, 0, lengths[i], src, destination(i) or listen, sport, port, now)
                 if v is None:
                     continue
-                if v.new_tunnel:
-                    self.lifecycle.submit("create", v.tunnel)
-                if not v.queued:
-                    self._write_tun(v.tunnel, view[v.inner_start:v.inner_end])
+                tunnel, start, end, new_tunnel, queued = v
+                if new_tunnel:
+                    self.lifecycle.submit("create", tunnel)
+                if not queued:
+                    try:
+                        write(tunnel.handle.ingress_fd, view[start:end])
+                    except OSError as e:
+                        self._drop(TUN_WRITE_FAILED)
+                        log.debug("write to %s failed: %s", tunnel.ingress, e.strerror)
+                    touched[tunnel.eni_id] = tunnel
+            for tunnel in touched.values():
+                if tunnel.handle is not None:
+                    self._on_tun(tunnel, tunnel.handle.egress_fd, now)  # type: ignore[attr-defined]
             if n < rx.batch:
                 break
         if rx.truncated:
@@ -315,34 +376,43 @@ class Appliance:
             log.debug("write to %s failed: %s", t.ingress, e.strerror)
 
     def _on_tun(self, t: Tunnel, fd: int, now: float) -> None:
-        core, tx, buf, view = self.core, self.tx, self._tun_buf, self._tun_view
-        hexdump = self.opts.hexdump
+        """Packets out of a tunnel device: read each straight into a send slot, put the outer header in front
+        of it there, send the slots in batches."""
+        outbound, tx, reads = self.core.outbound, self.tx, self._tun_reads
+        views, destinations = tx.views, self._destinations
+        readv, hexdump = os.readv, self.opts.hexdump
         for _ in range(TUN_READ_BUDGET):
+            i = tx.count
             try:
-                n = os.readv(fd, [buf])
+                n = readv(fd, reads[i])
             except BlockingIOError:
                 break
             except OSError as e:
                 log.warning("read from %s failed: %s", t.ingress, e.strerror)
                 break
-            pkt = view[:n]
+            view = views[i]
+            pkt = view[HEADROOM:HEADROOM + n]
             if hexdump:
                 log.debug("from %s (%d bytes):\n%s", t.ingress if fd == t.handle.ingress_fd else t.egress,  # type: ignore[union-attr]
                           n, _hex(pkt))
-            flow = core.outbound(t, pkt, now)
+            flow = outbound(t, pkt, now)
             if flow is None:
                 continue
-            tx.add((return_header(flow, pkt), bytes(pkt)), flow.dst)
+            start = put_return_header(flow, view, HEADROOM, n)
+            gwlb = flow.route.addressing[0]
+            dest = destinations.get(gwlb)
+            if dest is None:
+                dest = destinations[gwlb] = sockaddr(gwlb)
+            tx.queue(start, HEADROOM + n, dest)  # sends when the batch is full
         self._flush()
 
     def _flush(self) -> None:
         tx = self.tx
-        before = sum(tx.errors.values())
         if tx.count:
             tx.flush()
-        failed = sum(tx.errors.values()) - before
-        if failed:
-            self._drop(SEND_FAILED, failed)
+        if tx.failed:
+            self._drop(SEND_FAILED, tx.failed)
+            tx.failed = 0
 
     def _on_wake(self, now: float) -> None:
         try:
@@ -376,7 +446,8 @@ class Appliance:
                     self._epoll.unregister(fd)
                 except OSError:
                     pass
-        log.info("tunnel %s idle for %g s: destroying", t.ingress, self.core.config.tunnel_timeout)
+        if self.core.config.tunnel_timeout:
+            log.info("tunnel %s idle for %g s: destroying", t.ingress, self.core.config.tunnel_timeout)
         self.lifecycle.submit("destroy", t)
 
     def _drop(self, reason: str, n: int = 1) -> None:

@@ -3,12 +3,16 @@
 Run as ``python -m gwlbsim.bench.agent`` (in a namespace, through :meth:`gwlbsim.netns.Lab.popen`). It
 reads one JSON command per line and answers each with one JSON line:
 
-``{"op": "gen", "traffic": {...}, "rate": R, "warmup": W, "duration": D, "batch": B, "cpu": {...}, "netns": {...}}``
-    send the traffic for W + D seconds (R packets/s, 0 = as fast as possible) from a raw socket; answer
-    with the sequence numbers and times of the measured window (after the warm-up) and what the CPU
-    and drop counters of the watched processes did in it.
-``{"op": "recv", "traffic": {...}, "bind": [ADDR, PORT]}``
-    start receiving and checking returns; answers ``{"ready": true}`` at once. Then
+``{"op": "gen", "traffic": {...}, "rate": R, "warmup": W, "duration": D, "batch": B, "window": N, "shm": PATH,``
+``"cpu": {...}, "netns": {...}}``
+    send the traffic for W + D seconds from a raw socket, at R packets/s (R > 0), or closed-loop (R = 0:
+    as fast as returns come back, with at most N packets unanswered; the receiver's count is read from
+    the shared file PATH), or flat out (R < 0: flood, whatever the receiver sees). Answer with the
+    sequence numbers and times of the measured window (after the warm-up) and what the CPU and drop
+    counters of the watched processes did in it.
+``{"op": "recv", "traffic": {...}, "bind": [ADDR, PORT], "shm": PATH}``
+    start receiving and checking returns (publishing the count of datagrams received in PATH); answers
+    ``{"ready": true}`` at once. Then
 ``{"op": "stop", "s0": S0, "s1": S1, "quiet": Q, "max_wait": M}``
     finish when nothing has arrived for Q seconds (at most M), and answer with the counts and the latency
     of the packets whose sequence number is in [S0, S1).
@@ -18,6 +22,7 @@ reads one JSON command per line and answers each with one JSON line:
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import select
 import socket
@@ -25,6 +30,7 @@ import struct
 import sys
 import time
 from array import array
+from collections import deque
 from typing import Any
 
 from gwlbsim.bench import procstat
@@ -33,7 +39,31 @@ from gwlbsim.fastio import BatchReceiver, PacketRing
 
 _SEQ_TS = struct.Struct("!IQ")  # the stamp without its flow index (which is prebuilt)
 _PORT = struct.Struct("!H")
+_COUNT = struct.Struct("=Q")
 RING_MIN = 256  # datagrams prebuilt at least, so that one flow still goes out in full batches
+WINDOW_BYTES = 4 << 20  # closed loop: at most this many bytes unanswered
+LOST_AFTER = 0.05  # closed loop: a packet unanswered for this long counts as lost (frees its window place)
+
+
+class Counter:
+    """A packet count in a small shared file: the receiver writes it, the generator reads it."""
+
+    def __init__(self, path: str | None) -> None:
+        self._map: mmap.mmap | None = None
+        if path:
+            with open(path, "r+b") as f:
+                self._map = mmap.mmap(f.fileno(), _COUNT.size)
+
+    def set(self, n: int) -> None:
+        if self._map is not None:
+            _COUNT.pack_into(self._map, 0, n)
+
+    def get(self) -> int:
+        return _COUNT.unpack_from(self._map, 0)[0] if self._map is not None else 0
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
 
 
 # -------------------------------------------------------------------------------------------- generator
@@ -54,6 +84,9 @@ def generate(cmd: dict[str, Any]) -> dict[str, Any]:
     groups["generator"] = [os.getpid()]
     netns_pids = {k: int(v) for k, v in cmd.get("netns", {}).items()}
 
+    # the window also stays within a few MiB, so that it fits socket buffers whatever the packet size
+    window = max(1, min(int(cmd.get("window", 1024)), WINDOW_BYTES // len(traffic.packet(0))))
+    returned = Counter(cmd.get("shm"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     try:
         sock.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE
@@ -67,6 +100,8 @@ def generate(cmd: dict[str, Any]) -> dict[str, Any]:
         s0 = -1
         t0 = 0.0
         before = None
+        flight: deque[tuple[int, float]] = deque()  # closed loop: (sequence after a send, its time)
+        written_off = 0  # closed loop: packets given up on
         start = monotonic()
         w0, w1 = start + warmup, start + warmup + duration
         while True:
@@ -77,18 +112,32 @@ def generate(cmd: dict[str, Any]) -> dict[str, Any]:
             if now >= w1:
                 break
             n = batch
-            if rate:
+            if rate > 0:  # paced: what is due by now, in bursts of at most a batch
                 due = int((now - start) * rate) - seq
                 if due <= 0:
                     sleep(max(0.0001, (seq + min(batch, 32)) / rate - (now - start)))
                     continue
                 n = min(n, due)
+            elif rate == 0:  # closed loop: keep at most a window of packets unanswered
+                done = returned.get() + written_off
+                while flight and (flight[0][0] <= done or now - flight[0][1] > LOST_AFTER):
+                    if flight[0][0] > done:
+                        written_off += flight[0][0] - done
+                        done = flight[0][0]
+                    flight.popleft()
+                room = window - (seq - done)
+                if room < max(1, min(batch, window // 4)):
+                    sleep(0.00005)
+                    continue
+                n = min(n, room)
             n = min(n, count - pos)
             ts = monotonic_ns()
             for k in range(pos, pos + n):
                 pack_into(buf, stamp_at[k], seq, ts)
                 seq += 1
             ring.send(pos, n)
+            if rate == 0:
+                flight.append((seq, now))
             pos += n
             if pos == count:
                 pos = 0
@@ -99,6 +148,7 @@ def generate(cmd: dict[str, Any]) -> dict[str, Any]:
                 **procstat.delta(before, after)}
     finally:
         sock.close()
+        returned.close()
 
 
 # --------------------------------------------------------------------------------------------- receiver
@@ -130,6 +180,8 @@ class Receiver:
         self.bad = 0
         self.bad_examples: list[str] = []
         self.last_arrival = time.monotonic()
+        self.count = 0
+        self.published = Counter(cmd.get("shm"))
 
     def drain(self) -> int:
         """Receive and check everything queued now. Returns how many datagrams."""
@@ -146,6 +198,8 @@ class Receiver:
                 break
             now = time.monotonic_ns()
             got += n
+            self.count += n
+            self.published.set(self.count)
             off = 0
             for i in range(n):
                 fid, seq, ts = unpack_stamp(mem, off + so)
@@ -191,6 +245,7 @@ class Receiver:
 
     def close(self) -> None:
         self.sock.close()
+        self.published.close()
 
 
 def _pct(sorted_ns: list[int], q: float) -> float | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
+import os
 import statistics
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,20 +15,26 @@ from typing import Any
 from gwlbsim.bench.topology import Subject, Topology
 from gwlbsim.bench.traffic import Traffic
 
+MAX = 0.0  #: closed loop: as fast as the subject returns, a bounded window of packets unanswered
+FLOOD = -1.0  #: open loop, flat out: the generator sends as fast as it can, whatever comes back
+
 
 @dataclass(frozen=True)
 class Cell:
-    """One traffic pattern at one offered rate (0: as fast as the generator can)."""
+    """One traffic pattern at one offered rate: packets/s, or :data:`MAX`, or :data:`FLOOD`."""
 
     size: int
     flows: int
     ports: str
-    rate: float = 0.0
+    rate: float = MAX
+
+    @property
+    def offer(self) -> str:
+        return "max" if self.rate == MAX else "flood" if self.rate < 0 else f"{self.rate / 1000:g}k"
 
     @property
     def label(self) -> str:
-        r = f" @{self.rate / 1000:g}k" if self.rate else ""
-        return f"{self.size}B/{self.flows}f/{self.ports}{r}"
+        return f"{self.size}B/{self.flows}f/{self.ports} {self.offer}"
 
 
 @dataclass
@@ -33,6 +42,7 @@ class Timing:
     warmup: float = 0.5
     duration: float = 2.0
     batch: int = 64
+    window: int = 1024  #: closed loop: packets allowed unanswered
     quiet: float = 0.3  #: after the generator stops, wait until nothing has arrived for this long
     max_wait: float = 5.0
 
@@ -75,6 +85,15 @@ class Measurement:
             return None
         return cpu / self.returned * 1e6
 
+    @property
+    def other_busy(self) -> float | None:
+        """The machine's busy fraction not spent by the generator, the receiver or the appliance (other
+        processes, and kernel work not charged to a process): how loaded the machine was by others."""
+        if self.machine_busy is None or self.seconds <= 0:
+            return None
+        ours = sum(self.cpu_seconds.values()) / (self.seconds * (os.cpu_count() or 1))
+        return max(0.0, self.machine_busy - ours)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "subject": self.subject, "size": self.cell.size, "flows": self.cell.flows, "ports": self.cell.ports,
@@ -83,7 +102,8 @@ class Measurement:
             "returned_pps": round(self.returned_pps), "loss": round(self.loss, 6),
             "latency_us": self.latency_us, "cpu_seconds": self.cpu_seconds,
             "appliance_cpu_us_per_packet": _round(self.cpu_us_per_packet, 3),
-            "machine_busy": self.machine_busy, "udp_rcvbuf_drops": self.udp_rcvbuf_drops,
+            "machine_busy": self.machine_busy, "other_busy": _round(self.other_busy, 3),
+            "udp_rcvbuf_drops": self.udp_rcvbuf_drops,
             "tun_drops": self.tun_drops, "echo_errors": self.echo_errors, "duplicates": self.duplicates,
             "send_errors": self.send_errors, "echo_error_examples": self.echo_error_examples,
         }
@@ -99,6 +119,16 @@ class Runner:
         self.timing = timing
         self.progress = progress or (lambda _m: None)
         self._nonce = 0
+        fd, self.shm = tempfile.mkstemp(prefix="gwlbsim-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm")
+                                        else None)
+        os.write(fd, bytes(8))
+        os.close(fd)
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Remove the shared counter file (also done at exit)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.shm)
 
     def traffic(self, subject: Subject, cell: Cell) -> Traffic:
         self._nonce += 1
@@ -116,7 +146,7 @@ class Runner:
         if subject.appliance is not None and not subject.appliance.alive():
             raise RuntimeError(f"{subject.name} is not running any more; its output:\n"
                                f"{subject.appliance.output_tail()}")
-        rcv.call({"op": "recv", "traffic": traffic.as_dict(), "bind": list(subject.bind)})
+        rcv.call({"op": "recv", "traffic": traffic.as_dict(), "bind": list(subject.bind), "shm": self.shm})
         cpu = {"receiver": [rcv.pid]}
         netns = {"receiver": rcv.pid}
         if app_pids:
@@ -124,7 +154,8 @@ class Runner:
             netns["appliance"] = app_pids[0]
         try:
             g = gen.call({"op": "gen", "traffic": traffic.as_dict(), "rate": cell.rate, "warmup": t.warmup,
-                          "duration": t.duration, "batch": t.batch, "cpu": cpu, "netns": netns})
+                          "duration": t.duration, "batch": t.batch, "window": t.window, "shm": self.shm,
+                          "cpu": cpu, "netns": netns})
         except Exception:
             with contextlib.suppress(Exception):
                 rcv.call({"op": "stop", "s0": 0, "s1": 0, "quiet": 0, "max_wait": 0})
@@ -140,24 +171,27 @@ class Runner:
 
     def prime(self, subject: Subject) -> None:
         """A little traffic first, so that tunnels exist and neighbours are resolved."""
-        self.measure(subject, Cell(64, 1, "one", 2000.0), timing=Timing(0.3, 0.2, 16, 0.2, 2.0))
+        self.measure(subject, Cell(64, 1, "one", 2000.0), timing=Timing(0.3, 0.2, 16, 64, 0.2, 2.0))
 
     def search(self, subject: Subject, cell: Cell, start: float, max_loss: float, steps: int,
-               repeat: int = 0) -> tuple[float, Measurement | None]:
-        """The highest offered rate (packets/s) found with loss at most ``max_loss`` (bisection)."""
+               repeat: int = 0) -> tuple[float, bool]:
+        """The highest offered rate (packets/s) found with loss at most ``max_loss`` (bisection), and whether
+        the search stopped because the generator could not offer more (then the subject is faster)."""
         lo, hi = 0.0, max(start, 1000.0)
-        best: Measurement | None = None
         rate = hi
         for _ in range(steps):
             m = self.measure(subject, Cell(cell.size, cell.flows, cell.ports, rate), repeat)
-            if m.loss <= max_loss and not m.echo_errors:
-                lo, best = rate, m
+            ok = m.loss <= max_loss and not m.echo_errors
+            if m.offered_pps < 0.97 * rate:  # the generator is the limit, not the subject
+                return (max(lo, m.returned_pps) if ok else lo), ok
+            if ok:
+                lo = rate
                 if rate >= hi:
                     hi = rate * 1.5
             else:
                 hi = rate
             rate = (lo + hi) / 2 if lo else hi / 2
-        return lo, best
+        return lo, False
 
 
 def matrix(sizes: list[int], flows: list[int], ports: list[str]) -> list[Cell]:

@@ -14,7 +14,6 @@ forwarding hop.
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -190,7 +189,3 @@ def close(topo: Topology) -> None:
         if s.appliance is not None:
             s.appliance.stop()
 
-
-def describe(spec: SubjectSpec) -> str:
-    return "kernel forwarding (no GENEVE)" if spec.is_kernel else shlex.join(
-        spec.command.replace("{python}", "python").split())

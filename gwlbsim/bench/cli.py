@@ -1,0 +1,257 @@
+"""``gwlbsim bench``: GENEVE one-arm passthrough through appliances in namespaces, next to the kernel.
+
+For every traffic pattern of the matrix (inner size x flows x outer source ports) and every subject
+(kernel forwarding of the same inner traffic, the reference appliance, a naive Python handler, ...): offered
+and returned packets/s, loss, latency p50/p99, the appliance's CPU time per packet; every return checked
+(GENEVE header byte for byte, the flow's cookie, inner headers, source port). Then fixed offered rates
+(loss at that rate), optionally a search for the highest rate with loss under a bound, and the reference
+core's flow-cache memory per flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gwlbsim.bench import extra, report, topology
+from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix
+from gwlbsim.bench.traffic import MAX_SIZE, MIN_SIZE
+
+DEFAULT_SIZES = "64,512,1500,8500"
+DEFAULT_FLOWS = "1,64,10000"
+TARGET_RATE = 140_000
+
+
+def _ints(v: str) -> list[int]:
+    try:
+        out = [int(float(x)) for x in v.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a comma-separated list of numbers") from None
+    if not out:
+        raise argparse.ArgumentTypeError("empty list")
+    return out
+
+
+def _words(choices: tuple[str, ...]) -> Any:
+    def parse(v: str) -> list[str]:
+        out = [x for x in v.split(",") if x]
+        bad = [x for x in out if x not in choices]
+        if bad or not out:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}")
+        return out
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gwlbsim bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("matrix")
+    m.add_argument("--sizes", type=_ints, default=_ints(DEFAULT_SIZES), metavar="B,..",
+                   help=f"inner packet sizes in bytes ({MIN_SIZE}-{MAX_SIZE}; default {DEFAULT_SIZES})")
+    m.add_argument("--flows", type=_ints, default=_ints(DEFAULT_FLOWS), metavar="N,..",
+                   help=f"flow counts (default {DEFAULT_FLOWS})")
+    m.add_argument("--ports", type=_words(("one", "many")), default=["many"], metavar="one,many",
+                   help="outer source ports: one for all flows, or many (one per flow); default many")
+    m.add_argument("--subjects", type=_words(("kernel", "reference", "naive")),
+                   default=["kernel", "reference", "naive"], metavar="S,..",
+                   help="what to measure: kernel, reference, naive (default all three)")
+    m.add_argument("--workers", type=_ints, default=[], metavar="N,..",
+                   help="also measure the reference with N datapath workers (--udpthreads N --tunthreads N)")
+    m.add_argument("--reference-args", default="", metavar="ARGS",
+                   help="extra flags for every reference instance (e.g. --no-udp-checksum)")
+    m.add_argument("--no-matrix", action="store_true", help="skip the unpaced matrix (fixed rates only)")
+    r = p.add_argument_group("fixed rates")
+    r.add_argument("--rates", type=_ints, default=[TARGET_RATE], metavar="PPS,..",
+                   help=f"offered rates to measure loss at (default {TARGET_RATE}; 0 for none)")
+    r.add_argument("--rate-traffic", default="64,64,many", metavar="SIZE,FLOWS,PORTS",
+                   help="the traffic of the fixed-rate runs (default 64,64,many)")
+    r.add_argument("--search", action="store_true",
+                   help="also search the highest rate with loss <= --max-loss (bisection, --search-steps)")
+    r.add_argument("--max-loss", type=float, default=0.001, help="loss bound for --search (default 0.001)")
+    r.add_argument("--search-steps", type=int, default=6)
+    t = p.add_argument_group("timing")
+    t.add_argument("--duration", type=float, default=2.0, help="measured seconds per run (default 2)")
+    t.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first (default 0.5)")
+    t.add_argument("--repeat", type=int, default=1, help="repeat everything N times: medians and spread")
+    t.add_argument("--batch", type=int, default=64, help="generator datagrams per sendmmsg (default 64)")
+    t.add_argument("--window", type=int, default=1024,
+                   help="'max' runs are closed-loop: at most this many packets unanswered (default 1024, and "
+                        "at most 4 MiB)")
+    t.add_argument("--flood", action="store_true",
+                   help="also run each matrix cell open-loop, flat out (the generator takes a core; what an "
+                        "overloaded appliance does)")
+    t.add_argument("--quick", action="store_true",
+                   help="smoke run of a few seconds: 64 B, 64 flows, short runs, 20k-flow memory figure")
+    o = p.add_argument_group("other")
+    o.add_argument("--memory-flows", type=int, default=1_000_000,
+                   help="flows for the flow-cache memory figure (default 1000000; 0 skips it)")
+    o.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME",
+                   help="also run a registered extra benchmark (see --list-extras)")
+    o.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="run only these: appliance, memory, or a registered extra benchmark")
+    o.add_argument("--list-extras", action="store_true", help="list registered extra benchmarks and exit")
+    o.add_argument("--json", type=Path, metavar="FILE", help="write every measurement and the summary as JSON")
+    o.add_argument("--logs", type=Path, metavar="DIR", help="keep appliance and agent logs here")
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _apply_quick(args: argparse.Namespace) -> None:
+    args.sizes, args.flows, args.ports = [64], [64], ["many"]
+    args.duration, args.warmup = 0.5, 0.2
+    args.rates = [20_000]
+    args.memory_flows = min(args.memory_flows, 20_000) if args.memory_flows else 0
+    args.search = False
+
+
+def _rate_cell(spec: str) -> Cell:
+    try:
+        size, flows, ports = spec.split(",")
+        return Cell(int(size), int(flows), ports)
+    except ValueError:
+        raise SystemExit(f"gwlbsim bench: --rate-traffic wants SIZE,FLOWS,PORTS, not {spec!r}") from None
+
+
+def _subjects(args: argparse.Namespace) -> list[topology.SubjectSpec]:
+    specs = []
+    for s in args.subjects:
+        if s == "kernel":
+            specs.append(topology.KERNEL)
+        elif s == "reference":
+            specs.append(topology.reference(args.reference_args))
+        else:
+            specs.append(topology.naive())
+    for n in args.workers:
+        specs.append(topology.reference(f"{args.reference_args} --udpthreads {n} --tunthreads {n}",
+                                        name=f"reference-w{n}"))
+    return specs
+
+
+def _meta(argv: list[str]) -> dict[str, Any]:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        rev = ""
+    return {"command": "gwlbsim bench " + " ".join(argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": platform.node(), "kernel": platform.release(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "git": rev}
+
+
+def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, Any]]) -> list[Measurement]:
+    from gwlbsim.netns import Lab, sigterm_raises
+
+    specs = _subjects(args)
+    timing = Timing(args.warmup, args.duration, args.batch, args.window)
+    cells = [] if args.no_matrix else matrix(args.sizes, args.flows, args.ports)
+    if args.flood:
+        cells += [Cell(c.size, c.flows, c.ports, FLOOD) for c in cells]
+    rate_cell = _rate_cell(args.rate_traffic)
+    rates = [r for r in args.rates if r > 0]
+    out: list[Measurement] = []
+    logdir = args.logs or Path(tempfile.mkdtemp(prefix="gwlbsim-bench-"))
+    with sigterm_raises(), Lab() as lab:
+        topo = topology.build(lab, specs, logdir)
+        runner = Runner(topo, timing, log)
+        try:
+            for s in topo.subjects:
+                runner.prime(s)
+            for rep in range(args.repeat):
+                for cell in cells:
+                    for s in topo.subjects:
+                        out.append(runner.measure(s, cell, rep))
+                for rate in rates:
+                    cell = Cell(rate_cell.size, rate_cell.flows, rate_cell.ports, float(rate))
+                    for s in topo.subjects:
+                        out.append(runner.measure(s, cell, rep))
+            if args.search:
+                for s in topo.subjects:
+                    start = max((m.returned_pps for m in out if m.subject == s.name
+                                 and (m.cell.size, m.cell.flows) == (rate_cell.size, rate_cell.flows)),
+                                default=100_000.0)
+                    best, bound = runner.search(s, rate_cell, start, args.max_loss, args.search_steps)
+                    searches.append({"subject": s.name, "size": rate_cell.size, "flows": rate_cell.flows,
+                                     "ports": rate_cell.ports, "max_loss": args.max_loss, "rate": round(best),
+                                     "generator_bound": bound})
+        finally:
+            runner.close()
+            topology.close(topo)
+    if not args.logs:
+        import shutil
+
+        shutil.rmtree(logdir, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # "gwlbsim bench -- --quick": what the subcommand's REMAINDER passes on
+        argv = argv[1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    extras = extra.available()
+    if args.list_extras:
+        for e in extras.values():
+            print(f"{e.name:<16} {e.description}")
+        return 0
+    if args.quick:
+        _apply_quick(args)
+    for s in args.sizes:
+        if not MIN_SIZE <= s <= MAX_SIZE:
+            parser.error(f"inner size {s} outside {MIN_SIZE}-{MAX_SIZE}")
+    wanted = set(args.only) or {"appliance", "memory", *args.with_}
+    unknown = wanted - {"appliance", "memory", *extras}
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; known: appliance, memory, "
+                     f"{', '.join(extras) or '(no extras registered)'}")
+    log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    meta = _meta(argv)
+    ms: list[Measurement] = []
+    sections: dict[str, Any] = {}
+    if "appliance" in wanted:
+        if os.geteuid() != 0:
+            print("gwlbsim bench: needs root (network namespaces, TUN devices, raw sockets)", file=sys.stderr)
+            return 2
+        searched: list[dict[str, Any]] = []
+        ms = run_appliances(args, log, searched)
+        print(report.results_table(report.aggregate(ms)))
+        rat = report.ratios(ms)
+        if rat:
+            print()
+            print(report.ratio_table(rat))
+        if searched:
+            sections["search"] = searched
+            print()
+            for r in searched:
+                bound = " (the generator's limit: the subject may do more)" if r["generator_bound"] else ""
+                print(f"{r['subject']}: highest offered rate with loss <= {r['max_loss']:.2%} "
+                      f"({r['size']} B inner, {r['flows']} flows): {r['rate']:,} packets/s{bound}")
+        errors = sum(m.echo_errors for m in ms)
+        if errors:
+            print(f"\n{errors} returned packets were WRONG (header not echoed, wrong port or length):")
+            for m in ms:
+                for ex in m.echo_error_examples[:2]:
+                    print(f"  {m.subject} {m.cell.label}: {ex}")
+    if "memory" in wanted and args.memory_flows > 0:
+        from gwlbsim.bench import memory
+
+        mem = memory.measure(args.memory_flows, min(100_000, args.memory_flows))
+        sections["memory"] = mem
+        print()
+        print(report.memory_text(mem))
+    for name in sorted(wanted - {"appliance", "memory"}):
+        res = extras[name].run(args)
+        sections.setdefault("extra", {})[name] = res
+        print(res.get("text", f"{name}: done"))
+    meta["loadavg_end"] = os.getloadavg()
+    if args.json:
+        report.write_json(args.json, meta, ms, sections)
+    return 1 if any(m.echo_errors for m in ms) else 0

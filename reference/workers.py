@@ -1,0 +1,570 @@
+"""Several datapath workers for one appliance (``--udpthreads/--tunthreads N``, N > 1): one process each.
+
+Python runs one thread of Python at a time, so scaling with cores takes processes. Each worker is a
+complete datapath (:class:`reference.linux.Appliance` loop, its own core and flow cache, its own raw
+socket); what the kernel hands to a worker is chosen so that a flow stays with one worker in both
+directions (see :mod:`reference.steering`):
+
+* the workers' GENEVE sockets form one SO_REUSEPORT group, steered by the inner flow;
+* every tunnel device is a multi-queue TUN with one queue per worker, steered by the same function.
+
+The supervisor (the process that was started) keeps everything that must happen once: it creates and
+destroys the tunnels (devices with a queue for each worker, hooks, strictly in order, by the same
+:class:`reference.linux.Lifecycle`), decides when an idle tunnel is retired (``-t``: idle in every
+worker), serves health, and adds the workers' counters up into the usual status document.
+
+Supervisor and workers talk over one SOCK_SEQPACKET socket pair per worker, in JSON messages:
+
+    worker -> supervisor   {"op": "need", "eni": E}      the worker's core saw a new endpoint
+                           {"op": "status", ...}         every tick: counters, flows, tunnels' last use
+    supervisor -> worker   {"op": "ready", "eni": E}     + the worker's gwi and gwo queue descriptors
+                           {"op": "failed", "eni": E}    creation failed (the worker's core retries later)
+                           {"op": "retire", "eni": E}    the tunnel is being destroyed: forget it
+                           {"op": "stop"}
+
+A worker that dies is reported unhealthy (its share of the flows is lost); it is not restarted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from gwlbsim import __version__
+from reference import steering
+from reference.core import ApplianceCore, Config, Tunnel, TunnelState
+from reference.linux import (
+    STALL_AFTER,
+    TICK,
+    Appliance,
+    HookStats,
+    Lifecycle,
+    Options,
+    TunHandle,
+    _set_buffer,
+)
+
+log = logging.getLogger("gwlb-reference")
+
+_MSG = 1 << 16
+UNKNOWN_TUNNEL_PACKET = "unknown_tunnel"  # a packet out of a queue whose tunnel this worker never saw
+
+
+def _send(sock: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = json.dumps(msg).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(sock, _MSG, 4)
+    return (json.loads(data) if data else None), fds
+
+
+# ------------------------------------------------------------------------------------------------ worker
+
+
+class RemoteLifecycle:
+    """A worker's stand-in for :class:`reference.linux.Lifecycle`: creation is asked of the supervisor."""
+
+    def __init__(self, control: socket.socket, wake: Callable[[], None]) -> None:
+        self.control = control
+        self.results: queue.Queue[tuple[str, Tunnel, TunHandle | None]] = queue.Queue()
+        self.hooks = HookStats()
+        self.busy_since: float | None = None
+        self.handles: dict[int, TunHandle] = {}  #: ENI -> this worker's queues of the live tunnel
+        self._wake = wake
+
+    def submit(self, action: str, tunnel: Tunnel) -> None:
+        if action == "create":
+            h = self.handles.get(tunnel.eni_id)
+            if h is not None:  # the devices exist already (another worker asked first)
+                self.results.put(("ready", tunnel, h))
+                self._wake()
+            else:
+                _send(self.control, {"op": "need", "eni": tunnel.eni_id})
+        else:  # destroy: the supervisor removes the devices; this worker lets go of its queues
+            self.release(tunnel.eni_id)
+
+    def release(self, eni: int) -> None:
+        h = self.handles.pop(eni, None)
+        if h is not None:
+            for fd in (h.ingress_fd, h.egress_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return True
+
+
+class WorkerAppliance(Appliance):
+    """One datapath worker: the appliance's loop, with tunnels and health left to the supervisor."""
+
+    def __init__(self, core: ApplianceCore, opts: Options, udp: socket.socket, control: socket.socket,
+                 index: int) -> None:
+        self.control = control
+        self.index = index
+        remote = RemoteLifecycle(control, lambda: self.wake())
+        super().__init__(core, replace(opts, health_port=None), udp=udp, lifecycle=remote)
+        self.remote = remote
+        self._epoll.register(control.fileno(), select.EPOLLIN)
+
+    def _on_other(self, fd: int, now: float) -> None:
+        if fd != self.control.fileno():
+            super()._on_other(fd, now)
+            return
+        try:
+            msg, fds = _recv(self.control)
+        except OSError:
+            msg, fds = None, []
+        if msg is None:  # the supervisor is gone
+            self.request_stop()
+            return
+        op, eni = msg.get("op"), msg.get("eni", 0)
+        core = self.core
+        if op == "ready":
+            self.remote.release(eni)
+            h = self.remote.handles[eni] = TunHandle(fds[0], fds[1])
+            t = core.tunnels.get(eni)
+            if t is not None and t.state is TunnelState.CREATING:
+                self.remote.results.put(("ready", t, h))
+                self._on_wake(now)
+        elif op == "failed":
+            t = core.tunnels.get(eni)
+            if t is not None and t.state is TunnelState.CREATING:
+                self.remote.results.put(("failed", t, None))
+                self._on_wake(now)
+        elif op == "retire":
+            t = core.retire(eni)
+            if t is not None:
+                self._retire(t)  # stops watching its queues, and releases them
+            self.remote.release(eni)
+        elif op == "report":
+            _send(self.control, self.report(now))
+        elif op == "stop":
+            self.request_stop()
+
+    def _tick(self, now: float) -> None:
+        super()._tick(now)
+        self._drain_unadopted()
+        try:
+            _send(self.control, self.report(now))
+        except OSError:
+            self.request_stop()
+
+    def _drain_unadopted(self) -> None:
+        """Queues of tunnels this worker has no flow of get no packets, but drop any that arrive."""
+        for eni, h in self.remote.handles.items():
+            t = self.core.tunnels.get(eni)
+            if t is not None and t.handle is h:
+                continue
+            for fd in (h.ingress_fd, h.egress_fd):
+                with contextlib.suppress(OSError):
+                    while os.read(fd, 65536):
+                        self._drop(UNKNOWN_TUNNEL_PACKET)
+
+    def report(self, now: float) -> dict[str, Any]:
+        core = self.core
+        totals = core.totals
+        drops = dict(totals.drops)
+        for k, v in self.driver_drops.items():
+            drops[k] = drops.get(k, 0) + v
+        return {
+            "op": "status", "worker": self.index, "heartbeat": now, "pid": os.getpid(),
+            "totals": {"packets_in": totals.in_packets, "bytes_in": totals.in_bytes,
+                       "packets_out": totals.out_packets, "bytes_out": totals.out_bytes,
+                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops},
+            "tunnels": {str(t.eni_id): {"last_seen": t.last_seen, "packets_in": t.counters.in_packets,
+                                        "bytes_in": t.counters.in_bytes, "packets_out": t.counters.out_packets,
+                                        "bytes_out": t.counters.out_bytes, "flows": len(t.flows),
+                                        "pending": len(t.pending), "drops": dict(t.counters.drops)}
+                        for t in core.tunnels.values()},
+        }
+
+    def _shutdown(self) -> None:
+        for t in self.core.retire_all():
+            self._retire(t)
+        for eni in list(self.remote.handles):
+            self.remote.release(eni)
+        self.close()
+        self.control.close()
+
+
+# -------------------------------------------------------------------------------------------- supervisor
+
+
+class Supervisor:
+    """Starts the workers and keeps tunnels, hooks, idle timeouts and health in one place."""
+
+    def __init__(self, config: Config, opts: Options, workers: int, cpus: list[int] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if workers < 2:
+            raise ValueError("a supervisor needs at least two workers")
+        self.config = config
+        self.opts = opts
+        self.workers = workers
+        self.cpus = sorted(cpus) if cpus else []
+        self.clock = clock
+        self.started = self.heartbeat = clock()
+        self.stopping = threading.Event()
+        self.tunnels: dict[int, Tunnel] = {}
+        self.generations: dict[int, int] = {}
+        self.reports: list[dict[str, Any] | None] = [None] * workers
+        self.exited: dict[int, int] = {}  # worker index -> exit status
+        self._reported = threading.Condition()
+        self._report_count = 0
+        self.pids: list[int] = []
+        self.controls: list[socket.socket] = []
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._steer_udp = steering.load(steering.program(workers, encapsulated=True))
+        self._steer_tun = steering.load(steering.program(workers, encapsulated=False))
+        self.udps = [self._udp_socket() for _ in range(workers)]  # group index = bind order
+        steering.attach_reuseport(self.udps[0], self._steer_udp)
+        self.lifecycle = Lifecycle(ApplianceCore(config), opts, self.wake, queues=workers,
+                                   steering_fd=self._steer_tun)
+        self.health = None
+        if opts.health_port is not None:
+            from reference.health import HealthServer
+
+            try:
+                self.health = HealthServer((opts.health_bind, opts.health_port), self.status, opts.health_mode)
+            except OSError as e:
+                self._close()
+                raise OSError(e.errno, f"cannot listen for health checks on {opts.health_bind}:{opts.health_port}: "
+                                       f"{e.strerror}") from e
+
+    def _udp_socket(self) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            _set_buffer(s, socket.SO_RCVBUF, 33, self.opts.rcvbuf)
+            s.bind((self.opts.listen, self.config.geneve_port))
+        except OSError as e:
+            s.close()
+            for u in getattr(self, "udps", []):
+                u.close()
+            raise OSError(e.errno, f"cannot listen for GENEVE on {self.opts.listen}:{self.config.geneve_port}: "
+                                   f"{e.strerror}") from e
+        s.setblocking(False)
+        return s
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.wake()
+
+    # ---------------------------------------------------------------------------------------- workers
+
+    def _fork_workers(self) -> None:
+        """Before any thread starts: one child per worker, each with its socket of the group."""
+        for k in range(self.workers):
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 1
+                try:
+                    mine.close()
+                    self._become_worker(k, theirs)
+                    code = 0
+                except BaseException:
+                    log.exception("datapath worker %d failed", k)
+                finally:
+                    os._exit(code)
+            theirs.close()
+            self.controls.append(mine)
+            self.pids.append(pid)
+
+    def _become_worker(self, k: int, control: socket.socket) -> None:
+        for c in self.controls:
+            c.close()
+        if self.health is not None:
+            self.health.server_close()
+        for j, u in enumerate(self.udps):
+            if j != k:
+                u.close()  # the group keeps it: the supervisor holds every socket
+        for fd in (self._wake_r, self._wake_w, self._steer_udp, self._steer_tun):
+            os.close(fd)
+        if self.cpus:
+            os.sched_setaffinity(0, {self.cpus[k % len(self.cpus)]})
+        core = ApplianceCore(replace(self.config, tunnel_timeout=0.0))  # the supervisor retires tunnels
+        app = WorkerAppliance(core, self.opts, self.udps[k], control, k)
+        signal.signal(signal.SIGTERM, lambda *_: app.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: app.request_stop())
+        log.info("datapath worker %d (pid %d) running", k, os.getpid())
+        app.run()
+
+    # --------------------------------------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        self._fork_workers()
+        self.lifecycle.start()
+        if self.health is not None:
+            self.health.start()
+        ep = select.epoll()
+        ep.register(self._wake_r, select.EPOLLIN)
+        by_fd = {c.fileno(): k for k, c in enumerate(self.controls)}
+        for fd in by_fd:
+            ep.register(fd, select.EPOLLIN)
+        log.info("gwlb-reference %s listening for GENEVE on %s:%d with %d datapath workers%s", __version__,
+                 self.opts.listen, self.config.geneve_port, self.workers,
+                 f", health on {self.opts.health_bind}:{self.opts.health_port}" if self.health else "")
+        next_tick = self.clock() + TICK
+        while not self.stopping.is_set():
+            events = ep.poll(TICK)
+            now = self.heartbeat = self.clock()
+            for fd, _ev in events:
+                if fd == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    self._on_results(now)
+                else:
+                    k = by_fd[fd]
+                    if not self._on_message(k, now):
+                        ep.unregister(fd)
+            if now >= next_tick:
+                next_tick = now + TICK
+                self._retire_idle(now)
+                self._reap()
+        ep.close()
+        self._shutdown()
+
+    def _on_message(self, k: int, now: float) -> bool:
+        try:
+            msg, fds = _recv(self.controls[k])
+        except OSError:
+            msg, fds = None, []
+        for fd in fds:
+            os.close(fd)
+        if msg is None:
+            if not self.stopping.is_set():
+                log.error("datapath worker %d stopped talking", k)
+            self.exited.setdefault(k, -1)
+            return False
+        op = msg.get("op")
+        if op == "status":
+            with self._reported:
+                self.reports[k] = msg
+                self._report_count += 1
+                self._reported.notify_all()
+        elif op == "need":
+            eni = int(msg["eni"])
+            t = self.tunnels.get(eni)
+            if t is None or t.state is TunnelState.FAILED:
+                self._create(eni, now)
+            elif t.state is TunnelState.READY:
+                self._send_ready(k, t)
+        return True
+
+    def _create(self, eni: int, now: float) -> None:
+        gen = self.generations[eni] = self.generations.get(eni, 0) + 1
+        t = self.tunnels[eni] = Tunnel(eni, now, now, generation=gen)
+        self.lifecycle.submit("create", t)
+
+    def _on_results(self, now: float) -> None:
+        while True:
+            try:
+                what, t, handle = self.lifecycle.results.get_nowait()
+            except queue.Empty:
+                return
+            if self.tunnels.get(t.eni_id) is not t:
+                continue  # retired meanwhile: its destroy job removes the devices
+            if what == "ready" and handle is not None:
+                t.state, t.handle = TunnelState.READY, handle
+                for k in range(self.workers):
+                    self._send_ready(k, t)
+            else:
+                t.state, t.failed_at = TunnelState.FAILED, now
+                self._broadcast({"op": "failed", "eni": t.eni_id})
+
+    def _send_ready(self, k: int, t: Tunnel) -> None:
+        if k in self.exited:
+            return
+        gwi, gwo = t.handle.queues[k]  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):
+            _send(self.controls[k], {"op": "ready", "eni": t.eni_id}, [gwi, gwo])
+
+    def _broadcast(self, msg: dict[str, Any]) -> None:
+        for k, c in enumerate(self.controls):
+            if k not in self.exited:
+                with contextlib.suppress(OSError):
+                    _send(c, msg)
+
+    def last_use(self, t: Tunnel) -> float:
+        """When any worker last moved a packet of the tunnel (its creation, if none did)."""
+        key = str(t.eni_id)
+        seen = [r["tunnels"][key]["last_seen"] for r in self.reports if r and key in r["tunnels"]]
+        return max([t.last_seen, *seen])
+
+    def _retire_idle(self, now: float) -> None:
+        timeout = self.config.tunnel_timeout
+        if timeout <= 0:
+            return
+        for eni, t in list(self.tunnels.items()):
+            if t.state is TunnelState.READY and now - self.last_use(t) >= timeout:
+                log.info("tunnel %s idle for %g s: destroying", t.ingress, timeout)
+                del self.tunnels[eni]
+                t.state = TunnelState.RETIRED
+                self._broadcast({"op": "retire", "eni": eni})
+                self.lifecycle.submit("destroy", t)
+
+    def _reap(self) -> None:
+        for k, pid in enumerate(self.pids):
+            if k in self.exited:
+                continue
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    self.exited[k] = os.waitstatus_to_exitcode(status)
+                    log.error("datapath worker %d (pid %d) exited with status %d", k, pid, self.exited[k])
+
+    def _shutdown(self) -> None:
+        log.info("shutting down: stopping %d workers, destroying %d tunnel(s)", self.workers, len(self.tunnels))
+        self._broadcast({"op": "stop"})
+        deadline = time.monotonic() + 10
+        for k, pid in enumerate(self.pids):
+            while k not in self.exited:
+                with contextlib.suppress(ChildProcessError):
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        self.exited[k] = os.waitstatus_to_exitcode(status)
+                        break
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
+        for t in self.tunnels.values():
+            if t.state is not TunnelState.FAILED:
+                self.lifecycle.submit("destroy", t)
+        self.tunnels.clear()
+        self.lifecycle.stop()
+        self.lifecycle.join(self.opts.hook_timeout * 2 + 5)
+        if self.lifecycle.is_alive():
+            log.error("tunnel teardown did not finish in time")
+        self._close()
+
+    def _close(self) -> None:
+        if self.health is not None:
+            with contextlib.suppress(Exception):
+                self.health.stop()
+        for s in [*getattr(self, "udps", []), *self.controls]:
+            s.close()
+        for fd in (self._wake_r, self._wake_w, self._steer_udp, self._steer_tun):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # ------------------------------------------------------------------------------------------- status
+
+    def unhealthy_reasons(self) -> list[str]:
+        now = self.clock()
+        reasons = []
+        if self.stopping.is_set():
+            reasons.append("shutting down")
+        if now - self.heartbeat > STALL_AFTER:
+            reasons.append(f"supervisor loop stalled for {now - self.heartbeat:.1f} s")
+        for k in range(self.workers):
+            r = self.reports[k]
+            if k in self.exited:
+                reasons.append(f"datapath worker {k} exited")
+            elif r is None:
+                if now - self.started > STALL_AFTER:
+                    reasons.append(f"datapath worker {k} never reported")
+            elif now - r["heartbeat"] > STALL_AFTER:
+                reasons.append(f"datapath worker {k} stalled for {now - r['heartbeat']:.1f} s")
+        if not self.lifecycle.is_alive() and not self.stopping.is_set():
+            reasons.append("tunnel lifecycle worker is not running")
+        busy = self.lifecycle.busy_since
+        if busy is not None and time.monotonic() - busy > self.opts.hook_timeout + 5:
+            reasons.append("tunnel creation or destruction stuck")
+        if self.lifecycle.hooks.last_create_error:
+            reasons.append(f"last tunnel creation failed: {self.lifecycle.hooks.last_create_error}")
+        return reasons
+
+    def refresh(self, timeout: float = 0.5) -> None:
+        """Ask every worker for its counters now and wait (a little) until all have answered."""
+        with self._reported:
+            want = self._report_count + self.workers - len(self.exited)
+        self._broadcast({"op": "report"})
+        deadline = time.monotonic() + timeout
+        with self._reported:
+            while self._report_count < want and not self.stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._reported.wait(left)
+
+    def status(self) -> dict[str, Any]:
+        """The same document as a single-process appliance's (reference.linux.Appliance.status), summed
+        over the workers (asked for fresh counters first), plus ``workers``."""
+        self.refresh()
+        now = self.clock()
+        reports = [r for r in self.reports if r]
+        totals: dict[str, Any] = {"packets_in": 0, "bytes_in": 0, "packets_out": 0, "bytes_out": 0, "flows": 0,
+                                  "flow_evictions": 0, "drops": {}}
+        for r in reports:
+            for k, v in r["totals"].items():
+                if k == "drops":
+                    _add(totals["drops"], v)
+                else:
+                    totals[k] += v
+        tunnels = []
+        for t in list(self.tunnels.values()):
+            key = str(t.eni_id)
+            parts = [r["tunnels"][key] for r in reports if key in r["tunnels"]]
+            drops: dict[str, int] = {}
+            for p in parts:
+                _add(drops, p["drops"])
+            tunnels.append({
+                "eni_id": t.eni_hex, "ingress": t.ingress, "egress": t.egress, "state": t.state.value,
+                "generation": t.generation, "age_seconds": round(now - t.created_at, 3),
+                "idle_seconds": round(now - self.last_use(t), 3),
+                **{k: sum(p[k] for p in parts) for k in ("packets_in", "bytes_in", "packets_out", "bytes_out",
+                                                         "flows", "pending")},
+                "drops": drops,
+            })
+        reasons = self.unhealthy_reasons()
+        h = self.lifecycle.hooks
+        return {
+            "schema": "gwlbsim.reference.status/1",
+            "version": __version__,
+            "healthy": not reasons,
+            "reasons": reasons,
+            "uptime_seconds": round(now - self.started, 3),
+            "config": {"flow_timeout": self.config.flow_timeout, "tunnel_timeout": self.config.tunnel_timeout,
+                       "max_flows": self.config.max_flows, "mtu": self.config.mtu},
+            "totals": totals,
+            "hooks": {"create_ok": h.create_ok, "create_failed": h.create_failed, "destroy_ok": h.destroy_ok,
+                      "destroy_failed": h.destroy_failed},
+            "tunnels": tunnels,
+            "workers": self.workers,
+        }
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
