@@ -26,13 +26,22 @@ CREATING, READY, FAILED = "creating", "ready", "failed"
 def ip_length_consistent(pkt: bytes) -> bool:
     """An IPv4/IPv6 packet whose length field matches its size (what an OS writes to a tunnel device).
 
-    Only for such packets must a return be a GENEVE packet GWLB accepts: the reference core returns any packet
-    it can find a flow for (see docs/fuzzing.md, "Bugs found so far").
+    Returns of such packets carry them whole; a packet with bytes beyond its length field is returned too, and
+    GWLB reads only the packet its header describes.
     """
     if len(pkt) >= 20 and pkt[0] >> 4 == 4:
         return (pkt[0] & 0x0F) >= 5 and int.from_bytes(pkt[2:4], "big") == len(pkt) >= (pkt[0] & 0x0F) * 4
     if len(pkt) >= 40 and pkt[0] >> 4 == 6:
         return 40 + int.from_bytes(pkt[4:6], "big") == len(pkt)
+    return False
+
+
+def claims_more_than_present(pkt: bytes) -> bool:
+    """The IP header's own length field counts more bytes than the packet has."""
+    if pkt[0] >> 4 == 4:
+        return int.from_bytes(pkt[2:4], "big") > len(pkt)
+    if pkt[0] >> 4 == 6:
+        return 40 + int.from_bytes(pkt[4:6], "big") > len(pkt)
     return False
 
 
@@ -157,6 +166,9 @@ class ApplianceModel:
         try:
             key = symmetric_key(pkt)
         except InnerError:
+            self.drops["bad_return_packet"] += 1
+            return None
+        if claims_more_than_present(pkt):  # GWLB would drop the return (truncated_inner)
             self.drops["bad_return_packet"] += 1
             return None
         f = t.flows.get(key)

@@ -150,8 +150,10 @@ REASONS: tuple[str, ...] = tuple(e.reason for e in ERRORS)
 # --------------------------------------------------------------------------------------------------------
 # The hot-path scanner.
 
-_U8 = struct.Struct("!B")
 _BASE = struct.Struct("!BBHI")  # ver|optlen, flags|rsvd, protocol, vni<<8|reserved
+#: GWLB's own layout, all 40 bytes at once: base header, ENI id, attachment id, cookie options
+_STANDARD = struct.Struct("!BBHIHBBQHBBQHBBI")
+_STANDARD_TYPES = (OPT_ENI_ID, 2, OPT_ATTACHMENT_ID, 2, OPT_FLOW_COOKIE, 1)
 _OPT = struct.Struct("!HBB")  # class, type, rsvd|length
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -177,6 +179,20 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = 
     """
     if end is None:
         end = len(buf)
+    size = end - start
+    if size > 40:
+        # fast path: exactly what GWLB sends (three options in its order, no flag or reserved bits set)
+        (b0, b1, protocol, _vni, c1, t1, l1, eni_id, c2, t2, l2, attachment_id, c3, t3, l3,
+         cookie) = _STANDARD.unpack_from(buf, start)
+        if b0 == 0x08 and b1 == 0 and c1 == c2 == c3 == option_class \
+                and (t1, l1, t2, l2, t3, l3) == _STANDARD_TYPES and protocol in (ETH_P_IP, ETH_P_IPV6):
+            return Scan(40, _inner_len(buf, start + 40, size - 40, protocol), protocol, eni_id, attachment_id,
+                        cookie)
+    return scan_general(buf, start, end, option_class)
+
+
+def scan_general(buf: bytes | bytearray | memoryview, start: int, end: int, option_class: int) -> Scan:
+    """:func:`scan` without its shortcut for GWLB's own layout: walks any option list."""
     size = end - start
     if size < BASE_HEADER_LEN:
         raise TooShort(f"{size} bytes, a GENEVE header needs {BASE_HEADER_LEN}")
@@ -232,7 +248,13 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = 
     avail = size - header_len
     if avail <= 0:
         raise NoInnerPacket("no inner packet after the GENEVE header")
-    inner = start + header_len
+    return Scan(header_len, _inner_len(buf, start + header_len, avail, protocol), protocol, eni_id, attachment_id,
+                cookie)
+
+
+def _inner_len(buf: bytes | bytearray | memoryview, inner: int, avail: int, protocol: int) -> int:
+    """Validate the inner IP packet at ``buf[inner:]`` (``avail`` bytes present) against the protocol type;
+    returns its length from its own header."""
     version = buf[inner] >> 4
     if protocol == ETH_P_IP:
         if version != 4:
@@ -252,7 +274,7 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = 
         inner_len = 40 + _U16.unpack_from(buf, inner + 4)[0]
         if inner_len > avail:
             raise TruncatedInner(f"inner IPv6 payload length claims {inner_len} bytes, {avail} present")
-    return Scan(header_len, inner_len, protocol, eni_id, attachment_id, cookie)
+    return inner_len
 
 
 # --------------------------------------------------------------------------------------------------------

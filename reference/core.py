@@ -399,18 +399,27 @@ class ApplianceCore:
             c.drop(BAD_RETURN_PACKET)
             self.totals.drop(BAD_RETURN_PACKET)
             return None
-        flow = tunnel.flows.get(key)
+        # the IP header's own length must fit what the OS handed over, or GWLB drops the return
+        if (pkt[0] >> 4 == 4 and _TOTAL_LEN.unpack_from(pkt, 2)[0] > n) or \
+                (pkt[0] >> 4 == 6 and 40 + _TOTAL_LEN.unpack_from(pkt, 4)[0] > n):
+            c.drop(BAD_RETURN_PACKET)
+            self.totals.drop(BAD_RETURN_PACKET)
+            return None
+        flows = tunnel.flows
+        flow = flows.get(key)
         if flow is None:
             c.drop(NO_FLOW)
             self.totals.drop(NO_FLOW)
             return None
         if now - flow.last_seen > self.config.flow_timeout:
-            del tunnel.flows[key]
+            del flows[key]
             self.flow_count -= 1
             c.drop(EXPIRED_FLOW)
             self.totals.drop(EXPIRED_FLOW)
             return None
         flow.last_seen = now
+        del flows[key]  # re-inserted last: dict order stays least recently used first, for sweeps and eviction
+        flows[key] = flow
         tunnel.last_seen = now
         c.out_packets += 1
         c.out_bytes += n

@@ -84,3 +84,14 @@ def test_arbitrary_bytes_raise_only_inner_error(data: bytes) -> None:
         five_tuple(data)
     except InnerError:
         pass
+
+
+@given(st.sampled_from([6, 17, 1, 47]), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 65535),
+       st.integers(0, 65535), st.sampled_from([0, 0x4000, 0x2000, 0x0010]), st.integers(0, 40))
+def test_fast_path_agrees_with_the_general_walk(proto: int, src: int, dst: int, sport: int, dport: int, frag: int,
+                                                extra: int) -> None:
+    import struct
+
+    hdr = struct.pack("!BBHHHBBHII", 0x45, 0, 28 + extra, 1, frag, 64, proto, 0, src, dst)
+    pkt = hdr + struct.pack("!HH", sport, dport) + bytes(4 + extra)
+    assert symmetric_key(pkt) == five_tuple(pkt).symmetric()

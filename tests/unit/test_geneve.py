@@ -210,3 +210,22 @@ def test_field_ranges_are_checked_when_building() -> None:
         GeneveHeader(vni=1 << 24)
     with pytest.raises(ValueError):
         GeneveHeader(options=tuple(GeneveOption(1, 1, b"\0" * 124) for _ in range(3)))
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 0xFF),
+       st.integers(0, 3), st.booleans())
+def test_fast_path_agrees_with_the_general_scan(eni: int, att: int, cookie: int, b1: int, reserved_bits: int,
+                                                 v6: bool) -> None:
+    """GWLB's own layout takes a shortcut; any deviation from it must give what the general path gives."""
+    raw = build(IPV6_UDP if v6 else IPV4_SYN, eni, cookie, att)
+    variants = [raw, raw[:1] + bytes([b1]) + raw[2:], raw[:11] + bytes([2 | reserved_bits << 5]) + raw[12:]]
+    for data in variants:
+        try:
+            fast = scan(data)
+        except geneve.GeneveError as e:
+            fast = type(e)  # type: ignore[assignment]
+        try:
+            slow = geneve.scan_general(data, 0, len(data), geneve.AWS_OPTION_CLASS)
+        except geneve.GeneveError as e:
+            slow = type(e)  # type: ignore[assignment]
+        assert fast == slow
