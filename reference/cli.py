@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from gwlbsim import __version__, geneve
+from gwlbsim import __version__, cliargs, geneve
 from reference.core import ApplianceCore, Config
 from reference.hooks import parse_hook
 
@@ -33,20 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("gwlbtun-compatible options")
     g.add_argument("-c", metavar="FILE", dest="create_hook", help="command to run when a tunnel has been created")
     g.add_argument("-r", metavar="FILE", dest="destroy_hook", help="command to run before a tunnel is destroyed")
-    g.add_argument("-t", metavar="SECS", dest="tunnel_timeout", type=_seconds, default=0.0,
+    g.add_argument("-t", metavar="SECS", dest="tunnel_timeout", type=cliargs.seconds, default=0.0,
                    help="destroy a tunnel after this many seconds without traffic either way (0 = never; default)")
-    g.add_argument("-i", metavar="SECS", dest="flow_timeout", type=_positive_seconds, default=350.0,
+    g.add_argument("-i", metavar="SECS", dest="flow_timeout", type=cliargs.positive, default=350.0,
                    help="flow cache idle timeout; match GWLB's (default 350)")
-    g.add_argument("-p", metavar="PORT", dest="health_port", type=_port, help="serve health status on TCP PORT")
+    g.add_argument("-p", metavar="PORT", dest="health_port", type=cliargs.port, help="serve health status on TCP PORT")
     g.add_argument("-s", dest="simple", action="store_true", help="health: status code only, no body")
     g.add_argument("-j", dest="json", action="store_true", help="health: body in JSON")
     g.add_argument("-d", dest="debug", action="store_true", help="debug output")
     g.add_argument("-x", dest="hexdump", action="store_true", help="hex dumps of packets (with -d)")
-    g.add_argument("--udpthreads", type=_count, default=1, metavar="N",
+    g.add_argument("--udpthreads", type=cliargs.count, default=1, metavar="N",
                    help="datapath workers (processes; the larger of --udpthreads and --tunthreads; default 1). "
                         "Each worker handles both directions of its flows: SO_REUSEPORT sockets and "
                         "multi-queue tunnels, steered by the inner flow")
-    g.add_argument("--tunthreads", type=_count, default=1, metavar="N", help="as --udpthreads")
+    g.add_argument("--tunthreads", type=cliargs.count, default=1, metavar="N", help="as --udpthreads")
     g.add_argument("--udpaffinity", metavar="CPUS",
                    help="pin the datapath to these CPUs (e.g. 0,2-3); with several workers, worker k to the "
                         "k-th CPU of the list (round robin)")
@@ -56,53 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("further options")
     e.add_argument("--listen", default="0.0.0.0", metavar="ADDR", help="address to receive GENEVE on")
     e.add_argument("--health-bind", default="0.0.0.0", metavar="ADDR", help="address for the health port")
-    e.add_argument("--max-flows", type=_count, default=1_000_000, metavar="N",
+    e.add_argument("--max-flows", type=cliargs.count, default=1_000_000, metavar="N",
                    help="bound on flow-cache entries (least recently used evicted; default 1000000)")
-    e.add_argument("--hook-timeout", type=_positive_seconds, default=30.0, metavar="SECS",
+    e.add_argument("--hook-timeout", type=cliargs.positive, default=30.0, metavar="SECS",
                    help="kill a hook still running after this long (default 30)")
     e.add_argument("--no-udp-checksum", action="store_true",
                    help="send returns with a zero outer UDP checksum, as gwlbtun does (faster)")
-    e.add_argument("--option-class", type=lambda v: int(v, 0), default=geneve.AWS_OPTION_CLASS, metavar="N",
+    e.add_argument("--option-class", type=cliargs.option_class, default=geneve.AWS_OPTION_CLASS, metavar="N",
                    help="GENEVE option class of the GWLB options (default 0x0108, AWS; Tencent uses 0x0167)")
     e.add_argument("--version", action="version", version=f"gwlb-reference {__version__}")
     return p
-
-
-def _seconds(v: str) -> float:
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number of seconds") from None
-    if f < 0:
-        raise argparse.ArgumentTypeError(f"{v} is negative")
-    return f
-
-
-def _positive_seconds(v: str) -> float:
-    f = _seconds(v)
-    if f == 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return f
-
-
-def _port(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a port number") from None
-    if not 1 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"port {n} is not within 1-65535")
-    return n
-
-
-def _count(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} is less than 1")
-    return n
 
 
 def _cpus(spec: str) -> set[int]:
