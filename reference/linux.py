@@ -228,7 +228,7 @@ class Appliance:
         self.stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.lifecycle = lifecycle or Lifecycle(core, opts, self.wake)
-        self.udp = udp or self._udp_socket()
+        self.udp = udp or geneve_socket(opts, core.config.geneve_port)
         self.raw = self._raw_socket()
         self.rx = BatchReceiver(self.udp, opts.batch, 65536, pktinfo=True)
         self.tx = BatchSender(self.raw, opts.batch, HEADROOM + 65536)
@@ -238,29 +238,13 @@ class Appliance:
         self._fd_tunnel: dict[int, Tunnel] = {}
         self._epoll = select.epoll()
         self.health = None
-        if opts.health_port is not None:
-            from reference.health import HealthServer
-
-            try:
-                self.health = HealthServer((opts.health_bind, opts.health_port), self.status, opts.health_mode)
-            except OSError as e:
-                self.close()
-                raise OSError(e.errno, f"cannot listen for health checks on {opts.health_bind}:{opts.health_port}: "
-                                       f"{e.strerror}") from e
+        try:
+            self.health = health_server(opts, self.status)
+        except OSError:
+            self.close()
+            raise
 
     # ---------------------------------------------------------------------------------------------- sockets
-
-    def _udp_socket(self) -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            _set_buffer(s, socket.SO_RCVBUF, 33, self.opts.rcvbuf)  # 33 = SO_RCVBUFFORCE
-            s.bind((self.opts.listen, self.core.config.geneve_port))
-        except OSError as e:
-            s.close()
-            raise OSError(e.errno, f"cannot listen for GENEVE on {self.opts.listen}:{self.core.config.geneve_port}: "
-                                   f"{e.strerror}") from e
-        s.setblocking(False)
-        return s
 
     def _raw_socket(self) -> socket.socket:
         try:
@@ -543,6 +527,34 @@ class Appliance:
                       "destroy_failed": h.destroy_failed},
             "tunnels": tunnels,
         }
+
+
+def geneve_socket(opts: Options, port: int, reuseport: bool = False) -> socket.socket:
+    """The non-blocking UDP socket GENEVE arrives on, with a large receive buffer; clear error if taken."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if reuseport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _set_buffer(s, socket.SO_RCVBUF, 33, opts.rcvbuf)  # 33 = SO_RCVBUFFORCE
+        s.bind((opts.listen, port))
+    except OSError as e:
+        s.close()
+        raise OSError(e.errno, f"cannot listen for GENEVE on {opts.listen}:{port}: {e.strerror}") from e
+    s.setblocking(False)
+    return s
+
+
+def health_server(opts: Options, status: Callable[[], dict[str, Any]]) -> Any:
+    """The health-check HTTP server of ``-p``, or None without it; clear error if the port is taken."""
+    if opts.health_port is None:
+        return None
+    from reference.health import HealthServer
+
+    try:
+        return HealthServer((opts.health_bind, opts.health_port), status, opts.health_mode)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot listen for health checks on {opts.health_bind}:{opts.health_port}: "
+                               f"{e.strerror}") from e
 
 
 def _set_buffer(s: socket.socket, opt: int, force_opt: int, size: int) -> None:

@@ -52,7 +52,8 @@ from reference.linux import (
     Lifecycle,
     Options,
     TunHandle,
-    _set_buffer,
+    geneve_socket,
+    health_server,
 )
 
 log = logging.getLogger("gwlb-reference")
@@ -240,35 +241,23 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._steer_udp = steering.load(steering.program(workers, encapsulated=True))
         self._steer_tun = steering.load(steering.program(workers, encapsulated=False))
-        self.udps = [self._udp_socket() for _ in range(workers)]  # group index = bind order
+        self.udps: list[socket.socket] = []
+        try:
+            for _ in range(workers):  # group index = bind order
+                self.udps.append(geneve_socket(opts, self.config.geneve_port, reuseport=True))
+        except OSError:
+            for u in self.udps:
+                u.close()
+            raise
         steering.attach_reuseport(self.udps[0], self._steer_udp)
         self.lifecycle = Lifecycle(ApplianceCore(config), opts, self.wake, queues=workers,
                                    steering_fd=self._steer_tun)
         self.health = None
-        if opts.health_port is not None:
-            from reference.health import HealthServer
-
-            try:
-                self.health = HealthServer((opts.health_bind, opts.health_port), self.status, opts.health_mode)
-            except OSError as e:
-                self._close()
-                raise OSError(e.errno, f"cannot listen for health checks on {opts.health_bind}:{opts.health_port}: "
-                                       f"{e.strerror}") from e
-
-    def _udp_socket(self) -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            _set_buffer(s, socket.SO_RCVBUF, 33, self.opts.rcvbuf)
-            s.bind((self.opts.listen, self.config.geneve_port))
-        except OSError as e:
-            s.close()
-            for u in getattr(self, "udps", []):
-                u.close()
-            raise OSError(e.errno, f"cannot listen for GENEVE on {self.opts.listen}:{self.config.geneve_port}: "
-                                   f"{e.strerror}") from e
-        s.setblocking(False)
-        return s
+            self.health = health_server(opts, self.status)
+        except OSError:
+            self._close()
+            raise
 
     def wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
