@@ -7,7 +7,6 @@ from scapy.all import (
     GRE,
     IP,
     SCTP,
-    TCP,
     UDP,
     IPv6,
     IPv6ExtHdrDestOpt,
@@ -23,6 +22,7 @@ from conformance.environment import ConformanceEnv, check
 from conformance.plugin import requirement
 from conformance.suite.helpers import eni, property_settings
 from fuzz import strategies as gst
+from fuzz.inner import InnerPacket, tcp_packet
 from gwlbsim.flowkey import IPPROTO_TCP, flow_of, tcp_flags
 from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 
@@ -91,15 +91,13 @@ def test_inner_packets_up_to_8500_bytes(gwlb: ConformanceEnv) -> None:
     _carried(gwlb, pkt6, "8500-byte inner IPv6 packet")
 
 
-def _opening(pkt: bytes) -> bytes | None:
-    """For a TCP packet other than a SYN: the SYN that opens its flow (GWLB drops TCP without one)."""
+def _opening(p: InnerPacket) -> bytes | None:
+    """For a TCP packet other than a SYN: a SYN of the same flow (GWLB drops TCP that no SYN opened)."""
+    pkt = p.data
     ft, l4 = flow_of(pkt)
     if ft.proto != IPPROTO_TCP or l4 < 0 or tcp_flags(pkt, l4, len(pkt)) & 0x12 == 0x02:
         return None
-    ip = IP(pkt) if pkt[0] >> 4 == 4 else IPv6(pkt)
-    ip[TCP].flags = "S"
-    del ip[TCP].chksum
-    return raw(ip)
+    return tcp_packet(p.src, p.dst, p.sport, p.dport, flags=0x02).data
 
 
 @requirement("TRAFFIC-7")
@@ -107,7 +105,7 @@ def test_generated_flows_of_every_kind(gwlb: ConformanceEnv) -> None:
     @property_settings(gwlb)
     @given(p=gst.inner_packets(max_size=8500, fragments=False))
     def carried(p) -> None:  # type: ignore[no-untyped-def]
-        syn = _opening(p.data)
+        syn = _opening(p)
         if syn is not None:
             _carried(gwlb, syn, f"generated {p.kind} (its SYN)")
         _carried(gwlb, p.data, f"generated {p.kind}")
