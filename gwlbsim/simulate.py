@@ -27,7 +27,6 @@ from gwlbsim import geneve
 from gwlbsim.config import GwlbConfig
 from gwlbsim.flowkey import FiveTuple
 from gwlbsim.model import Flow, GwlbModel, ToEndpoint, ToTarget
-from gwlbsim.model.targets import HEALTHY
 from reference.core import ApplianceCore, Config
 
 
@@ -446,7 +445,3 @@ def _run_shard(workload: Workload, config: GwlbConfig | None, targets: int, zone
         events=[f"{e.at:10.1f} s  {e.text}" for e in model.events
                 if "registered" not in e.text and "initial -> healthy" not in e.text],
         cloudwatch=model.cloudwatch())
-
-
-def healthy_targets(model: GwlbModel) -> list[str]:
-    return [t.id for t in model.targets.values() if t.state == HEALTHY]

@@ -431,12 +431,6 @@ class ApplianceCore:
         """The complete outer packet returning ``pkt`` to GWLB with the flow's header."""
         return return_header(flow, pkt) + bytes(pkt)
 
-    # ------------------------------------------------------------------------------------------------ stats
-
-    def flows_in(self, eni_id: int) -> int:
-        t = self.tunnels.get(eni_id)
-        return len(t.flows) if t else 0
-
 
 def return_header(flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
     """Outer IPv4 + UDP + GENEVE header for returning ``pkt``: lengths and checksums filled in."""
