@@ -91,6 +91,33 @@ def parse_ipv4_udp(buf: bytes | bytearray | memoryview) -> Outer:
 
 
 _LEN = struct.Struct("!H")
+_LEN_SUM = struct.Struct("!HH")
+
+
+def constant_sums(ip_header: bytes, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int]:
+    """Ones' sums (mod 0xFFFF) of what stays the same in every packet of a flow: the IPv4 header with length
+    and checksum zero, and the UDP pseudo-header addresses, protocol and ports."""
+    return (int.from_bytes(ip_header, "big") % 0xFFFF,
+            (int.from_bytes(src + dst, "big") + IPPROTO_UDP + sport + dport) % 0xFFFF)
+
+
+def finish_ipv4_udp(buf: bytearray | memoryview, start: int, total: int, ip_sum: int, udp_sum: int) -> None:
+    """Fill in the lengths and checksums of the IPv4/UDP packet at ``buf[start:start + total]``.
+
+    ``ip_sum`` is the constant IPv4 header's sum (:func:`constant_sums`); ``udp_sum`` the sum of the UDP
+    pseudo-header constants and every UDP payload byte, or -1 to send no UDP checksum (0).
+    """
+    udp_len = total - IPV4_HEADER_LEN
+    r = (ip_sum + total) % 0xFFFF
+    _LEN.pack_into(buf, start + 2, total)
+    _LEN.pack_into(buf, start + 10, 0xFFFF - (r if r else 0xFFFF))
+    if udp_sum < 0:
+        csum = 0
+    else:
+        # the pseudo-header's length and the UDP length field both count udp_len
+        r = (udp_sum + udp_len + udp_len) % 0xFFFF
+        csum = 0xFFFF - r if r else 0xFFFF
+    _LEN_SUM.pack_into(buf, start + IPV4_HEADER_LEN + 4, udp_len, csum)
 
 
 class OuterTemplate:
@@ -107,33 +134,23 @@ class OuterTemplate:
         d = addr4(dst) if isinstance(dst, str) else dst
         ip = _IPV4.pack(0x45, tos, 0, ident, 0x4000 if df else 0, ttl, IPPROTO_UDP, 0, s, d)
         self.prefix = ip + _UDP.pack(sport, dport, 0, 0) + payload_prefix
-        self.ip_sum = int.from_bytes(ip, "big") % 0xFFFF
-        if udp_checksum:
-            even = payload_prefix + b"\0" * (len(payload_prefix) & 1)
-            self.udp_sum = (int.from_bytes(s + d, "big") + IPPROTO_UDP + sport + dport
-                            + int.from_bytes(even, "big")) % 0xFFFF
-        else:
-            self.udp_sum = -1
+        self.ip_sum, udp_const = constant_sums(ip, s, d, sport, dport)
+        even = payload_prefix + b"\0" * (len(payload_prefix) & 1)
+        self.udp_sum = (udp_const + int.from_bytes(even, "big")) % 0xFFFF if udp_checksum else -1
 
     def header(self, tail: bytes | bytearray | memoryview) -> bytes:
         """Everything before ``tail`` (the rest of the UDP payload), lengths and checksums filled in."""
         prefix = self.prefix
         n = len(tail)
-        total = len(prefix) + n
-        udp_len = total - IPV4_HEADER_LEN
-        r = (self.ip_sum + total) % 0xFFFF
-        ip_csum = 0xFFFF - (r if r else 0xFFFF)
-        if self.udp_sum < 0:
-            udp_csum = 0
-        else:
+        udp_sum = self.udp_sum
+        if udp_sum >= 0:
             if (len(prefix) & 1) == 0:
-                body = int.from_bytes(bytes(tail) + b"\0" * (n & 1), "big")
+                udp_sum += int.from_bytes(bytes(tail) + b"\0" * (n & 1), "big")
             else:  # an odd prefix shifts the tail by a byte within its 16-bit words
-                body = int.from_bytes(b"\0" + bytes(tail) + b"\0" * ((n + 1) & 1), "big")
-            r = (self.udp_sum + 2 * udp_len + body) % 0xFFFF
-            udp_csum = 0xFFFF - r if r else 0xFFFF
-        return b"".join((prefix[:2], _LEN.pack(total), prefix[4:10], _LEN.pack(ip_csum), prefix[12:24],
-                         _LEN.pack(udp_len), _LEN.pack(udp_csum), prefix[28:]))
+                udp_sum += int.from_bytes(b"\0" + bytes(tail) + b"\0" * ((n + 1) & 1), "big")
+        out = bytearray(prefix)
+        finish_ipv4_udp(out, 0, len(prefix) + n, self.ip_sum, udp_sum % 0xFFFF if udp_sum >= 0 else -1)
+        return bytes(out)
 
     def packet(self, tail: bytes | bytearray | memoryview) -> bytes:
         return self.header(tail) + bytes(tail)

@@ -25,6 +25,7 @@ from gwlbsim import geneve
 from gwlbsim.checksum import IPPROTO_UDP
 from gwlbsim.eni import device_names, to_hex
 from gwlbsim.flowkey import InnerError, SymKey, symmetric_key
+from gwlbsim.outer import constant_sums, finish_ipv4_udp
 
 #: Drop reasons the core adds to the codec's (``gwlbsim.geneve.REASONS``).
 NOT_TO_GENEVE_PORT = "not_geneve_port"
@@ -45,7 +46,6 @@ ALL_REASONS = geneve.REASONS + CORE_REASONS
 
 _IPV4_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")
 _TOTAL_LEN = struct.Struct("!H")
-_UDP_LEN_SUM = struct.Struct("!HH")
 _ROUTES_LIMIT = 1 << 16
 _RETURN_TTL = 64
 
@@ -89,8 +89,8 @@ class Route:
         s_ip, d_ip = _addr(dst), _addr(src)  # return: addresses swapped, ports as received
         self.addressing = (src, sport, dst, dport)  #: (GWLB address, GWLB port, our address, our port)
         self.outer = _IPV4_UDP.pack(0x45, 0, 0, 0, 0, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
-        self.ip_sum = _sum16(self.outer[:20])  #: ones' sum of the constant IPv4 header words
-        self.udp_sum = _sum16(s_ip + d_ip) + IPPROTO_UDP + sport + dport  #: pseudo-header constants + ports
+        #: ones' sums of the constant IPv4 header, and of the UDP pseudo-header constants + ports
+        self.ip_sum, self.udp_sum = constant_sums(self.outer[:20], s_ip, d_ip, sport, dport)
 
 
 class Flow:
@@ -452,33 +452,21 @@ def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int) 
     header = flow.header
     start = at - 28 - len(header)
     total = at - start + n
-    udp_len = total - 20
     udp_sum = flow.udp_sum
-    if udp_sum < 0:
-        udp_csum = 0
-    else:
+    if udp_sum >= 0:
         if n & 1:
             buf[at + n] = 0
             n += 1
-        # pseudo-header length and UDP length field both count udp_len
-        r = (udp_sum + udp_len + udp_len + int.from_bytes(buf[at:at + n], "big")) % 0xFFFF
-        udp_csum = 0xFFFF - r if r else 0xFFFF
+        udp_sum += int.from_bytes(buf[at:at + n], "big")
     buf[start:start + 28] = route.outer
     buf[start + 28:at] = header
-    _TOTAL_LEN.pack_into(buf, start + 2, total)
-    _TOTAL_LEN.pack_into(buf, start + 10, 0xFFFF - _fold(route.ip_sum + total))
-    _UDP_LEN_SUM.pack_into(buf, start + 24, udp_len, udp_csum)
+    finish_ipv4_udp(buf, start, total, route.ip_sum, udp_sum)
     return start
 
 
 def _sum16(data: bytes) -> int:
     """Ones' sum (mod 0xFFFF) of an even-length byte string."""
     return int.from_bytes(data, "big") % 0xFFFF
-
-
-def _fold(v: int) -> int:
-    r = v % 0xFFFF
-    return r if r else 0xFFFF
 
 
 _ADDR_CACHE: dict[str, bytes] = {}

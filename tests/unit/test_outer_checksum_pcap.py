@@ -54,3 +54,25 @@ def test_pcap_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad").write_bytes(b"nope" * 10)
     with pytest.raises(pcap.PcapError):
         pcap.read(tmp_path / "bad")
+
+
+@given(st.binary(max_size=40), st.binary(max_size=300), st.integers(0, 65535), st.booleans())
+def test_template_packets_equal_packets_built_whole(prefix: bytes, tail: bytes, sport: int, checksum: bool) -> None:
+    from gwlbsim.outer import OuterTemplate
+
+    t = OuterTemplate("10.0.0.1", "10.0.0.2", sport, 6081, prefix, udp_checksum=checksum)
+    assert t.packet(tail) == build_ipv4_udp("10.0.0.1", "10.0.0.2", sport, 6081, prefix + tail, udp_checksum=checksum)
+
+
+def test_fragments_reassemble_to_the_packet() -> None:
+    from scapy.all import IP, defragment
+
+    from gwlbsim.outer import fragment_ipv4
+
+    p = build_ipv4_udp("10.0.0.1", "10.0.0.2", 1, 2, bytes(range(256)) * 80, ident=7)
+    frags = fragment_ipv4(p, 9000)
+    assert len(frags) == 3 and all(len(f) <= 9000 for f in frags)
+    assert raw(defragment([IP(f) for f in frags])[0]) == p
+    assert fragment_ipv4(p[:100], 9000) == [p[:100]]
+    with pytest.raises(ValueError):
+        fragment_ipv4(build_ipv4_udp("10.0.0.1", "10.0.0.2", 1, 2, bytes(9000), df=True), 1500)
