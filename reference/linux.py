@@ -114,6 +114,18 @@ class Lifecycle(threading.Thread):
         self._wake = wake
         self._devices: dict[tuple[int, int], TunHandle] = {}  # (ENI, generation) -> the devices we opened
 
+    def unhealthy_reasons(self, stopping: bool) -> list[str]:
+        """Why tunnel management makes the appliance unhealthy (empty when it does not)."""
+        reasons = []
+        if not self.is_alive() and not stopping:
+            reasons.append("tunnel lifecycle worker is not running")
+        busy = self.busy_since
+        if busy is not None and time.monotonic() - busy > self.opts.hook_timeout + 5:
+            reasons.append("tunnel creation or destruction stuck")
+        if self.hooks.last_create_error:
+            reasons.append(f"last tunnel creation failed: {self.hooks.last_create_error}")
+        return reasons
+
     def submit(self, action: str, tunnel: Tunnel) -> _Job:
         job = _Job(action, tunnel)
         self.jobs.put(job)
@@ -484,14 +496,7 @@ class Appliance:
             reasons.append("shutting down")
         if now - self.heartbeat > STALL_AFTER:
             reasons.append(f"datapath loop stalled for {now - self.heartbeat:.1f} s")
-        if not self.lifecycle.is_alive() and not self.stopping.is_set():
-            reasons.append("tunnel lifecycle worker is not running")
-        busy = self.lifecycle.busy_since
-        if busy is not None and time.monotonic() - busy > self.opts.hook_timeout + 5:
-            reasons.append("tunnel creation or destruction stuck")
-        if self.lifecycle.hooks.last_create_error:
-            reasons.append(f"last tunnel creation failed: {self.lifecycle.hooks.last_create_error}")
-        return reasons
+        return reasons + self.lifecycle.unhealthy_reasons(self.stopping.is_set())
 
     def status(self) -> dict[str, Any]:
         now = self.clock()

@@ -485,14 +485,7 @@ class Supervisor:
                     reasons.append(f"datapath worker {k} never reported")
             elif now - r["heartbeat"] > STALL_AFTER:
                 reasons.append(f"datapath worker {k} stalled for {now - r['heartbeat']:.1f} s")
-        if not self.lifecycle.is_alive() and not self.stopping.is_set():
-            reasons.append("tunnel lifecycle worker is not running")
-        busy = self.lifecycle.busy_since
-        if busy is not None and time.monotonic() - busy > self.opts.hook_timeout + 5:
-            reasons.append("tunnel creation or destruction stuck")
-        if self.lifecycle.hooks.last_create_error:
-            reasons.append(f"last tunnel creation failed: {self.lifecycle.hooks.last_create_error}")
-        return reasons
+        return reasons + self.lifecycle.unhealthy_reasons(self.stopping.is_set())
 
     def refresh(self, timeout: float = 0.5) -> None:
         """Ask every worker for its counters now and wait (a little) until all have answered."""

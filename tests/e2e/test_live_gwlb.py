@@ -97,8 +97,16 @@ def test_endpoints_with_overlapping_addresses_stay_apart(session: GwlbSession, r
     assert udp_exchange(session, 1, 5100, payload=b"for endpoint one") == b"eno tniopdne rof"
     enis = {geneve.parse(c.data).eni_id for c in recorder.of("to_target")}
     assert enis == {e.eni_id for e in session.topo.endpoints}  # type: ignore[union-attr]
+    e0, e1 = (e.eni_id for e in session.topo.endpoints)  # type: ignore[union-attr]
+    tagged = {b"for endpoint zero": e0, b"orez tniopdne rof": e0, b"for endpoint one": e1,
+              b"eno tniopdne rof": e1}
+    seen = 0
     for c in recorder.of("delivered"):
-        assert (b"zero" in c.data) == (c.eni_id == session.topo.endpoints[0].eni_id) or b"endpoint" not in c.data
+        for tag, eni_id in tagged.items():
+            if tag in c.data:
+                assert c.eni_id == eni_id, "a packet of one endpoint was delivered on the other's side"
+                seen += 1
+    assert seen == 4, "both requests and both answers were delivered, each on its own endpoint's side"
 
 
 def test_strict_return_validation_drops_a_forged_cookie(session: GwlbSession, recorder: Recorder) -> None:
