@@ -142,7 +142,8 @@ def _walk_ipv6(buf: bytes | bytearray | memoryview, start: int, end: int) -> tup
     raise InnerError(f"more than {_MAX_EXT_HEADERS} IPv6 extension headers")
 
 
-_V4_FAST = struct.Struct("!IIHH")
+#: an IPv4 header without options and the ports after it: version/IHL, fragment word, protocol, addresses, ports
+_V4_FAST = struct.Struct("!B5xHxB2xIIHH")
 
 
 def symmetric_key(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> SymKey:
@@ -150,13 +151,12 @@ def symmetric_key(buf: bytes | bytearray | memoryview, start: int = 0, end: int 
     if end is None:
         end = len(buf)
     # fast path: an unfragmented IPv4 TCP or UDP packet without options (the common case)
-    if end - start >= 24 and buf[start] == 0x45 and (buf[start + 9] == IPPROTO_TCP or buf[start + 9] == IPPROTO_UDP) \
-            and not _U16.unpack_from(buf, start + 6)[0] & 0x3FFF:
-        src, dst, sport, dport = _V4_FAST.unpack_from(buf, start + 12)
-        a = (src << 16) | sport
-        b = (dst << 16) | dport
-        proto = buf[start + 9]
-        return (proto, a, b) if a <= b else (proto, b, a)
+    if end - start >= 24:
+        vihl, frag, proto, src, dst, sport, dport = _V4_FAST.unpack_from(buf, start)
+        if vihl == 0x45 and proto in (IPPROTO_TCP, IPPROTO_UDP) and not frag & 0x3FFF:
+            a = (src << 16) | sport
+            b = (dst << 16) | dport
+            return (proto, a, b) if a <= b else (proto, b, a)
     return flow_of(buf, start, end)[0].symmetric()
 
 

@@ -151,9 +151,10 @@ REASONS: tuple[str, ...] = tuple(e.reason for e in ERRORS)
 # The hot-path scanner.
 
 _BASE = struct.Struct("!BBHI")  # ver|optlen, flags|rsvd, protocol, vni<<8|reserved
-#: GWLB's own layout, all 40 bytes at once: base header, ENI id, attachment id, cookie options
-_STANDARD = struct.Struct("!BBHIHBBQHBBQHBBI")
-_STANDARD_TYPES = (OPT_ENI_ID, 2, OPT_ATTACHMENT_ID, 2, OPT_FLOW_COOKIE, 1)
+#: GWLB's own layout and the start of an inner IPv4 header, 44 bytes at once: flags word, protocol, VNI word,
+#: then per option its header word (class, type, length) and data; then the inner version/IHL and total length
+_STANDARD = struct.Struct("!HHIIQIQIIBxH")
+_STANDARD_WORDS: dict[int, tuple[int, int, int]] = {}  # option class -> the three option header words
 _OPT = struct.Struct("!HBB")  # class, type, rsvd|length
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -171,6 +172,21 @@ class Scan(NamedTuple):
     cookie: int
 
 
+def _standard_words(option_class: int) -> tuple[int, int, int]:
+    words = _STANDARD_WORDS.get(option_class)
+    if words is None:
+        def word(typ: int) -> int:
+            return (option_class << 16) | (typ << 8) | (GWLB_OPTION_SIZES[typ] // 4)
+
+        words = (word(OPT_ENI_ID), word(OPT_ATTACHMENT_ID), word(OPT_FLOW_COOKIE))
+        if len(_STANDARD_WORDS) < 64:
+            _STANDARD_WORDS[option_class] = words
+    return words
+
+
+_scan = tuple.__new__  # makes a Scan without the generated __new__
+
+
 def scan(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None,
          option_class: int = AWS_OPTION_CLASS) -> Scan:
     """Validate the GENEVE packet in ``buf[start:end]`` and return its GWLB fields.
@@ -180,14 +196,17 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = 
     if end is None:
         end = len(buf)
     size = end - start
-    if size > 40:
+    if size >= 60:
         # fast path: exactly what GWLB sends (three options in its order, no flag or reserved bits set)
-        (b0, b1, protocol, _vni, c1, t1, l1, eni_id, c2, t2, l2, attachment_id, c3, t3, l3,
-         cookie) = _STANDARD.unpack_from(buf, start)
-        if b0 == 0x08 and b1 == 0 and c1 == c2 == c3 == option_class \
-                and (t1, l1, t2, l2, t3, l3) == _STANDARD_TYPES and protocol in (ETH_P_IP, ETH_P_IPV6):
-            return Scan(40, _inner_len(buf, start + 40, size - 40, protocol), protocol, eni_id, attachment_id,
-                        cookie)
+        # around an inner IPv4 packet whose header is all there
+        (flags, protocol, _vni, w1, eni_id, w2, attachment_id, w3, cookie, vihl,
+         total) = _STANDARD.unpack_from(buf, start)
+        if flags == 0x0800 and (w1, w2, w3) == (_STANDARD_WORDS.get(option_class) or _standard_words(option_class)):
+            if protocol == ETH_P_IP and vihl >> 4 == 4 and 20 <= (vihl & 0x0F) * 4 <= total <= size - 40:
+                return _scan(Scan, (40, total, protocol, eni_id, attachment_id, cookie))
+            if protocol in (ETH_P_IP, ETH_P_IPV6):
+                return _scan(Scan, (40, _inner_len(buf, start + 40, size - 40, protocol), protocol, eni_id,
+                                    attachment_id, cookie))
     return scan_general(buf, start, end, option_class)
 
 

@@ -231,7 +231,16 @@ class ApplianceCore:
         c.in_packets += 1
         c.in_bytes += inner_len
 
-        self._remember(tunnel, key, buf, start, header_len, src, dst, sport, dport, now)
+        flows = tunnel.flows
+        flow = flows.get(key)
+        if flow is not None and flow.route.addressing == (src, sport, dst, dport) \
+                and flow.header == buf[start:start + header_len]:
+            if flow.last_seen != now:  # dict order is least recently refreshed first
+                del flows[key]
+                flows[key] = flow
+                flow.last_seen = now
+        else:
+            self._remember(tunnel, key, buf, start, header_len, src, dst, sport, dport, now)
 
         if tunnel.state is _CREATING:
             if len(tunnel.pending) >= cfg.pending_limit:
@@ -255,16 +264,10 @@ class ApplianceCore:
 
     def _remember(self, tunnel: Tunnel, key: SymKey, buf: bytes | bytearray | memoryview, start: int,
                   header_len: int, src: str, dst: str, sport: int, dport: int, now: float) -> None:
-        """Store (or refresh) the flow's return template from this, its latest inbound packet."""
+        """Store the flow's return template from this, its latest inbound packet: a new flow, or a known one
+        whose header or addressing changed (:meth:`inbound` refreshes an unchanged one itself)."""
         flows = tunnel.flows
         flow = flows.get(key)
-        if flow is not None and flow.route.addressing == (src, sport, dst, dport) \
-                and flow.header == buf[start:start + header_len]:
-            if flow.last_seen != now:  # dict order is least recently refreshed first
-                del flows[key]
-                flows[key] = flow
-                flow.last_seen = now
-            return
         if flow is None:
             if self.flow_count >= self.config.max_flows and not self._make_room(now):
                 tunnel.counters.drop(FLOW_CACHE_FULL)
