@@ -22,7 +22,12 @@ Supervisor and workers talk over one SOCK_SEQPACKET socket pair per worker, in J
                            {"op": "retire", "eni": E}    the tunnel is being destroyed: forget it
                            {"op": "stop"}
 
-A worker that dies is reported unhealthy (its share of the flows is lost); it is not restarted.
+A worker that dies is replaced: a fresh interpreter (``python -m reference.workers``) takes over its socket of
+the group and its queue of every tunnel, so the same flows are steered to it as before; it learns each flow
+again from the flow's next packet from GWLB (until then, packets of those flows out of the tunnels are
+dropped as ``no_flow``). While it is down, and when a worker dies more than ``MAX_RESTARTS`` times within
+``RESTART_WINDOW`` seconds (it is then left down), the appliance reports itself unhealthy. Counters of a dead
+worker are kept as of its last report.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ import queue
 import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from gwlbsim import __version__
@@ -59,6 +66,9 @@ from reference.linux import (
 log = logging.getLogger("gwlb-reference")
 
 _MSG = 1 << 16
+RESTART_DELAY = 1.0  #: seconds between a worker's death and its replacement
+MAX_RESTARTS = 5  #: replacements of one worker within RESTART_WINDOW, after which it is left down
+RESTART_WINDOW = 60.0
 UNKNOWN_TUNNEL_PACKET = "unknown_tunnel"  # a packet out of a queue whose tunnel this worker never saw
 
 
@@ -213,6 +223,38 @@ class WorkerAppliance(Appliance):
         self.control.close()
 
 
+def run_worker(k: int, config: Config, opts: Options, udp: socket.socket, control: socket.socket,
+               cpu: int | None) -> None:
+    """Be datapath worker ``k`` until told to stop (or the supervisor is gone)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    core = ApplianceCore(replace(config, tunnel_timeout=0.0))  # the supervisor retires tunnels
+    app = WorkerAppliance(core, opts, udp, control, k)
+    signal.signal(signal.SIGTERM, lambda *_: app.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: app.request_stop())
+    log.info("datapath worker %d (pid %d) running", k, os.getpid())
+    app.run()
+
+
+def worker_main(argv: list[str]) -> int:
+    """``python -m reference.workers SPEC UDP_FD CONTROL_FD``: a replacement worker, started by the supervisor
+    (SPEC: JSON of the worker's index, the core's Config, the driver's Options, its CPU and log levels)."""
+    if len(argv) != 3:
+        print("usage: python -m reference.workers SPEC UDP_FD CONTROL_FD (started by gwlb-reference's supervisor)",
+              file=sys.stderr)
+        return 2
+    from reference.cli import configure_logging
+
+    spec = json.loads(argv[0])
+    configure_logging(bool(spec.get("debug")), None)
+    for name, level in spec.get("levels", {}).items():
+        logging.getLogger(name).setLevel(level)
+    udp = socket.socket(fileno=int(argv[1]))
+    control = socket.socket(fileno=int(argv[2]))
+    run_worker(int(spec["index"]), Config(**spec["config"]), Options(**spec["opts"]), udp, control, spec.get("cpu"))
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- supervisor
 
 
@@ -237,7 +279,15 @@ class Supervisor:
         self._reported = threading.Condition()
         self._report_count = 0
         self.pids: list[int] = []
+        self.procs: list[subprocess.Popen[bytes] | None] = []  #: replacements (None: forked at the start)
         self.controls: list[socket.socket] = []
+        self.restarts = [0] * workers  #: replacements of each worker so far
+        self._restart_times: list[list[float]] = [[] for _ in range(workers)]
+        self._restart_at: dict[int, float] = {}  # worker index -> when to replace it
+        self._spawned_at = [self.started] * workers
+        self._past: list[dict[str, Any]] = []  # the last reports of dead workers: their counters still count
+        self._ep: Any = None
+        self._by_fd: dict[int, int] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._steer_udp = steering.load(steering.program(workers, encapsulated=True))
         self._steer_tun = steering.load(steering.program(workers, encapsulated=False))
@@ -287,6 +337,7 @@ class Supervisor:
             theirs.close()
             self.controls.append(mine)
             self.pids.append(pid)
+            self.procs.append(None)
 
     def _become_worker(self, k: int, control: socket.socket) -> None:
         for c in self.controls:
@@ -298,14 +349,42 @@ class Supervisor:
                 u.close()  # the group keeps it: the supervisor holds every socket
         for fd in (self._wake_r, self._wake_w, self._steer_udp, self._steer_tun):
             os.close(fd)
-        if self.cpus:
-            os.sched_setaffinity(0, {self.cpus[k % len(self.cpus)]})
-        core = ApplianceCore(replace(self.config, tunnel_timeout=0.0))  # the supervisor retires tunnels
-        app = WorkerAppliance(core, self.opts, self.udps[k], control, k)
-        signal.signal(signal.SIGTERM, lambda *_: app.request_stop())
-        signal.signal(signal.SIGINT, lambda *_: app.request_stop())
-        log.info("datapath worker %d (pid %d) running", k, os.getpid())
-        app.run()
+        run_worker(k, self.config, self.opts, self.udps[k], control, self._cpu(k))
+
+    def _cpu(self, k: int) -> int | None:
+        return self.cpus[k % len(self.cpus)] if self.cpus else None
+
+    def _spawn(self, k: int, now: float) -> None:
+        """Replace dead worker ``k`` by a fresh interpreter with the same socket of the group."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        udp = self.udps[k]
+        spec = {"index": k, "config": asdict(self.config), "opts": asdict(self.opts), "cpu": self._cpu(k),
+                "debug": logging.getLogger().level <= logging.DEBUG,
+                "levels": {name: lg.level for name, lg in logging.root.manager.loggerDict.items()
+                           if name.startswith("gwlb-reference") and isinstance(lg, logging.Logger) and lg.level}}
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "reference.workers", json.dumps(spec), str(udp.fileno()),
+                                     str(theirs.fileno())], pass_fds=(udp.fileno(), theirs.fileno()))
+        except OSError as e:
+            mine.close()
+            log.error("cannot start a replacement for datapath worker %d: %s", k, e)
+            self._restart_at[k] = now + RESTART_DELAY
+            return
+        finally:
+            theirs.close()
+        self.controls[k].close()
+        self.controls[k] = mine
+        self.pids[k], self.procs[k] = proc.pid, proc
+        self.reports[k] = None
+        self._spawned_at[k] = now
+        self.exited.pop(k, None)
+        self.restarts[k] += 1
+        self._by_fd[mine.fileno()] = k
+        self._ep.register(mine.fileno(), select.EPOLLIN)
+        log.warning("datapath worker %d replaced (pid %d, replacement %d)", k, proc.pid, self.restarts[k])
+        for t in self.tunnels.values():
+            if t.state is TunnelState.READY:
+                self._send_ready(k, t)
 
     # --------------------------------------------------------------------------------------------- loop
 
@@ -314,10 +393,10 @@ class Supervisor:
         self.lifecycle.start()
         if self.health is not None:
             self.health.start()
-        ep = select.epoll()
+        ep = self._ep = select.epoll()
         ep.register(self._wake_r, select.EPOLLIN)
-        by_fd = {c.fileno(): k for k, c in enumerate(self.controls)}
-        for fd in by_fd:
+        self._by_fd = {c.fileno(): k for k, c in enumerate(self.controls)}
+        for fd in self._by_fd:
             ep.register(fd, select.EPOLLIN)
         log.info("gwlb-reference %s listening for GENEVE on %s:%d with %d datapath workers%s", __version__,
                  self.opts.listen, self.config.geneve_port, self.workers,
@@ -332,14 +411,15 @@ class Supervisor:
                         while os.read(self._wake_r, 4096):
                             pass
                     self._on_results(now)
-                else:
-                    k = by_fd[fd]
+                elif fd in self._by_fd:
+                    k = self._by_fd[fd]
                     if not self._on_message(k, now):
                         ep.unregister(fd)
+                        del self._by_fd[fd]
             if now >= next_tick:
                 next_tick = now + TICK
                 self._retire_idle(now)
-                self._reap()
+                self._reap(now)
         ep.close()
         self._shutdown()
 
@@ -350,10 +430,9 @@ class Supervisor:
             msg, fds = None, []
         for fd in fds:
             os.close(fd)
-        if msg is None:
+        if msg is None:  # it is gone, or going: _reap collects it
             if not self.stopping.is_set():
                 log.error("datapath worker %d stopped talking", k)
-            self.exited.setdefault(k, -1)
             return False
         op = msg.get("op")
         if op == "status":
@@ -407,7 +486,7 @@ class Supervisor:
     def last_use(self, t: Tunnel) -> float:
         """When any worker last moved a packet of the tunnel (its creation, if none did)."""
         key = str(t.eni_id)
-        seen = [r["tunnels"][key]["last_seen"] for r in self.reports if r and key in r["tunnels"]]
+        seen = [r["tunnels"][key]["last_seen"] for r in [*self.reports, *self._past] if r and key in r["tunnels"]]
         return max([t.last_seen, *seen])
 
     def _retire_idle(self, now: float) -> None:
@@ -422,15 +501,47 @@ class Supervisor:
                 self._broadcast({"op": "retire", "eni": eni})
                 self.lifecycle.submit("destroy", t)
 
-    def _reap(self) -> None:
-        for k, pid in enumerate(self.pids):
+    def _exit_status(self, k: int) -> int | None:
+        """Worker ``k``'s exit status if it has exited (collected now), else None."""
+        proc = self.procs[k]
+        if proc is not None:
+            return proc.poll()
+        try:
+            done, status = os.waitpid(self.pids[k], os.WNOHANG)
+        except ChildProcessError:
+            return -1
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    def _reap(self, now: float) -> None:
+        """Collect dead workers and replace them (unless stopping, or one dies too often)."""
+        for k in range(self.workers):
             if k in self.exited:
                 continue
-            with contextlib.suppress(ChildProcessError):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    self.exited[k] = os.waitstatus_to_exitcode(status)
-                    log.error("datapath worker %d (pid %d) exited with status %d", k, pid, self.exited[k])
+            code = self._exit_status(k)
+            if code is None:
+                continue
+            self.exited[k] = code
+            log.error("datapath worker %d (pid %d) exited with status %d", k, self.pids[k], code)
+            last = self.reports[k]
+            if last is not None:
+                self._past.append(last)
+                self.reports[k] = None
+            fd = self.controls[k].fileno()
+            if self._by_fd.pop(fd, None) is not None:
+                with contextlib.suppress(OSError):
+                    self._ep.unregister(fd)
+            recent = [t for t in self._restart_times[k] if now - t < RESTART_WINDOW]
+            self._restart_times[k] = recent
+            if len(recent) >= MAX_RESTARTS:
+                log.error("datapath worker %d died %d times within %g s: left down", k, len(recent) + 1,
+                          RESTART_WINDOW)
+            elif not self.stopping.is_set():
+                self._restart_at[k] = now + RESTART_DELAY
+        for k, due in list(self._restart_at.items()):
+            if now >= due and not self.stopping.is_set():
+                del self._restart_at[k]
+                self._restart_times[k].append(now)
+                self._spawn(k, now)
 
     def _shutdown(self) -> None:
         log.info("shutting down: stopping %d workers, destroying %d tunnel(s)", self.workers, len(self.tunnels))
@@ -438,11 +549,10 @@ class Supervisor:
         deadline = time.monotonic() + 10
         for k, pid in enumerate(self.pids):
             while k not in self.exited:
-                with contextlib.suppress(ChildProcessError):
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        self.exited[k] = os.waitstatus_to_exitcode(status)
-                        break
+                code = self._exit_status(k)
+                if code is not None:
+                    self.exited[k] = code
+                    break
                 if time.monotonic() > deadline:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
@@ -479,9 +589,9 @@ class Supervisor:
         for k in range(self.workers):
             r = self.reports[k]
             if k in self.exited:
-                reasons.append(f"datapath worker {k} exited")
+                reasons.append(f"datapath worker {k} exited" + (", being replaced" if k in self._restart_at else ""))
             elif r is None:
-                if now - self.started > STALL_AFTER:
+                if now - self._spawned_at[k] > STALL_AFTER:
                     reasons.append(f"datapath worker {k} never reported")
             elif now - r["heartbeat"] > STALL_AFTER:
                 reasons.append(f"datapath worker {k} stalled for {now - r['heartbeat']:.1f} s")
@@ -506,6 +616,10 @@ class Supervisor:
         self.refresh()
         now = self.clock()
         reports = [r for r in self.reports if r]
+        past = [{**r, "totals": {**r["totals"], "flows": 0},  # a dead worker's counters, not its flows
+                 "tunnels": {e: {**v, "flows": 0, "pending": 0} for e, v in r["tunnels"].items()}}
+                for r in self._past]
+        reports += past
         totals: dict[str, Any] = {"packets_in": 0, "bytes_in": 0, "packets_out": 0, "bytes_out": 0, "flows": 0,
                                   "flow_evictions": 0, "drops": {}}
         for r in reports:
@@ -544,9 +658,14 @@ class Supervisor:
                       "destroy_failed": h.destroy_failed},
             "tunnels": tunnels,
             "workers": self.workers,
+            "worker_restarts": sum(self.restarts),
         }
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
     for k, v in more.items():
         into[k] = into.get(k, 0) + v
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

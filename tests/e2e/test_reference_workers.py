@@ -1,0 +1,87 @@
+"""The reference with several datapath workers, end to end: every flow comes back with its own header, and a
+worker that dies is replaced (health says so meanwhile) without losing the flows steered to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from scapy.all import IP, TCP, raw
+
+from gwlbsim import geneve
+
+from .conftest import APP_IP, Topo
+
+pytestmark = pytest.mark.root
+
+ENI = 0x2B8EE1D4DB0C51C4
+FLOWS = 48
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _flow(i: int) -> tuple[bytes, int, int]:
+    inner = raw(IP(src="192.168.1.10", dst="192.168.2.20") / TCP(sport=42000 + i, dport=443, flags="S"))
+    return inner, 0x5000 + i, 61000 + i
+
+
+def _every_flow_returns(topo: Topo) -> None:
+    flows = [_flow(i) for i in range(FLOWS)]
+    for inner, cookie, sport in flows:
+        topo.peer.send(geneve.build(inner, ENI, cookie), sport=sport)
+    got = topo.peer.recv_all(FLOWS, timeout=5)
+    assert len(got) == FLOWS, f"{len(got)} of {FLOWS} returned\n{topo.log()}"
+    by_inner = {inner: (cookie, sport) for inner, cookie, sport in flows}
+    for r in got:
+        p = geneve.parse(r.payload)
+        assert (r.src, (p.cookie, r.sport)) == (APP_IP, by_inner[p.inner])
+
+
+def test_a_killed_worker_is_replaced_and_its_flows_come_back(topo: Topo) -> None:
+    proc = topo.start("--udpthreads", "2", "--tunthreads", "2")
+    _every_flow_returns(topo)
+    status = topo.status()
+    assert status["workers"] == 2 and status["worker_restarts"] == 0
+    before = status["totals"]["packets_in"]
+    assert before == FLOWS
+
+    workers = _children(proc.pid)
+    assert len(workers) == 2, workers
+    victim = workers[0]
+    os.kill(victim, signal.SIGKILL)
+    seen: list[str] = []
+
+    def replaced() -> bool:
+        s = topo.status()
+        seen.extend(s["reasons"])
+        return s["healthy"] and s["worker_restarts"] == 1
+
+    topo.wait_for(replaced, timeout=15, what="the dead worker's replacement")
+    assert any("exited" in r for r in seen), seen  # unhealthy while a worker was down
+    now = _children(proc.pid)
+    assert victim not in now and len(now) == 2, now
+
+    # both workers (the replacement relearns its flows from their next packets) return every flow again
+    _every_flow_returns(topo)
+    status = topo.status()
+    assert status["totals"]["packets_in"] >= before + FLOWS  # the dead worker's counters still count
+    assert status["totals"]["packets_out"] >= 2 * FLOWS
+
+    topo.lab.stop_process(proc)
+    assert proc.returncode == 0
+    assert not any(_alive(p) for p in now), "a worker outlived the appliance"
+    assert "replaced" in topo.log()
