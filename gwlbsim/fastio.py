@@ -183,19 +183,24 @@ class BatchSender:
     for raw IPv4 sockets the port is ignored). A full batch is sent at once; :meth:`flush` sends the rest.
     """
 
-    def __init__(self, sock: socket.socket, batch: int = 64, size: int = 65536 + 512) -> None:
+    def __init__(self, sock: socket.socket, batch: int = 64, size: int = 65536 + 512,
+                 address_size: int = _SOCKADDR) -> None:
+        """``address_size``: the size of the destinations given to :meth:`queue` (a ``sockaddr_in`` by default;
+        e.g. 20 for the ``sockaddr_ll`` of a packet socket)."""
         self.sock = sock
         self.batch = batch
         self.size = size
+        self.address_size = address_size
         self._fd = sock.fileno()
         self._bufs = (ctypes.c_char * (size * batch))()
-        self._names = (_SockaddrIn * batch)()
+        self._names = (ctypes.c_char * (address_size * batch))()
         self._iov = (_Iovec * batch)()
         self._msgs = (_Mmsghdr * batch)()
+        names = ctypes.addressof(self._names)
         for i in range(batch):
             h = self._msgs[i].msg_hdr
-            h.msg_name = ctypes.addressof(self._names[i])
-            h.msg_namelen = _SOCKADDR
+            h.msg_name = names + i * address_size
+            h.msg_namelen = address_size
             h.msg_iov = ctypes.pointer(self._iov[i])
             h.msg_iovlen = 1
         mem = memoryview(self._bufs).cast("B")
@@ -215,7 +220,8 @@ class BatchSender:
         q = self._iov_q
         q[2 * i] = self._base + i * self.size + start
         q[2 * i + 1] = end - start
-        self._names_b[i * _SOCKADDR:(i + 1) * _SOCKADDR] = dest
+        a = self.address_size
+        self._names_b[i * a:(i + 1) * a] = dest
         self.count = i + 1
         if i + 1 == self.batch:
             self.flush()
@@ -254,11 +260,13 @@ class BatchSender:
 class PacketRing:
     """Prebuilt datagrams in one buffer, sent by index ranges with sendmmsg: the generators' sender.
 
-    All go to ``dest``. ``buffer[offsets[i]:offsets[i] + len(packets[i])]`` is datagram ``i``: patch it in
-    place (e.g. a sequence number) before sending it.
+    All go to ``dest``: an (IPv4 address, port), or a complete socket address as bytes (e.g. the
+    ``sockaddr_ll`` of a packet socket, whose packets then start with their frame header).
+    ``buffer[offsets[i]:offsets[i] + len(packets[i])]`` is datagram ``i``: patch it in place (e.g. a
+    sequence number) before sending it.
     """
 
-    def __init__(self, sock: socket.socket, packets: Sequence[bytes], dest: tuple[str, int]) -> None:
+    def __init__(self, sock: socket.socket, packets: Sequence[bytes], dest: tuple[str, int] | bytes) -> None:
         count = len(packets)
         if not count:
             raise ValueError("no packets")
@@ -272,8 +280,8 @@ class PacketRing:
             total += (len(p) + 63) & ~63
         self._buf = (ctypes.c_char * total)()
         self.buffer = memoryview(self._buf).cast("B")
-        self._name = _SockaddrIn(socket.AF_INET, socket.htons(dest[1]))
-        self._name.sin_addr[:] = socket.inet_aton(dest[0])
+        name = dest if isinstance(dest, bytes) else sockaddr(*dest)
+        self._name = (ctypes.c_char * len(name)).from_buffer_copy(name)
         self._iov = (_Iovec * count)()
         self._msgs = (_Mmsghdr * count)()
         base = ctypes.addressof(self._buf)
@@ -284,7 +292,7 @@ class PacketRing:
             self._iov[i].iov_len = len(p)
             h = self._msgs[i].msg_hdr
             h.msg_name = ctypes.addressof(self._name)
-            h.msg_namelen = ctypes.sizeof(_SockaddrIn)
+            h.msg_namelen = len(name)
             h.msg_iov = ctypes.pointer(self._iov[i])
             h.msg_iovlen = 1
         self._msg_size = _MMSG

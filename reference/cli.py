@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kill a hook still running after this long (default 30)")
     e.add_argument("--no-udp-checksum", action="store_true",
                    help="send returns with a zero outer UDP checksum, as gwlbtun does (faster)")
+    e.add_argument("--raw-returns", action="store_true",
+                   help="send every return through a raw IP socket, so netfilter's output hooks see them (as with "
+                        "gwlbtun); by default returns go straight to the link once the route and neighbour of "
+                        "GWLB's address are known (faster; one return per second still takes the IP layer)")
     e.add_argument("--option-class", type=cliargs.option_class, default=geneve.AWS_OPTION_CLASS, metavar="N",
                    help="GENEVE option class of the GWLB options (default 0x0108, AWS; Tencent uses 0x0167)")
     e.add_argument("--version", action="version", version=f"gwlb-reference {__version__}")
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(listen=args.listen, create_hook=hooks["create_hook"], destroy_hook=hooks["destroy_hook"],
                    hook_timeout=args.hook_timeout, health_port=args.health_port, health_bind=args.health_bind,
                    health_mode="simple" if args.simple else "json" if args.json else "text",
-                   hexdump=args.hexdump and args.debug)
+                   hexdump=args.hexdump and args.debug, raw_returns=args.raw_returns)
     app: Any
     try:
         if workers > 1:

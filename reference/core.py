@@ -48,6 +48,7 @@ _IPV4_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")
 _TOTAL_LEN = struct.Struct("!H")
 _ROUTES_LIMIT = 1 << 16
 _RETURN_TTL = 64
+_DF = 0x4000  # returns are atomic datagrams (DF, ID 0), as gwlb-xdp sends them: never fragmented
 
 
 class TunnelState(Enum):
@@ -88,7 +89,7 @@ class Route:
     def __init__(self, src: str, sport: int, dst: str, dport: int) -> None:
         s_ip, d_ip = _addr(dst), _addr(src)  # return: addresses swapped, ports as received
         self.addressing = (src, sport, dst, dport)  #: (GWLB address, GWLB port, our address, our port)
-        self.outer = _IPV4_UDP.pack(0x45, 0, 0, 0, 0, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
+        self.outer = _IPV4_UDP.pack(0x45, 0, 0, 0, _DF, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
         #: ones' sums of the constant IPv4 header, and of the UDP pseudo-header constants + ports
         self.ip_sum, self.udp_sum = constant_sums(self.outer[:20], s_ip, d_ip, sport, dport)
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gwlbsim import __version__
+from gwlbsim import __version__, linkpath
 from gwlbsim.fastio import BatchReceiver, BatchSender, sockaddr
 from gwlbsim.tun import TunError, exists, open_tun
 from reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
@@ -46,7 +46,8 @@ STALL_AFTER = 3.0  # the datapath is reported unhealthy when its loop has not tu
 TUN_READ_BUDGET = 256  # packets read from one device before looking at the others
 UDP_BATCHES = 8  # receive batches taken before looking at the tunnels
 TUN_QUEUE = 4096  # packets a tunnel device holds for us (the kernel's default, 500, overflows under bursts)
-HEADROOM = 512  # room in front of a packet read from a tunnel: outer IPv4 + UDP + the longest GENEVE header
+HEADROOM = 512  # room in front of a packet read from a tunnel: Ethernet + outer IPv4 + UDP + the longest GENEVE
+ETH_HEADER_LEN = linkpath.ETH_HEADER_LEN
 
 # Drop reasons of the driver (I/O failures), next to the core's.
 TUN_WRITE_FAILED = "tun_write_failed"
@@ -69,6 +70,9 @@ class Options:
     batch: int = 64
     rcvbuf: int = 16 << 20
     sndbuf: int = 8 << 20
+    #: send returns through the raw IP socket only (through the IP layer, so netfilter's output hooks see them,
+    #: as gwlbtun's do) instead of straight to the link where the route and neighbour are known (faster)
+    raw_returns: bool = False
 
 
 @dataclass
@@ -242,11 +246,26 @@ class Appliance:
         self.lifecycle = lifecycle or Lifecycle(core, opts, self.wake)
         self.udp = udp or geneve_socket(opts, core.config.geneve_port)
         self.raw = self._raw_socket()
+        self.link: socket.socket | None = None
+        self.resolver: linkpath.Resolver | None = None
+        if not opts.raw_returns:
+            try:
+                self.link = linkpath.link_socket(opts.sndbuf)
+            except OSError as e:
+                log.warning("no packet socket (%s): returns go through the IP layer", e.strerror)
         self.rx = BatchReceiver(self.udp, opts.batch, 65536, pktinfo=True)
-        self.tx = BatchSender(self.raw, opts.batch, HEADROOM + 65536)
+        if self.link is not None:
+            self.resolver = linkpath.Resolver()
+            self.tx = BatchSender(self.link, opts.batch, HEADROOM + 65536, linkpath.SOCKADDR_LL_SIZE)
+        else:
+            self.tx = BatchSender(self.raw, opts.batch, HEADROOM + 65536)
         # a packet read from a tunnel lands in a send slot after room for the longest outer header
         self._tun_reads = [[v[HEADROOM:]] for v in self.tx.views]
-        self._destinations: dict[str, bytes] = {}  # GWLB address -> sockaddr
+        #: GWLB address -> (frame header to put in front, destination address for self.tx)
+        self._destinations: dict[str, tuple[bytes, bytes]] = {}
+        self._refresh: set[str] = set()  # addresses whose next return goes through the IP layer
+        self.ip_returns = 0  #: returns sent one by one through the raw IP socket (with the link path on)
+        self._next_refresh = 0.0
         self._fd_tunnel: dict[int, Tunnel] = {}
         self._epoll = select.epoll()
         self.health = None
@@ -279,6 +298,8 @@ class Appliance:
     def run(self) -> None:
         """Serve until :meth:`request_stop`; then tear every tunnel down (destroy hooks run)."""
         self.lifecycle.start()
+        if self.resolver is not None:
+            self.resolver.start()
         if self.health is not None:
             self.health.start()
         ep = self._epoll
@@ -312,6 +333,12 @@ class Appliance:
     def _tick(self, now: float) -> None:
         for t in self.core.tick(now):
             self._retire(t)
+        if self.resolver is not None and now >= self._next_refresh:
+            # every second, one return per GWLB address goes through the IP layer: the kernel keeps its
+            # neighbour entry confirmed, and the address's link route is taken afresh from the resolver
+            self._next_refresh = now + linkpath.REFRESH
+            self._refresh.update(self._destinations)
+            self._destinations.clear()
 
     def _on_other(self, fd: int, now: float) -> None:
         """An event on a descriptor that is neither ours nor a tunnel's any more: stop watching it."""
@@ -398,9 +425,39 @@ class Appliance:
             gwlb = flow.route.addressing[0]
             dest = destinations.get(gwlb)
             if dest is None:
-                dest = destinations[gwlb] = sockaddr(gwlb)
-            tx.queue(start, HEADROOM + n, dest)  # sends when the batch is full
+                dest = self._destination(gwlb, view, start, HEADROOM + n)
+                if dest is None:  # sent through the IP layer
+                    continue
+            frame, address = dest
+            if frame:
+                start -= ETH_HEADER_LEN
+                view[start:start + ETH_HEADER_LEN] = frame
+            tx.queue(start, HEADROOM + n, address)  # sends when the batch is full
         self._flush()
+
+    def _destination(self, gwlb: str, view: memoryview, start: int, end: int) -> tuple[bytes, bytes] | None:
+        """How returns reach ``gwlb`` from now on; None when this one was sent through the raw IP socket (no
+        link route known yet, or its turn to refresh the kernel's neighbour entry)."""
+        if self.resolver is None:
+            dest = self._destinations[gwlb] = (b"", sockaddr(gwlb))
+            return dest
+        route = self.resolver.routes.get(gwlb)
+        if route is not None and gwlb not in self._refresh:
+            dest = self._destinations[gwlb] = (route.frame, route.address)
+            return dest
+        self._refresh.discard(gwlb)
+        if route is None:
+            self.resolver.want(gwlb)
+        else:
+            self._destinations[gwlb] = (route.frame, route.address)
+        self._flush()  # what is queued for the link goes first: the flows' order is kept
+        try:
+            self.raw.sendto(view[start:end], (gwlb, 0))
+            self.ip_returns += 1
+        except OSError as e:
+            self._drop(SEND_FAILED)
+            log.debug("send to %s failed: %s", gwlb, e.strerror)
+        return None
 
     def _flush(self) -> None:
         tx = self.tx
@@ -473,7 +530,9 @@ class Appliance:
                 self.health.stop()
             except Exception:
                 pass
-        for s in ("udp", "raw"):
+        if self.resolver is not None:
+            self.resolver.stop()
+        for s in ("udp", "raw", "link"):
             sock = getattr(self, s, None)
             if sock is not None:
                 sock.close()
@@ -488,6 +547,12 @@ class Appliance:
             pass
 
     # --------------------------------------------------------------------------------------------- status
+
+    def return_paths(self) -> dict[str, int]:
+        """Returns sent so far straight to the link, and through the IP layer (raw socket)."""
+        if self.link is not None:
+            return {"returned_via_link": self.tx.sent, "returned_via_ip": self.ip_returns}
+        return {"returned_via_link": 0, "returned_via_ip": self.tx.sent}
 
     def unhealthy_reasons(self) -> list[str]:
         now = self.clock()
@@ -527,7 +592,8 @@ class Appliance:
                        "max_flows": core.config.max_flows, "mtu": core.config.mtu},
             "totals": {"packets_in": totals.in_packets, "bytes_in": totals.in_bytes,
                        "packets_out": totals.out_packets, "bytes_out": totals.out_bytes,
-                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops},
+                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops,
+                       **self.return_paths()},
             "hooks": {"create_ok": h.create_ok, "create_failed": h.create_failed, "destroy_ok": h.destroy_ok,
                       "destroy_failed": h.destroy_failed},
             "tunnels": tunnels,

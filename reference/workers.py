@@ -206,7 +206,8 @@ class WorkerAppliance(Appliance):
             "op": "status", "worker": self.index, "heartbeat": now, "pid": os.getpid(),
             "totals": {"packets_in": totals.in_packets, "bytes_in": totals.in_bytes,
                        "packets_out": totals.out_packets, "bytes_out": totals.out_bytes,
-                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops},
+                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops,
+                       **self.return_paths()},
             "tunnels": {str(t.eni_id): {"last_seen": t.last_seen, "packets_in": t.counters.in_packets,
                                         "bytes_in": t.counters.in_bytes, "packets_out": t.counters.out_packets,
                                         "bytes_out": t.counters.out_bytes, "flows": len(t.flows),
@@ -621,7 +622,7 @@ class Supervisor:
                 for r in self._past]
         reports += past
         totals: dict[str, Any] = {"packets_in": 0, "bytes_in": 0, "packets_out": 0, "bytes_out": 0, "flows": 0,
-                                  "flow_evictions": 0, "drops": {}}
+                                  "flow_evictions": 0, "drops": {}, "returned_via_link": 0, "returned_via_ip": 0}
         for r in reports:
             for k, v in r["totals"].items():
                 if k == "drops":

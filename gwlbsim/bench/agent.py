@@ -5,7 +5,8 @@ reads one JSON command per line and answers each with one JSON line:
 
 ``{"op": "gen", "traffic": {...}, "rate": R, "warmup": W, "duration": D, "batch": B, "window": N, "shm": PATH,``
 ``"cpu": {...}, "netns": {...}}``
-    send the traffic for W + D seconds from a raw socket, at R packets/s (R > 0), or closed-loop (R = 0:
+    send the traffic for W + D seconds (straight to the link where the next hop is known, else from a raw
+    IP socket), at R packets/s (R > 0), or closed-loop (R = 0:
     as fast as returns come back, with at most N packets unanswered; the receiver's count is read from
     the shared file PATH), or flat out (R < 0: flood, whatever the receiver sees). Answer with the
     sequence numbers and times of the measured window (after the warm-up) and what the CPU and drop
@@ -21,6 +22,8 @@ reads one JSON command per line and answers each with one JSON line:
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import json
 import mmap
 import os
@@ -33,9 +36,11 @@ from array import array
 from collections import deque
 from typing import Any
 
+from gwlbsim import linkpath
 from gwlbsim.bench import procstat
 from gwlbsim.bench.traffic import STAMP, Traffic
 from gwlbsim.fastio import BatchReceiver, PacketRing
+from gwlbsim.linkpath import LinkRoute
 
 _SEQ_TS = struct.Struct("!IQ")  # the stamp without its flow index (which is prebuilt)
 _PORT = struct.Struct("!H")
@@ -73,10 +78,27 @@ class Counter:
 # -------------------------------------------------------------------------------------------- generator
 
 
-def build_ring(traffic: Traffic, sock: socket.socket) -> PacketRing:
+def build_ring(traffic: Traffic, sock: socket.socket, link: LinkRoute | None = None) -> PacketRing:
+    """The traffic's packets, repeated to at least RING_MIN; as frames for ``link`` when given."""
     reps = max(1, -(-RING_MIN // traffic.flows))
+    if link is not None:
+        frames = [link.frame + traffic.packet(f) for f in range(traffic.flows)]
+        return PacketRing(sock, frames * reps, link.address)
     templates = [traffic.packet(f) for f in range(traffic.flows)]
     return PacketRing(sock, templates * reps, (traffic.destination, 0))
+
+
+def sender(traffic: Traffic) -> tuple[socket.socket, LinkRoute | None]:
+    """The generator's socket: a packet socket straight to the link where the next hop is known (the IP
+    layer costs a microsecond per packet, which the appliance would then not get), else a raw IP socket."""
+    link = None
+    with contextlib.suppress(OSError):
+        link = linkpath.route_to(traffic.destination)
+    if link is not None:
+        return linkpath.link_socket(16 << 20), link
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sock.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE
+    return sock, None
 
 
 def generate(cmd: dict[str, Any]) -> dict[str, Any]:
@@ -91,11 +113,11 @@ def generate(cmd: dict[str, Any]) -> dict[str, Any]:
     # the window also stays within a few MiB, so that it fits socket buffers whatever the packet size
     window = max(1, min(int(cmd.get("window", 1024)), WINDOW_BYTES // len(traffic.packet(0))))
     returned = Counter(cmd.get("shm"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sock, link = sender(traffic)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE
-        ring = build_ring(traffic, sock)
-        stamp_at = [off + traffic.stamp_offset + 4 for off in ring.offsets]
+        ring = build_ring(traffic, sock, link)
+        frame = len(link.frame) if link else 0
+        stamp_at = [off + frame + traffic.stamp_offset + 4 for off in ring.offsets]
         buf, count = ring.buffer, ring.count
         pack_into = _SEQ_TS.pack_into
         monotonic, monotonic_ns, sleep = time.monotonic, time.monotonic_ns, time.sleep
@@ -149,6 +171,7 @@ def generate(cmd: dict[str, Any]) -> dict[str, Any]:
         after = procstat.sample(groups, netns_pids)
         assert before is not None
         return {"s0": s0, "s1": seq, "t0": t0, "t1": t1, "sent": seq, "send_errors": ring.errors,
+                "sent_via": "link" if link else "ip",
                 **procstat.delta(before, after)}
     finally:
         sock.close()
@@ -226,7 +249,9 @@ class Receiver:
             port = _PORT.unpack_from(self.rx.names, i * 16 + 2)[0]
             self.bad_examples.append(f"{len(data)} bytes from port {port} (flow {fid}): {bytes(data[:96]).hex()}")
 
-    def finish(self, s0: int, s1: int) -> dict[str, Any]:
+    def finish(self, s0: int, s1: int, late: float | None = None) -> dict[str, Any]:
+        """Counts and latency of the packets with sequence numbers in [s0, s1); with ``late`` (seconds), how
+        many of those returned took longer."""
         span = max(0, s1 - s0)
         seen = bytearray(span)
         lats = []
@@ -242,10 +267,11 @@ class Receiver:
             else:
                 outside += 1
         lats.sort()
-        got = len(lats)
-        return {"received": len(self.seqs) + self.bad, "returned": got, "duplicates": dup,
-                "outside_window": outside, "echo_errors": self.bad, "echo_error_examples": self.bad_examples,
-                "latency_us": {"p50": _pct(lats, 0.50), "p99": _pct(lats, 0.99), "max": _pct(lats, 1.0)}}
+        latency = {"p50": _pct(lats, 0.50), "p99": _pct(lats, 0.99), "max": _pct(lats, 1.0)}  # late ones too
+        too_late = len(lats) - bisect.bisect_right(lats, late * 1e9) if late is not None else 0
+        return {"received": len(self.seqs) + self.bad, "returned": len(lats), "duplicates": dup,
+                "outside_window": outside, "late": too_late, "echo_errors": self.bad,
+                "echo_error_examples": self.bad_examples, "latency_us": latency}
 
     def close(self) -> None:
         self.sock.close()
@@ -284,7 +310,8 @@ def receive(cmd: dict[str, Any], commands: Commands) -> dict[str, Any]:
         while time.monotonic() < deadline and time.monotonic() - r.last_arrival < quiet:
             if not r.drain():
                 select.select([r.sock], [], [], 0.02)
-        return r.finish(int(stop["s0"]), int(stop["s1"]))
+        late = stop.get("late")
+        return r.finish(int(stop["s0"]), int(stop["s1"]), None if late is None else float(late))
     finally:
         r.close()
 

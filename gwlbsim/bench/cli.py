@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--window", type=int, default=1024,
                    help="'max' runs are closed-loop: at most this many packets unanswered (default 1024, and "
                         "at most 4 MiB)")
+    t.add_argument("--late", type=float, default=0.1, metavar="SECS",
+                   help="fixed rates: a packet back later than this counts as lost, so that a queue growing "
+                        "all through the window fails the rate even if it is drained afterwards (default 0.1)")
     t.add_argument("--flood", action="store_true",
                    help="also run each matrix cell open-loop, flat out (the generator takes a core; what an "
                         "overloaded appliance does)")
@@ -150,7 +153,7 @@ def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, 
     from gwlbsim.netns import Lab, sigterm_raises
 
     specs = _subjects(args)
-    timing = Timing(args.warmup, args.duration, args.batch, args.window)
+    timing = Timing(args.warmup, args.duration, args.batch, args.window, late=args.late)
     cells = [] if args.no_matrix else matrix(args.sizes, args.flows, args.ports)
     if args.flood:
         cells += [Cell(c.size, c.flows, c.ports, FLOOD) for c in cells]

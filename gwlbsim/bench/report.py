@@ -40,6 +40,7 @@ def aggregate(ms: list[Measurement]) -> list[dict[str, Any]]:
             "other_busy": _median(m.other_busy for m in g),
             "echo_errors": sum(m.echo_errors for m in g),
             "duplicates": sum(m.duplicates for m in g),
+            "late": _median(m.late / m.offered if m.offered else 0.0 for m in g),
         })
     return rows
 
@@ -92,11 +93,12 @@ def results_table(rows: list[dict[str, Any]]) -> str:
         out.append([r["subject"], f"{r['size']}", f"{r['flows']}", r["ports"],
                     Cell(0, 0, "", r["rate"]).offer,
                     _fmt(r["offered_pps"], 1000), _fmt(r["returned_pps"], 1000) + spread,
-                    f"{r['loss'] * 100:.3f}{loss_spread}", _fmt(r["p50_us"], nd=0), _fmt(r["p99_us"], nd=0),
+                    f"{r['loss'] * 100:.3f}{loss_spread}", f"{(r['late'] or 0) * 100:.2f}",
+                    _fmt(r["p50_us"], nd=0), _fmt(r["p99_us"], nd=0),
                     _fmt(r["appliance_cpu_us_per_packet"], nd=2), _fmt(r["machine_busy"], 0.01, 0),
                     _fmt(r["other_busy"], 0.01, 0), str(r["echo_errors"])])
     return _table(["subject", "inner B", "flows", "ports", "offer", "offered kpps", "returned kpps",
-                   "loss %", "p50 us", "p99 us", "app CPU us/pkt", "busy %", "other %", "errors"], out)
+                   "loss %", "late %", "p50 us", "p99 us", "app CPU us/pkt", "busy %", "other %", "errors"], out)
 
 
 def ratio_table(rows: list[dict[str, Any]]) -> str:

@@ -45,6 +45,9 @@ class Timing:
     window: int = 1024  #: closed loop: packets allowed unanswered
     quiet: float = 0.3  #: after the generator stops, wait until nothing has arrived for this long
     max_wait: float = 5.0
+    #: fixed rates: a packet back later than this counts as lost (a queue that grows all through the window
+    #: means the rate is not sustained, even when it is drained afterwards)
+    late: float = 0.1
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Measurement:
     tun_drops: int
     send_errors: int
     echo_error_examples: list[str] = field(default_factory=list)
+    late: int = 0  #: of ``returned``, how many came back too late (fixed rates only): they count as lost
 
     @property
     def offered_pps(self) -> float:
@@ -75,7 +79,8 @@ class Measurement:
 
     @property
     def loss(self) -> float:
-        return 1.0 - self.returned / self.offered if self.offered else 0.0
+        """Packets not back, or back too late, as a fraction of those offered."""
+        return 1.0 - (self.returned - self.late) / self.offered if self.offered else 0.0
 
     @property
     def cpu_us_per_packet(self) -> float | None:
@@ -106,6 +111,7 @@ class Measurement:
             "udp_rcvbuf_drops": self.udp_rcvbuf_drops,
             "tun_drops": self.tun_drops, "echo_errors": self.echo_errors, "duplicates": self.duplicates,
             "send_errors": self.send_errors, "echo_error_examples": self.echo_error_examples,
+            "late": self.late,
         }
 
 
@@ -160,13 +166,15 @@ class Runner:
             with contextlib.suppress(Exception):
                 rcv.call({"op": "stop", "s0": 0, "s1": 0, "quiet": 0, "max_wait": 0})
             raise
-        r = rcv.call({"op": "stop", "s0": g["s0"], "s1": g["s1"], "quiet": t.quiet, "max_wait": t.max_wait})
+        r = rcv.call({"op": "stop", "s0": g["s0"], "s1": g["s1"], "quiet": t.quiet, "max_wait": t.max_wait,
+                      "late": t.late if cell.rate > 0 else None})
         m = Measurement(subject.name, cell, repeat, g["s1"] - g["s0"], r["returned"], g["t1"] - g["t0"],
                         r["echo_errors"], r["duplicates"], r["latency_us"], g["cpu_seconds"], g["machine_busy"],
-                        g["udp_rcvbuf_drops"], g["tun_drops"], g["send_errors"], r["echo_error_examples"])
+                        g["udp_rcvbuf_drops"], g["tun_drops"], g["send_errors"], r["echo_error_examples"],
+                        r.get("late", 0))
         self.progress(f"{subject.name:<12} {cell.label:<24} offered {m.offered_pps / 1000:8.1f} kpps  "
                       f"returned {m.returned_pps / 1000:8.1f} kpps  loss {m.loss * 100:6.2f}%  "
-                      f"errors {m.echo_errors}")
+                      f"errors {m.echo_errors}" + (f"  late {m.late}" if m.late else ""))
         return m
 
     def prime(self, subject: Subject) -> None:

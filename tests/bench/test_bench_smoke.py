@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gwlbsim.bench import memory, report
+from gwlbsim.bench.agent import Receiver
 from gwlbsim.bench.cli import main
 from gwlbsim.bench.runner import MAX, Cell, Measurement
 from gwlbsim.bench.traffic import STAMP, Traffic
@@ -44,6 +45,24 @@ def test_report_aggregates_repeats_and_ratios() -> None:
     ref = next(r for r in report.ratios(ms) if r["subject"] == "reference")
     assert ref["vs_kernel"] == pytest.approx(0.8) and ref["vs_naive"] == pytest.approx(4.0)
     assert "reference" in report.results_table(rows) and "x kernel" in report.ratio_table(report.ratios(ms))
+
+
+@pytest.mark.root  # the receiver forces its socket buffer size
+def test_returns_later_than_the_bound_count_as_lost() -> None:
+    r = Receiver({"traffic": Traffic(size=64, flows=2).as_dict(), "bind": ["127.0.0.1", 0]})
+    try:
+        for seq, lat_ms in [(9, 1), (10, 1), (11, 250), (12, 2), (13, 150), (14, 3), (20, 1)]:
+            r.seqs.append(seq)
+            r.lats.append(lat_ms * 1_000_000)
+        got = r.finish(10, 15, late=0.1)  # the window is sequence numbers 10..14
+        assert (got["returned"], got["late"], got["outside_window"]) == (5, 2, 2)
+        assert got["latency_us"]["max"] == 250_000.0  # late ones are in the latency figures
+        assert r.finish(10, 15)["late"] == 0
+    finally:
+        r.close()
+    cell = Cell(64, 2, "many", 1000.0)
+    m = Measurement("reference", cell, 0, 5, 5, 1.0, 0, 0, {}, {}, None, {}, 0, 0, late=2)
+    assert m.loss == pytest.approx(0.4) and m.returned_pps == 5
 
 
 def test_flow_cache_memory_is_measured() -> None:

@@ -68,7 +68,8 @@ def test_return_carries_latest_header_with_addresses_swapped_and_ports_kept() ->
     assert out is not None
     o = parse_ipv4_udp(out)
     assert (o.src, o.dst, o.sport, o.dport) == (ME, GWLB, 60123, 6081)
-    assert o.checksum_ok and o.udp_checksum != 0 and not o.df
+    assert o.checksum_ok and o.udp_checksum != 0
+    assert o.df and o.ident == 0 and o.ttl == 64  # atomic datagrams, as gwlb-xdp sends: never fragmented
     payload = out[o.payload_offset:]
     assert payload == geneve.build(FWD, ENI, 0xAAAA, extra_options=extra)[:48] + REV
     assert raw(IP(out)) == out  # scapy agrees on every length and checksum

@@ -1,0 +1,170 @@
+"""Sending IPv4 packets straight to the link (an AF_PACKET socket), past the IP layer.
+
+A raw IP socket routes every packet it sends (route lookup, netfilter output hooks, neighbour lookup): about
+a microsecond each. A datapath that sends many packets to a few addresses can instead look those up once and
+put the Ethernet header in front itself. :class:`Resolver` does the looking up from the kernel's own tables
+(route, link and neighbour, through netlink) in a thread, again every second, so a changed neighbour is
+noticed. What cannot be sent this way (no route, not an Ethernet link, a neighbour not resolved yet) is
+reported as None: the caller sends such packets through its raw IP socket, which also has the kernel resolve
+the neighbour for next time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("gwlbsim.linkpath")
+
+ETH_P_IP = 0x0800
+ETH_HEADER_LEN = 14
+ARPHRD_ETHER = 1
+RTN_UNICAST = 1
+SOCKADDR_LL_SIZE = 20
+SOL_PACKET = 263
+# neighbour states whose link address may be used: reachable, stale, delay, probe, permanent
+_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
+_SOCKADDR_LL = struct.Struct("=HHiHBB8s")
+
+REFRESH = 1.0  #: seconds between two lookups of an address in use
+RETRY = 0.05  #: seconds between lookups of an address not resolved yet, during its first RETRY_FOR seconds
+RETRY_FOR = 2.0
+
+
+@dataclass(frozen=True)
+class LinkRoute:
+    """How to reach one IPv4 address on the link: the frame header to put in front, and where to send it."""
+
+    frame: bytes  #: Ethernet header: destination and source MAC, EtherType IPv4
+    address: bytes  #: the ``sockaddr_ll`` (interface index) for sendto/sendmmsg
+    ifname: str
+
+
+def link_socket(sndbuf: int = 8 << 20) -> socket.socket:
+    """An AF_PACKET socket that sends whole frames and receives nothing (protocol 0)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        with contextlib.suppress(PermissionError):
+            s.setsockopt(socket.SOL_SOCKET, 32, sndbuf)  # SO_SNDBUFFORCE, past net.core.wmem_max
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def sockaddr_ll(ifindex: int, mac: bytes) -> bytes:
+    return _SOCKADDR_LL.pack(socket.AF_PACKET, socket.htons(ETH_P_IP), ifindex, 0, 0, len(mac), mac)
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def resolve(ipr: Any, addr: str) -> LinkRoute | None:
+    """The link route to ``addr`` from the kernel's tables now, or None (see the module's description)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        routes = ipr.route("get", dst=addr)
+    except NetlinkError:
+        return None
+    if not routes or routes[0]["type"] != RTN_UNICAST:
+        return None
+    route = routes[0]
+    oif = route.get_attr("RTA_OIF")
+    hop = route.get_attr("RTA_GATEWAY") or addr
+    links = ipr.get_links(oif)
+    if not links or links[0]["ifi_type"] != ARPHRD_ETHER or not links[0].get_attr("IFLA_ADDRESS"):
+        return None
+    for n in ipr.get_neighbours(dst=hop, ifindex=oif):
+        lladdr = n.get_attr("NDA_LLADDR")
+        if lladdr and n["state"] & _USABLE:
+            dst_mac = _mac(lladdr)
+            frame = dst_mac + _mac(links[0].get_attr("IFLA_ADDRESS")) + struct.pack("!H", ETH_P_IP)
+            return LinkRoute(frame, sockaddr_ll(oif, dst_mac), links[0].get_attr("IFLA_IFNAME") or str(oif))
+    return None
+
+
+def route_to(addr: str, timeout: float = 1.0) -> LinkRoute | None:
+    """The link route to ``addr``, having the kernel resolve its neighbour first if need be (one ping)."""
+    import subprocess
+
+    from pyroute2 import IPRoute
+
+    deadline = time.monotonic() + timeout
+    with IPRoute() as ipr:
+        r = resolve(ipr, addr)
+        if r is None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(["ping", "-c1", "-W1", "-q", addr], capture_output=True, timeout=timeout + 1)
+        while r is None and time.monotonic() < deadline:
+            r = resolve(ipr, addr)
+            if r is None:
+                time.sleep(0.02)
+        return r
+
+
+class Resolver(threading.Thread):
+    """Keeps :attr:`routes` (address -> :class:`LinkRoute` or None) current for the addresses asked for.
+
+    :meth:`want` an address and it is looked up at once, then every :data:`REFRESH` seconds (every
+    :data:`RETRY` seconds while unresolved during the first :data:`RETRY_FOR` seconds). Readers use
+    ``routes.get(addr)`` from any thread: entries are replaced whole. ``on_change`` is called (in the
+    resolver's thread) when an address's route changes.
+    """
+
+    def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
+        super().__init__(name="link-resolver", daemon=True)
+        self.routes: dict[str, LinkRoute | None] = {}
+        self.lookups = 0
+        self.failures = 0  #: lookups that raised (netlink trouble), not merely unresolved
+        self._wanted: dict[str, float] = {}  # address -> when it was first asked for
+        self._event = threading.Event()
+        self._stopping = False
+        self._on_change = on_change
+
+    def want(self, addr: str) -> None:
+        if addr not in self._wanted:
+            self._wanted[addr] = time.monotonic()
+            self._event.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._event.set()
+
+    def run(self) -> None:
+        from pyroute2 import IPRoute
+
+        try:
+            ipr = IPRoute()
+        except OSError as e:
+            log.warning("no netlink (%s): returns go through the IP layer", e)
+            return
+        with ipr:
+            while not self._stopping:
+                pending = False
+                now = time.monotonic()
+                for addr, since in list(self._wanted.items()):
+                    try:
+                        r = resolve(ipr, addr)
+                    except Exception as e:  # netlink trouble: keep what we had, try again later
+                        self.failures += 1
+                        log.debug("looking up %s failed: %s", addr, e)
+                        continue
+                    self.lookups += 1
+                    if r != self.routes.get(addr):
+                        self.routes[addr] = r
+                        log.debug("link route to %s: %s", addr, r)
+                        if self._on_change is not None:
+                            self._on_change(addr)
+                    pending |= r is None and now - since < RETRY_FOR
+                self._event.wait(RETRY if pending else REFRESH)
+                self._event.clear()
