@@ -386,26 +386,31 @@ class ApplianceCore:
 
     # --------------------------------------------------------------------------------------------- outbound
 
-    def outbound(self, tunnel: Tunnel, pkt: bytes | bytearray | memoryview, now: float) -> Flow | None:
-        """The OS sent ``pkt`` out of one of ``tunnel``'s devices. Returns its flow, or None if dropped.
+    def outbound(self, tunnel: Tunnel, pkt: bytes | bytearray | memoryview, now: float, start: int = 0,
+                 end: int | None = None) -> Flow | None:
+        """The OS sent ``pkt[start:end]`` out of one of ``tunnel``'s devices. Returns its flow, or None if
+        dropped.
 
         Use :meth:`encapsulate` (or :func:`return_header`) to make the outer packet.
         """
         c = tunnel.counters
-        n = len(pkt)
+        if end is None:
+            end = len(pkt)
+        n = end - start
         if n > self.config.mtu:
             c.drop(OVERSIZE_RETURN)
             self.totals.drop(OVERSIZE_RETURN)
             return None
         try:
-            key = symmetric_key(pkt, 0, n)
+            key = symmetric_key(pkt, start, end)
         except InnerError:
             c.drop(BAD_RETURN_PACKET)
             self.totals.drop(BAD_RETURN_PACKET)
             return None
         # the IP header's own length must fit what the OS handed over, or GWLB drops the return
-        if (pkt[0] >> 4 == 4 and _TOTAL_LEN.unpack_from(pkt, 2)[0] > n) or \
-                (pkt[0] >> 4 == 6 and 40 + _TOTAL_LEN.unpack_from(pkt, 4)[0] > n):
+        version = pkt[start] >> 4
+        if (version == 4 and _TOTAL_LEN.unpack_from(pkt, start + 2)[0] > n) or \
+                (version == 6 and 40 + _TOTAL_LEN.unpack_from(pkt, start + 4)[0] > n):
             c.drop(BAD_RETURN_PACKET)
             self.totals.drop(BAD_RETURN_PACKET)
             return None

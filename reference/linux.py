@@ -414,11 +414,10 @@ class Appliance:
                 log.warning("read from %s failed: %s", t.ingress, e.strerror)
                 break
             view = views[i]
-            pkt = view[HEADROOM:HEADROOM + n]
             if hexdump:
                 log.debug("from %s (%d bytes):\n%s", t.ingress if fd == t.handle.ingress_fd else t.egress,  # type: ignore[union-attr]
-                          n, _hex(pkt))
-            flow = outbound(t, pkt, now)
+                          n, _hex(view[HEADROOM:HEADROOM + n]))
+            flow = outbound(t, view, now, HEADROOM, HEADROOM + n)
             if flow is None:
                 continue
             start = put_return_header(flow, view, HEADROOM, n)
