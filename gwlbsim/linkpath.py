@@ -60,6 +60,29 @@ def link_socket(sndbuf: int = 8 << 20) -> socket.socket:
     return s
 
 
+PACKET_VNET_HDR = 15
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+
+
+def offload_checksums(sock: socket.socket) -> bool:
+    """Have every frame sent on ``sock`` start with a virtio-net header (:func:`vnet_partial_udp`), through
+    which the device (or the kernel in its place) is asked to finish UDP checksums. False if unsupported."""
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    except OSError:
+        return False
+    return True
+
+
+def vnet_partial_udp() -> bytes:
+    """The virtio-net header of an Ethernet frame carrying IPv4 (no options) + UDP whose checksum field holds
+    the pseudo-header's sum: where to start summing, and where the result goes (little-endian fields)."""
+    from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START
+
+    return struct.pack("<BBHHHH", VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, ETH_HEADER_LEN + UDP_CSUM_START,
+                       UDP_CSUM_OFFSET)
+
+
 def sockaddr_ll(ifindex: int, mac: bytes) -> bytes:
     return _SOCKADDR_LL.pack(socket.AF_PACKET, socket.htons(ETH_P_IP), ifindex, 0, 0, len(mac), mac)
 

@@ -101,6 +101,29 @@ def constant_sums(ip_header: bytes, src: bytes, dst: bytes, sport: int, dport: i
             (int.from_bytes(src + dst, "big") + IPPROTO_UDP + sport + dport) % 0xFFFF)
 
 
+def pseudo_sum(src: bytes, dst: bytes) -> int:
+    """Ones' sum (mod 0xFFFF) of the UDP pseudo-header's addresses and protocol (its length not included)."""
+    return (int.from_bytes(src + dst, "big") + IPPROTO_UDP) % 0xFFFF
+
+
+#: where a device finishing the UDP checksum of an IPv4 packet without options starts summing (from the IP
+#: header), and where in the UDP header the result goes (Linux's csum_start and csum_offset)
+UDP_CSUM_START = IPV4_HEADER_LEN
+UDP_CSUM_OFFSET = 6
+
+
+def finish_ipv4_udp_partial(buf: bytearray | memoryview, start: int, total: int, ip_sum: int,
+                            pseudo: int) -> None:
+    """:func:`finish_ipv4_udp` for checksum offload: the UDP checksum field gets the pseudo-header's sum
+    (``pseudo`` from :func:`pseudo_sum`, plus the UDP length), not complemented, for the device (or the
+    kernel in its place) to finish over the UDP header and payload: what Linux calls CHECKSUM_PARTIAL."""
+    udp_len = total - IPV4_HEADER_LEN
+    r = (ip_sum + total) % 0xFFFF
+    _LEN.pack_into(buf, start + 2, total)
+    _LEN.pack_into(buf, start + 10, 0xFFFF - (r if r else 0xFFFF))
+    _LEN_SUM.pack_into(buf, start + IPV4_HEADER_LEN + 4, udp_len, (pseudo + udp_len) % 0xFFFF)
+
+
 def finish_ipv4_udp(buf: bytearray | memoryview, start: int, total: int, ip_sum: int, udp_sum: int) -> None:
     """Fill in the lengths and checksums of the IPv4/UDP packet at ``buf[start:start + total]``.
 

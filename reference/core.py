@@ -25,7 +25,7 @@ from gwlbsim import geneve
 from gwlbsim.checksum import IPPROTO_UDP
 from gwlbsim.eni import device_names, to_hex
 from gwlbsim.flowkey import InnerError, SymKey, symmetric_key
-from gwlbsim.outer import constant_sums, finish_ipv4_udp
+from gwlbsim.outer import constant_sums, finish_ipv4_udp, finish_ipv4_udp_partial, pseudo_sum
 
 #: Drop reasons the core adds to the codec's (``gwlbsim.geneve.REASONS``).
 NOT_TO_GENEVE_PORT = "not_geneve_port"
@@ -84,7 +84,7 @@ class Config:
 class Route:
     """The outer addressing of returns, shared by every flow whose packets came the same way."""
 
-    __slots__ = ("addressing", "ip_sum", "outer", "udp_sum")
+    __slots__ = ("addressing", "ip_sum", "outer", "pseudo_sum", "udp_sum")
 
     def __init__(self, src: str, sport: int, dst: str, dport: int) -> None:
         s_ip, d_ip = _addr(dst), _addr(src)  # return: addresses swapped, ports as received
@@ -92,6 +92,7 @@ class Route:
         self.outer = _IPV4_UDP.pack(0x45, 0, 0, 0, _DF, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
         #: ones' sums of the constant IPv4 header, and of the UDP pseudo-header constants + ports
         self.ip_sum, self.udp_sum = constant_sums(self.outer[:20], s_ip, d_ip, sport, dport)
+        self.pseudo_sum = pseudo_sum(s_ip, d_ip)  #: for checksum offload (put_return_header's ``partial``)
 
 
 class Flow:
@@ -451,17 +452,24 @@ def return_header(flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
     return bytes(buf[:at])
 
 
-def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int) -> int:
+def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int, partial: bool = False) -> int:
     """Write the outer header for returning the ``n``-byte packet at ``buf[at:at + n]`` right in front of it.
 
     Returns where the outer packet starts (``at`` minus the header length). For an odd ``n`` with UDP
-    checksums on, ``buf[at + n]`` is set to zero (the checksum's padding), so it must exist.
+    checksums on, ``buf[at + n]`` is set to zero (the checksum's padding), so it must exist. With
+    ``partial`` (and UDP checksums on), the UDP checksum is left for the device to finish
+    (:func:`gwlbsim.outer.finish_ipv4_udp_partial`).
     """
     route = flow.route
     header = flow.header
     start = at - 28 - len(header)
     total = at - start + n
     udp_sum = flow.udp_sum
+    if partial and udp_sum >= 0:
+        buf[start:start + 28] = route.outer
+        buf[start + 28:at] = header
+        finish_ipv4_udp_partial(buf, start, total, route.ip_sum, route.pseudo_sum)
+        return start
     if udp_sum >= 0:
         if n & 1:
             buf[at + n] = 0

@@ -47,7 +47,8 @@ TUN_READ_BUDGET = 256  # packets read from one device before looking at the othe
 UDP_BATCHES = 8  # receive batches taken before looking at the tunnels
 TUN_QUEUE = 4096  # packets a tunnel device holds for us (the kernel's default, 500, overflows under bursts)
 HEADROOM = 512  # room in front of a packet read from a tunnel: Ethernet + outer IPv4 + UDP + the longest GENEVE
-ETH_HEADER_LEN = linkpath.ETH_HEADER_LEN
+Destination = tuple[bytes, int, "bytes | None", bool]
+_VIA_IP: Destination = (b"", 0, None, False)
 
 # Drop reasons of the driver (I/O failures), next to the core's.
 TUN_WRITE_FAILED = "tun_write_failed"
@@ -254,15 +255,21 @@ class Appliance:
             except OSError as e:
                 log.warning("no packet socket (%s): returns go through the IP layer", e.strerror)
         self.rx = BatchReceiver(self.udp, opts.batch, 65536, pktinfo=True)
+        #: what goes in front of an outer packet sent to the link besides the Ethernet header: a virtio-net
+        #: header asking the device to finish the UDP checksum (the payload is then not summed here)
+        self._vnet = b""
         if self.link is not None:
             self.resolver = linkpath.Resolver()
             self.tx = BatchSender(self.link, opts.batch, HEADROOM + 65536, linkpath.SOCKADDR_LL_SIZE)
+            if core.config.udp_checksum and linkpath.offload_checksums(self.link):
+                self._vnet = linkpath.vnet_partial_udp()
         else:
             self.tx = BatchSender(self.raw, opts.batch, HEADROOM + 65536)
         # a packet read from a tunnel lands in a send slot after room for the longest outer header
         self._tun_reads = [[v[HEADROOM:]] for v in self.tx.views]
-        #: GWLB address -> (frame header to put in front, destination address for self.tx)
-        self._destinations: dict[str, tuple[bytes, bytes]] = {}
+        #: GWLB address -> (frame header to put in front, its length, destination address for self.tx or None
+        #: to send the next return through the raw socket, whether the device finishes the UDP checksum)
+        self._destinations: dict[str, Destination] = {}
         self._refresh: set[str] = set()  # addresses whose next return goes through the IP layer
         self.ip_returns = 0  #: returns sent one by one through the raw IP socket (with the link path on)
         self._next_refresh = 0.0
@@ -420,43 +427,44 @@ class Appliance:
             flow = outbound(t, view, now, HEADROOM, HEADROOM + n)
             if flow is None:
                 continue
-            start = put_return_header(flow, view, HEADROOM, n)
             gwlb = flow.route.addressing[0]
-            dest = destinations.get(gwlb)
-            if dest is None:
-                dest = self._destination(gwlb, view, start, HEADROOM + n)
-                if dest is None:  # sent through the IP layer
-                    continue
-            frame, address = dest
-            if frame:
-                start -= ETH_HEADER_LEN
-                view[start:start + ETH_HEADER_LEN] = frame
+            dest = destinations.get(gwlb) or self._destination(gwlb)
+            frame, frame_len, address, partial = dest
+            start = put_return_header(flow, view, HEADROOM, n, partial)
+            if address is None:  # this one through the IP layer
+                self._send_ip(gwlb, view[start:HEADROOM + n])
+                continue
+            if frame_len:
+                start -= frame_len
+                view[start:start + frame_len] = frame
             tx.queue(start, HEADROOM + n, address)  # sends when the batch is full
         self._flush()
 
-    def _destination(self, gwlb: str, view: memoryview, start: int, end: int) -> tuple[bytes, bytes] | None:
-        """How returns reach ``gwlb`` from now on; None when this one was sent through the raw IP socket (no
-        link route known yet, or its turn to refresh the kernel's neighbour entry)."""
+    def _destination(self, gwlb: str) -> Destination:
+        """How returns reach ``gwlb``: straight to the link once its route is known (remembered), else (and
+        once a second, so the kernel keeps the neighbour entry confirmed) through the raw IP socket."""
         if self.resolver is None:
-            dest = self._destinations[gwlb] = (b"", sockaddr(gwlb))
+            dest = self._destinations[gwlb] = (b"", 0, sockaddr(gwlb), False)
             return dest
         route = self.resolver.routes.get(gwlb)
-        if route is not None and gwlb not in self._refresh:
-            dest = self._destinations[gwlb] = (route.frame, route.address)
-            return dest
-        self._refresh.discard(gwlb)
         if route is None:
             self.resolver.want(gwlb)
-        else:
-            self._destinations[gwlb] = (route.frame, route.address)
+            return _VIA_IP
+        frame = self._vnet + route.frame
+        dest = self._destinations[gwlb] = (frame, len(frame), route.address, bool(self._vnet))
+        if gwlb in self._refresh:
+            self._refresh.discard(gwlb)
+            return _VIA_IP
+        return dest
+
+    def _send_ip(self, gwlb: str, packet: memoryview) -> None:
         self._flush()  # what is queued for the link goes first: the flows' order is kept
         try:
-            self.raw.sendto(view[start:end], (gwlb, 0))
+            self.raw.sendto(packet, (gwlb, 0))
             self.ip_returns += 1
         except OSError as e:
             self._drop(SEND_FAILED)
             log.debug("send to %s failed: %s", gwlb, e.strerror)
-        return None
 
     def _flush(self) -> None:
         tx = self.tx

@@ -3,6 +3,7 @@ the lookup itself, the reference using it (and --raw-returns not), and a changed
 
 from __future__ import annotations
 
+import socket
 import struct
 import time
 
@@ -10,7 +11,9 @@ import pytest
 from scapy.all import IP, UDP, raw
 
 from gwlbsim import geneve, linkpath
+from gwlbsim.checksum import ones_sum, udp4_checksum_ok
 from gwlbsim.netns import Lab, entered
+from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
 
 from .conftest import APP_IP, GWLB_IP, Topo
 
@@ -71,6 +74,33 @@ def test_returns_go_to_the_link_and_follow_a_changed_neighbour(topo: Topo) -> No
     before = topo.status()["totals"]["returned_via_link"]
     _flow_back(topo, 20, 1)
     assert topo.status()["totals"]["returned_via_link"] >= before + 15
+
+
+def test_the_device_is_left_the_udp_checksum_and_it_comes_out_right(topo: Topo) -> None:
+    topo.start()
+    _flow_back(topo, 1, 3)
+    time.sleep(0.3)
+    with entered(topo.gwlb):
+        cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    with cap:
+        cap.bind(("to-app", 0))
+        cap.settimeout(2)
+        _flow_back(topo, 5, 3)
+        frames = []
+        while len(frames) < 5:
+            f = cap.recv(65535)
+            if f[:12] == bytes(12) or f[23] != 17 or f[26:30] != socket.inet_aton(APP_IP):
+                continue  # not a return (the capture also sees what GWLB sends)
+            frames.append(bytearray(f[14:]))
+    assert topo.status()["totals"]["returned_via_link"] >= 5
+    for pkt in frames:
+        o = parse_ipv4_udp(bytes(pkt))
+        assert o.sport == 61500 and ones_sum(pkt[:20]) == 0xFFFF  # the IP header's checksum is ours, and right
+        assert not o.checksum_ok  # the UDP one is not finished on a veth (the receiver's kernel trusts it)
+        # the field holds the pseudo-header's sum: what a NIC (or the kernel, for one without offload) finishes
+        r = 0xFFFF - ones_sum(pkt[UDP_CSUM_START:])
+        pkt[UDP_CSUM_START + UDP_CSUM_OFFSET:UDP_CSUM_START + UDP_CSUM_OFFSET + 2] = (r or 0xFFFF).to_bytes(2, "big")
+        assert udp4_checksum_ok(bytes(pkt[12:16]), bytes(pkt[16:20]), bytes(pkt[20:]))
 
 
 def test_raw_returns_keeps_every_return_in_the_ip_layer(topo: Topo) -> None:

@@ -6,7 +6,8 @@ import pytest
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
 from gwlbsim import geneve
-from gwlbsim.outer import parse_ipv4_udp
+from gwlbsim.checksum import ones_sum, udp4_checksum_ok
+from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
 from reference.core import (
     EXPIRED_FLOW,
     FLOW_CACHE_FULL,
@@ -18,6 +19,7 @@ from reference.core import (
     ApplianceCore,
     Config,
     TunnelState,
+    put_return_header,
 )
 
 GWLB, ME = "10.0.0.1", "10.0.0.2"
@@ -216,3 +218,32 @@ def test_retire_all_for_shutdown() -> None:
     core = ready_core()
     assert [t.eni_id for t in core.retire_all()] == [ENI]
     assert core.tunnels == {}
+
+
+def _complete_like_a_device(packet: bytearray, csum_start: int, csum_offset: int) -> None:
+    """What a NIC (or Linux's skb_checksum_help) does with CHECKSUM_PARTIAL: sum from csum_start to the end,
+    complement, store at csum_start + csum_offset (a zero result sent as 0xFFFF)."""
+    r = 0xFFFF - ones_sum(packet[csum_start:])
+    packet[csum_start + csum_offset:csum_start + csum_offset + 2] = (r or 0xFFFF).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 500, 1401])
+def test_partial_checksum_completed_by_the_device_equals_the_full_one(size: int) -> None:
+    room = 128
+    core = ready_core()
+    send(core, FWD, 0xBEEF, 1.0, sport=60999)
+    rev = raw(IP(src="192.168.2.10", dst="192.168.1.10") / TCP(sport=80, dport=40000, flags="PA") / (b"\x5a" * size))
+    flow = core.outbound(core.tunnels[ENI], rev, 1.5)
+    assert flow is not None
+    outs = []
+    for partial in (False, True):
+        buf = bytearray(room + len(rev) + 1)
+        buf[room:room + len(rev)] = rev
+        start = put_return_header(flow, buf, room, len(rev), partial)
+        outs.append(bytearray(buf[start:room + len(rev)]))
+    full, part = outs
+    assert part[:26] == full[:26] and part[28:] == full[28:]  # only the UDP checksum is left to the device
+    _complete_like_a_device(part, UDP_CSUM_START, UDP_CSUM_OFFSET)
+    assert part == full
+    o = parse_ipv4_udp(bytes(part))
+    assert o.checksum_ok and udp4_checksum_ok(bytes(part[12:16]), bytes(part[16:20]), bytes(part[20:]))
