@@ -101,6 +101,14 @@ def constant_sums(ip_header: bytes, src: bytes, dst: bytes, sport: int, dport: i
             (int.from_bytes(src + dst, "big") + IPPROTO_UDP + sport + dport) % 0xFFFF)
 
 
+def _finish_ipv4(buf: bytearray | memoryview, start: int, total: int, ip_sum: int) -> int:
+    """The IPv4 header's total length and checksum; returns the UDP length."""
+    r = (ip_sum + total) % 0xFFFF
+    _LEN.pack_into(buf, start + 2, total)
+    _LEN.pack_into(buf, start + 10, 0xFFFF - (r if r else 0xFFFF))
+    return total - IPV4_HEADER_LEN
+
+
 def pseudo_sum(src: bytes, dst: bytes) -> int:
     """Ones' sum (mod 0xFFFF) of the UDP pseudo-header's addresses and protocol (its length not included)."""
     return (int.from_bytes(src + dst, "big") + IPPROTO_UDP) % 0xFFFF
@@ -117,10 +125,7 @@ def finish_ipv4_udp_partial(buf: bytearray | memoryview, start: int, total: int,
     """:func:`finish_ipv4_udp` for checksum offload: the UDP checksum field gets the pseudo-header's sum
     (``pseudo`` from :func:`pseudo_sum`, plus the UDP length), not complemented, for the device (or the
     kernel in its place) to finish over the UDP header and payload: what Linux calls CHECKSUM_PARTIAL."""
-    udp_len = total - IPV4_HEADER_LEN
-    r = (ip_sum + total) % 0xFFFF
-    _LEN.pack_into(buf, start + 2, total)
-    _LEN.pack_into(buf, start + 10, 0xFFFF - (r if r else 0xFFFF))
+    udp_len = _finish_ipv4(buf, start, total, ip_sum)
     _LEN_SUM.pack_into(buf, start + IPV4_HEADER_LEN + 4, udp_len, (pseudo + udp_len) % 0xFFFF)
 
 
@@ -130,10 +135,7 @@ def finish_ipv4_udp(buf: bytearray | memoryview, start: int, total: int, ip_sum:
     ``ip_sum`` is the constant IPv4 header's sum (:func:`constant_sums`); ``udp_sum`` the sum of the UDP
     pseudo-header constants and every UDP payload byte, or -1 to send no UDP checksum (0).
     """
-    udp_len = total - IPV4_HEADER_LEN
-    r = (ip_sum + total) % 0xFFFF
-    _LEN.pack_into(buf, start + 2, total)
-    _LEN.pack_into(buf, start + 10, 0xFFFF - (r if r else 0xFFFF))
+    udp_len = _finish_ipv4(buf, start, total, ip_sum)
     if udp_sum < 0:
         csum = 0
     else:
