@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,24 @@ def test_a_killed_worker_is_replaced_and_its_flows_come_back(topo: Topo) -> None
     assert proc.returncode == 0
     assert not any(_alive(p) for p in now), "a worker outlived the appliance"
     assert "replaced" in topo.log()
+
+
+def test_a_worker_that_keeps_dying_is_left_down_and_health_says_so(topo: Topo) -> None:
+    from reference.workers import MAX_RESTARTS
+
+    proc = topo.start("--udpthreads", "2", "--tunthreads", "2")
+    for n in range(MAX_RESTARTS + 1):
+        # the same worker each time: the first forked one, then its latest replacement (the newest child)
+        victim = _children(proc.pid)[0 if n == 0 else -1]
+        os.kill(victim, signal.SIGKILL)
+        if n < MAX_RESTARTS:
+            topo.wait_for(lambda n=n: topo.status()["worker_restarts"] == n + 1 and topo.status()["healthy"],
+                          timeout=15, what=f"replacement {n + 1}")
+    time.sleep(2.5)  # longer than a replacement takes
+    status = topo.status()
+    assert status["worker_restarts"] == MAX_RESTARTS and not status["healthy"]
+    assert any("exited" in r for r in status["reasons"]), status["reasons"]
+    assert len(_children(proc.pid)) == 1
+    assert "left down" in topo.log()
+    topo.lab.stop_process(proc)
+    assert proc.returncode == 0
