@@ -7,12 +7,16 @@ Threads:
 * the lifecycle worker: creates and destroys tunnels (devices + hooks) strictly in order, so that a tunnel
   being destroyed is gone before the same endpoint's next tunnel is created, and slow hooks never stall
   the datapath (packets for a tunnel being created wait in its pending queue);
-* the health server's threads.
+* the health server's threads;
+* the link resolver (gwlbsim.linkpath): every second, the route and neighbour of each GWLB address.
 
 The fast path, per batch of up to 64 GENEVE datagrams (one recvmmsg): validate each and write its inner
 packet to the tunnel's gwi- (one write each); then read what came out of the tunnels' gwo- (one readv
-each, straight into a send slot behind room for the outer header), put the return header in front of it
-in place, and send the slots with one sendmmsg. Nothing is allocated per packet beyond a few small
+each, straight into a send slot behind room for the outer headers), put the return header in front of it
+in place, and send the slots with one sendmmsg: straight to the link (an AF_PACKET socket, the Ethernet
+header and a virtio-net header leaving the UDP checksum to the device in front) once GWLB's neighbour is
+known, else through the raw IP socket (also one return per GWLB address per second, which keeps the kernel's
+neighbour entry confirmed; ``--raw-returns``: always). Nothing is allocated per packet beyond a few small
 objects; address strings and sockaddrs are made once per peer.
 
 With ``--udpthreads/--tunthreads N`` (N > 1) this loop runs in N worker processes and a supervisor keeps
