@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _convert(v: str, convert: Callable[[str], T], what: str) -> T:
+    try:
+        return convert(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not {what}") from None
 
 
 def seconds(v: str) -> float:
     """A number of seconds, 0 or more."""
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number of seconds") from None
+    f = _convert(v, float, "a number of seconds")
     if f < 0:
         raise argparse.ArgumentTypeError(f"{v} is negative")
     return f
@@ -18,20 +26,14 @@ def seconds(v: str) -> float:
 
 def positive(v: str) -> float:
     """A number of seconds (or any quantity) above 0."""
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    f = _convert(v, float, "a number")
     if not f > 0:
         raise argparse.ArgumentTypeError(f"{v} must be more than 0")
     return f
 
 
 def port(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a port number") from None
+    n = _convert(v, int, "a port number")
     if not 1 <= n <= 65535:
         raise argparse.ArgumentTypeError(f"port {n} is not within 1-65535")
     return n
@@ -39,10 +41,7 @@ def port(v: str) -> int:
 
 def count(v: str) -> int:
     """A whole number, 1 or more."""
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    n = _convert(v, int, "a whole number")
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n} is less than 1")
     return n
@@ -50,10 +49,7 @@ def count(v: str) -> int:
 
 def option_class(v: str) -> int:
     """A GENEVE option class, decimal or 0x-hex."""
-    try:
-        n = int(v, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number (e.g. 0x0108)") from None
+    n = _convert(v, lambda x: int(x, 0), "a number (e.g. 0x0108)")
     if not 0 <= n <= 0xFFFF:
         raise argparse.ArgumentTypeError(f"option class {v} does not fit 16 bits")
     return n

@@ -17,7 +17,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,19 +139,15 @@ class Resolver(threading.Thread):
 
     :meth:`want` an address and it is looked up at once, then every :data:`REFRESH` seconds (every
     :data:`RETRY` seconds while unresolved during the first :data:`RETRY_FOR` seconds). Readers use
-    ``routes.get(addr)`` from any thread: entries are replaced whole. ``on_change`` is called (in the
-    resolver's thread) when an address's route changes.
+    ``routes.get(addr)`` from any thread: entries are replaced whole.
     """
 
-    def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__(name="link-resolver", daemon=True)
         self.routes: dict[str, LinkRoute | None] = {}
-        self.lookups = 0
-        self.failures = 0  #: lookups that raised (netlink trouble), not merely unresolved
         self._wanted: dict[str, float] = {}  # address -> when it was first asked for
         self._event = threading.Event()
         self._stopping = False
-        self._on_change = on_change
 
     def want(self, addr: str) -> None:
         if addr not in self._wanted:
@@ -179,15 +174,11 @@ class Resolver(threading.Thread):
                     try:
                         r = resolve(ipr, addr)
                     except Exception as e:  # netlink trouble: keep what we had, try again later
-                        self.failures += 1
                         log.debug("looking up %s failed: %s", addr, e)
                         continue
-                    self.lookups += 1
                     if r != self.routes.get(addr):
                         self.routes[addr] = r
                         log.debug("link route to %s: %s", addr, r)
-                        if self._on_change is not None:
-                            self._on_change(addr)
                     pending |= r is None and now - since < RETRY_FOR
                 self._event.wait(RETRY if pending else REFRESH)
                 self._event.clear()

@@ -574,41 +574,56 @@ class Appliance:
             reasons.append(f"datapath loop stalled for {now - self.heartbeat:.1f} s")
         return reasons + self.lifecycle.unhealthy_reasons(self.stopping.is_set())
 
-    def status(self) -> dict[str, Any]:
-        now = self.clock()
+    def totals(self) -> dict[str, Any]:
+        """The ``totals`` of the status document (the core's counters, the driver's drops added)."""
         core = self.core
-        totals = core.totals
-        drops = dict(totals.drops)
+        c = core.totals
+        drops = dict(c.drops)
         for k, v in self.driver_drops.items():
             drops[k] = drops.get(k, 0) + v
-        reasons = self.unhealthy_reasons()
-        tunnels = []
-        for t in list(core.tunnels.values()):
-            c = t.counters
-            tunnels.append({
-                "eni_id": t.eni_hex, "ingress": t.ingress, "egress": t.egress, "state": t.state.value,
-                "generation": t.generation, "age_seconds": round(now - t.created_at, 3),
-                "idle_seconds": round(now - t.last_seen, 3), "packets_in": c.in_packets, "bytes_in": c.in_bytes,
-                "packets_out": c.out_packets, "bytes_out": c.out_bytes, "flows": len(t.flows),
-                "pending": len(t.pending), "drops": dict(c.drops),
-            })
-        h = self.lifecycle.hooks
-        return {
-            "schema": "gwlbsim.reference.status/1",
-            "version": __version__,
-            "healthy": not reasons,
-            "reasons": reasons,
-            "uptime_seconds": round(now - self.started, 3),
-            "config": {"flow_timeout": core.config.flow_timeout, "tunnel_timeout": core.config.tunnel_timeout,
-                       "max_flows": core.config.max_flows, "mtu": core.config.mtu},
-            "totals": {"packets_in": totals.in_packets, "bytes_in": totals.in_bytes,
-                       "packets_out": totals.out_packets, "bytes_out": totals.out_bytes,
-                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops,
-                       **self.return_paths()},
-            "hooks": {"create_ok": h.create_ok, "create_failed": h.create_failed, "destroy_ok": h.destroy_ok,
-                      "destroy_failed": h.destroy_failed},
-            "tunnels": tunnels,
-        }
+        return {"packets_in": c.in_packets, "bytes_in": c.in_bytes, "packets_out": c.out_packets,
+                "bytes_out": c.out_bytes, "flows": core.flow_count, "flow_evictions": core.evictions,
+                "drops": drops, **self.return_paths()}
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        tunnels = [{"eni_id": t.eni_hex, "ingress": t.ingress, "egress": t.egress, "state": t.state.value,
+                    "generation": t.generation, "age_seconds": round(now - t.created_at, 3),
+                    "idle_seconds": round(now - t.last_seen, 3), **tunnel_counters(t)}
+                   for t in list(self.core.tunnels.values())]
+        return status_document(self.core.config, now - self.started, self.unhealthy_reasons(),
+                               self.lifecycle.hooks, self.totals(), tunnels)
+
+
+#: the counters of the status document's ``totals`` (``drops``: reason -> count)
+TOTALS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "flows", "flow_evictions", "drops",
+          "returned_via_link", "returned_via_ip")
+
+
+def tunnel_counters(t: Tunnel) -> dict[str, Any]:
+    """A tunnel's counters as the status document shows them."""
+    c = t.counters
+    return {"packets_in": c.in_packets, "bytes_in": c.in_bytes, "packets_out": c.out_packets,
+            "bytes_out": c.out_bytes, "flows": len(t.flows), "pending": len(t.pending), "drops": dict(c.drops)}
+
+
+def status_document(config: Any, uptime: float, reasons: list[str], hooks: HookStats, totals: dict[str, Any],
+                    tunnels: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+    """The health port's JSON document (schema ``gwlbsim.reference.status/1``, described in the README)."""
+    return {
+        "schema": "gwlbsim.reference.status/1",
+        "version": __version__,
+        "healthy": not reasons,
+        "reasons": reasons,
+        "uptime_seconds": round(uptime, 3),
+        "config": {"flow_timeout": config.flow_timeout, "tunnel_timeout": config.tunnel_timeout,
+                   "max_flows": config.max_flows, "mtu": config.mtu},
+        "totals": totals,
+        "hooks": {"create_ok": hooks.create_ok, "create_failed": hooks.create_failed,
+                  "destroy_ok": hooks.destroy_ok, "destroy_failed": hooks.destroy_failed},
+        "tunnels": tunnels,
+        **more,
+    }
 
 
 def geneve_socket(opts: Options, port: int, reuseport: bool = False) -> socket.socket:

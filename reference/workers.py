@@ -54,6 +54,7 @@ from reference.core import ApplianceCore, Config, Tunnel, TunnelState
 from reference.linux import (
     STALL_AFTER,
     TICK,
+    TOTALS,
     Appliance,
     HookStats,
     Lifecycle,
@@ -61,6 +62,8 @@ from reference.linux import (
     TunHandle,
     geneve_socket,
     health_server,
+    status_document,
+    tunnel_counters,
 )
 
 log = logging.getLogger("gwlb-reference")
@@ -197,22 +200,10 @@ class WorkerAppliance(Appliance):
                         self._drop(UNKNOWN_TUNNEL_PACKET)
 
     def report(self, now: float) -> dict[str, Any]:
-        core = self.core
-        totals = core.totals
-        drops = dict(totals.drops)
-        for k, v in self.driver_drops.items():
-            drops[k] = drops.get(k, 0) + v
         return {
-            "op": "status", "worker": self.index, "heartbeat": now, "pid": os.getpid(),
-            "totals": {"packets_in": totals.in_packets, "bytes_in": totals.in_bytes,
-                       "packets_out": totals.out_packets, "bytes_out": totals.out_bytes,
-                       "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops,
-                       **self.return_paths()},
-            "tunnels": {str(t.eni_id): {"last_seen": t.last_seen, "packets_in": t.counters.in_packets,
-                                        "bytes_in": t.counters.in_bytes, "packets_out": t.counters.out_packets,
-                                        "bytes_out": t.counters.out_bytes, "flows": len(t.flows),
-                                        "pending": len(t.pending), "drops": dict(t.counters.drops)}
-                        for t in core.tunnels.values()},
+            "op": "status", "worker": self.index, "heartbeat": now, "pid": os.getpid(), "totals": self.totals(),
+            "tunnels": {str(t.eni_id): {"last_seen": t.last_seen, **tunnel_counters(t)}
+                        for t in self.core.tunnels.values()},
         }
 
     def _shutdown(self) -> None:
@@ -621,8 +612,7 @@ class Supervisor:
                  "tunnels": {e: {**v, "flows": 0, "pending": 0} for e, v in r["tunnels"].items()}}
                 for r in self._past]
         reports += past
-        totals: dict[str, Any] = {"packets_in": 0, "bytes_in": 0, "packets_out": 0, "bytes_out": 0, "flows": 0,
-                                  "flow_evictions": 0, "drops": {}, "returned_via_link": 0, "returned_via_ip": 0}
+        totals: dict[str, Any] = {k: {} if k == "drops" else 0 for k in TOTALS}
         for r in reports:
             for k, v in r["totals"].items():
                 if k == "drops":
@@ -644,23 +634,8 @@ class Supervisor:
                                                          "flows", "pending")},
                 "drops": drops,
             })
-        reasons = self.unhealthy_reasons()
-        h = self.lifecycle.hooks
-        return {
-            "schema": "gwlbsim.reference.status/1",
-            "version": __version__,
-            "healthy": not reasons,
-            "reasons": reasons,
-            "uptime_seconds": round(now - self.started, 3),
-            "config": {"flow_timeout": self.config.flow_timeout, "tunnel_timeout": self.config.tunnel_timeout,
-                       "max_flows": self.config.max_flows, "mtu": self.config.mtu},
-            "totals": totals,
-            "hooks": {"create_ok": h.create_ok, "create_failed": h.create_failed, "destroy_ok": h.destroy_ok,
-                      "destroy_failed": h.destroy_failed},
-            "tunnels": tunnels,
-            "workers": self.workers,
-            "worker_restarts": sum(self.restarts),
-        }
+        return status_document(self.config, now - self.started, self.unhealthy_reasons(), self.lifecycle.hooks,
+                               totals, tunnels, workers=self.workers, worker_restarts=sum(self.restarts))
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:

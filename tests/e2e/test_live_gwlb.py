@@ -27,15 +27,22 @@ pytestmark = pytest.mark.root
 class Recorder:
     def __init__(self) -> None:
         self.items: list[Captured] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
 
     def __call__(self, c: Captured) -> None:
         with self.lock:
             self.items.append(c)
+            self.lock.notify_all()
 
     def of(self, kind: str) -> list[Captured]:
         with self.lock:
             return [c for c in self.items if c.kind == kind]
+
+    def wait(self, kind: str, timeout: float = 3.0) -> list[Captured]:
+        """What was captured of ``kind``, once there is some (or the timeout passed)."""
+        with self.lock:
+            self.lock.wait_for(lambda: any(c.kind == kind for c in self.items), timeout)
+        return self.of(kind)
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +128,7 @@ def test_strict_return_validation_drops_a_forged_cookie(session: GwlbSession, re
         s.sendto(forged, (app.gwlb_address, 6081))
     finally:
         s.close()
-    deadline = time.monotonic() + 3
-    while not recorder.of("from_target") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    got = recorder.of("from_target")
+    got = recorder.wait("from_target")
     assert got and got[0].verdict == "unknown_cookie"
     assert not recorder.of("delivered")
     drops = session.call(lambda m: dict(m.targets["app0"].drops))
@@ -140,10 +144,7 @@ def test_oversize_inner_packets_are_dropped(session: GwlbSession, recorder: Reco
         raw_sock.sendto(big, (slot.server_v4, 0))
     finally:
         raw_sock.close()
-    deadline = time.monotonic() + 3
-    while not recorder.of("from_endpoint") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [c.verdict for c in recorder.of("from_endpoint")] == ["oversize"]
+    assert [c.verdict for c in recorder.wait("from_endpoint")] == ["oversize"]
     assert not recorder.of("to_target")
 
 
