@@ -123,7 +123,7 @@ class Flow:
         return self.route.outer + self.header
 
 
-@dataclass
+@dataclass(slots=True)
 class Counters:
     in_packets: int = 0
     in_bytes: int = 0
@@ -135,7 +135,7 @@ class Counters:
         self.drops[reason] = self.drops.get(reason, 0) + n
 
 
-@dataclass
+@dataclass(slots=True)
 class Tunnel:
     """One GWLB endpoint (ENI id): its devices, its flows and its counters."""
 
@@ -427,9 +427,10 @@ class ApplianceCore:
             c.drop(EXPIRED_FLOW)
             self.totals.drop(EXPIRED_FLOW)
             return None
-        flow.last_seen = now
-        del flows[key]  # re-inserted last: dict order stays least recently used first, for sweeps and eviction
-        flows[key] = flow
+        if flow.last_seen != now:  # re-inserted last: dict order stays least recently used first (sweeps, eviction)
+            del flows[key]
+            flows[key] = flow
+            flow.last_seen = now
         tunnel.last_seen = now
         c.out_packets += 1
         c.out_bytes += n

@@ -26,7 +26,7 @@ from typing import Any
 Benchmark = Callable[[argparse.Namespace], dict[str, Any]]
 
 #: Modules that register benchmarks when imported (missing ones are skipped).
-PROVIDERS = ("gwlbsim.live.bench", "gwlbsim.model.bench")
+PROVIDERS = ("gwlbsim.live.bench", "gwlbsim.model.bench", "gwlbsim.bench.hotpath")
 
 
 @dataclass(frozen=True)
