@@ -63,6 +63,20 @@ def _oserror() -> OSError:
     return OSError(e, os.strerror(e))
 
 
+SO_SNDBUFFORCE = 32  # SO_SNDBUF and SO_RCVBUF past net.core.wmem_max / rmem_max (needs CAP_NET_ADMIN)
+SO_RCVBUFFORCE = 33
+_FORCE = {socket.SO_SNDBUF: SO_SNDBUFFORCE, socket.SO_RCVBUF: SO_RCVBUFFORCE}
+
+
+def set_buffer(sock: socket.socket, opt: int, size: int) -> None:
+    """Set ``sock``'s send or receive buffer (``opt``: SO_SNDBUF or SO_RCVBUF) to ``size`` bytes: past the
+    system's limit where allowed, else as far as that limit lets it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _FORCE[opt], size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
 def sockaddr(addr: str, port: int = 0) -> bytes:
     """The ``struct sockaddr_in`` of an IPv4 address and port, as :class:`BatchSender` takes it."""
     return struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton(addr))

@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gwlbsim.fastio import set_buffer
+from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START
+
 log = logging.getLogger("gwlbsim.linkpath")
 
 ETH_P_IP = 0x0800
@@ -50,9 +53,7 @@ def link_socket(sndbuf: int = 8 << 20) -> socket.socket:
     """An AF_PACKET socket that sends whole frames and receives nothing (protocol 0)."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        with contextlib.suppress(PermissionError):
-            s.setsockopt(socket.SOL_SOCKET, 32, sndbuf)  # SO_SNDBUFFORCE, past net.core.wmem_max
+        set_buffer(s, socket.SO_SNDBUF, sndbuf)
     except OSError:
         s.close()
         raise
@@ -76,8 +77,6 @@ def offload_checksums(sock: socket.socket) -> bool:
 def vnet_partial_udp() -> bytes:
     """The virtio-net header of an Ethernet frame carrying IPv4 (no options) + UDP whose checksum field holds
     the pseudo-header's sum: where to start summing, and where the result goes (little-endian fields)."""
-    from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START
-
     return struct.pack("<BBHHHH", VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, ETH_HEADER_LEN + UDP_CSUM_START,
                        UDP_CSUM_OFFSET)
 

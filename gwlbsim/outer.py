@@ -94,11 +94,15 @@ _LEN = struct.Struct("!H")
 _LEN_SUM = struct.Struct("!HH")
 
 
+def pseudo_sum(src: bytes, dst: bytes) -> int:
+    """Ones' sum (mod 0xFFFF) of the UDP pseudo-header's addresses and protocol (its length not included)."""
+    return (int.from_bytes(src + dst, "big") + IPPROTO_UDP) % 0xFFFF
+
+
 def constant_sums(ip_header: bytes, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int]:
     """Ones' sums (mod 0xFFFF) of what stays the same in every packet of a flow: the IPv4 header with length
     and checksum zero, and the UDP pseudo-header addresses, protocol and ports."""
-    return (int.from_bytes(ip_header, "big") % 0xFFFF,
-            (int.from_bytes(src + dst, "big") + IPPROTO_UDP + sport + dport) % 0xFFFF)
+    return int.from_bytes(ip_header, "big") % 0xFFFF, (pseudo_sum(src, dst) + sport + dport) % 0xFFFF
 
 
 def _finish_ipv4(buf: bytearray | memoryview, start: int, total: int, ip_sum: int) -> int:
@@ -107,11 +111,6 @@ def _finish_ipv4(buf: bytearray | memoryview, start: int, total: int, ip_sum: in
     _LEN.pack_into(buf, start + 2, total)
     _LEN.pack_into(buf, start + 10, 0xFFFF - (r if r else 0xFFFF))
     return total - IPV4_HEADER_LEN
-
-
-def pseudo_sum(src: bytes, dst: bytes) -> int:
-    """Ones' sum (mod 0xFFFF) of the UDP pseudo-header's addresses and protocol (its length not included)."""
-    return (int.from_bytes(src + dst, "big") + IPPROTO_UDP) % 0xFFFF
 
 
 #: where a device finishing the UDP checksum of an IPv4 packet without options starts summing (from the IP

@@ -465,10 +465,10 @@ def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int, 
     header = flow.header
     start = at - 28 - len(header)
     total = at - start + n
+    buf[start:start + 28] = route.outer
+    buf[start + 28:at] = header
     udp_sum = flow.udp_sum
     if partial and udp_sum >= 0:
-        buf[start:start + 28] = route.outer
-        buf[start + 28:at] = header
         finish_ipv4_udp_partial(buf, start, total, route.ip_sum, route.pseudo_sum)
         return start
     if udp_sum >= 0:
@@ -476,8 +476,6 @@ def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int, 
             buf[at + n] = 0
             n += 1
         udp_sum += int.from_bytes(buf[at:at + n], "big")
-    buf[start:start + 28] = route.outer
-    buf[start + 28:at] = header
     finish_ipv4_udp(buf, start, total, route.ip_sum, udp_sum)
     return start
 

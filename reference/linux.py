@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gwlbsim import __version__, linkpath
-from gwlbsim.fastio import BatchReceiver, BatchSender, sockaddr
+from gwlbsim.fastio import BatchReceiver, BatchSender, set_buffer, sockaddr
 from gwlbsim.tun import TunError, exists, open_tun
 from reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
 from reference.hooks import HookResult, run_hook
@@ -295,7 +295,7 @@ class Appliance:
             self.udp.close()
             raise PermissionError(errno.EPERM, "a raw socket is needed to send returns with GWLB's source port: "
                                                "run as root or with CAP_NET_RAW") from None
-        _set_buffer(s, socket.SO_SNDBUF, 32, self.opts.sndbuf)  # 32 = SO_SNDBUFFORCE
+        set_buffer(s, socket.SO_SNDBUF, self.opts.sndbuf)
         return s
 
     def wake(self) -> None:
@@ -632,7 +632,7 @@ def geneve_socket(opts: Options, port: int, reuseport: bool = False) -> socket.s
     try:
         if reuseport:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        _set_buffer(s, socket.SO_RCVBUF, 33, opts.rcvbuf)  # 33 = SO_RCVBUFFORCE
+        set_buffer(s, socket.SO_RCVBUF, opts.rcvbuf)
         s.bind((opts.listen, port))
     except OSError as e:
         s.close()
@@ -652,13 +652,6 @@ def health_server(opts: Options, status: Callable[[], dict[str, Any]]) -> Any:
     except OSError as e:
         raise OSError(e.errno, f"cannot listen for health checks on {opts.health_bind}:{opts.health_port}: "
                                f"{e.strerror}") from e
-
-
-def _set_buffer(s: socket.socket, opt: int, force_opt: int, size: int) -> None:
-    try:
-        s.setsockopt(socket.SOL_SOCKET, force_opt, size)
-    except OSError:
-        s.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
 def _hex(data: bytes | memoryview) -> str:

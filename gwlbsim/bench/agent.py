@@ -39,7 +39,7 @@ from typing import Any
 from gwlbsim import linkpath
 from gwlbsim.bench import procstat
 from gwlbsim.bench.traffic import STAMP, Traffic
-from gwlbsim.fastio import BatchReceiver, PacketRing
+from gwlbsim.fastio import BatchReceiver, PacketRing, set_buffer
 from gwlbsim.linkpath import LinkRoute
 
 _SEQ_TS = struct.Struct("!IQ")  # the stamp without its flow index (which is prebuilt)
@@ -97,7 +97,7 @@ def sender(traffic: Traffic) -> tuple[socket.socket, LinkRoute | None]:
     if link is not None:
         return linkpath.link_socket(16 << 20), link
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    sock.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE
+    set_buffer(sock, socket.SO_SNDBUF, 16 << 20)
     return sock, None
 
 
@@ -195,7 +195,7 @@ class Receiver:
         self.stamp_offset = exp.stamp_offset
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
+            set_buffer(self.sock, socket.SO_RCVBUF, 16 << 20)
             self.sock.bind((cmd["bind"][0], int(cmd["bind"][1])))
         except OSError:
             self.sock.close()

@@ -18,25 +18,17 @@ measures the whole). Every return is checked against the flow's header, so a fas
 from __future__ import annotations
 
 import argparse
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
 from gwlbsim import geneve
 from gwlbsim.bench.extra import register
+from gwlbsim.bench.traffic import Traffic
 from gwlbsim.flowkey import symmetric_key
 
 FLOWS = 64
 INNER = 64
-ENI = 0x0AB1
-GWLB, APPLIANCE, GWLB_PORT = "10.98.0.1", "10.98.0.2", 49152
-
-
-def _inner(i: int) -> bytes:
-    hdr = struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, INNER, 0, 0, 64, 17, 0, bytes([10, 30, 0, 1]),
-                      bytes([10, 40, i >> 8 & 255, i & 255]), 2000 + i, 443, INNER - 20, 0)
-    return hdr + bytes(INNER - len(hdr))
 
 
 def _best(rounds: int, step: Callable[[float], None]) -> float:
@@ -54,19 +46,23 @@ def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
     from reference.core import ApplianceCore, Config, put_return_header
 
     core = ApplianceCore(Config())
-    datagrams = [geneve.build(_inner(i), ENI, 0x5000 + i, 0x77) for i in range(FLOWS)]
+    traffic = Traffic(size=INNER, flows=FLOWS)  # the benchmark's own flows, as GWLB would send them
+    headers = [traffic.geneve_header(i) for i in range(FLOWS)]
+    datagrams = [headers[i] + traffic.inner(i) for i in range(FLOWS)]  # UDP payloads, as received
+    ports = [traffic.outer_sport(i) for i in range(FLOWS)]
+    gwlb, appliance = traffic.src, traffic.dst
     views = [memoryview(bytearray(d)) for d in datagrams]
     sizes = [len(d) for d in datagrams]
     headroom = geneve.GWLB_OVERHEAD  # outer IPv4 + UDP + GWLB's GENEVE header
     slots = [memoryview(bytearray(headroom + INNER + 1)) for _ in range(FLOWS)]
     for i in range(FLOWS):
-        slots[i][headroom:headroom + INNER] = datagrams[i][40:]
-    first = core.inbound(views[0], 0, sizes[0], GWLB, APPLIANCE, GWLB_PORT, 6081, 0.0)
+        slots[i][headroom:headroom + INNER] = datagrams[i][len(headers[i]):]
+    first = core.inbound(views[0], 0, sizes[0], gwlb, appliance, ports[0], geneve.GENEVE_PORT, 0.0)
     if first is None:
         raise RuntimeError(f"the core dropped a valid datagram: {core.totals.drops}")
     tunnel = first.tunnel
-    core.tunnel_ready(ENI, 0.0)
-    inbound, outbound, scan = core.inbound, core.outbound, geneve.scan
+    core.tunnel_ready(tunnel.eni_id, 0.0)
+    inbound, outbound, scan, port = core.inbound, core.outbound, geneve.scan, geneve.GENEVE_PORT
     flows = range(FLOWS)
 
     def scans(now: float) -> None:
@@ -77,13 +73,13 @@ def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
     def keys(now: float) -> None:
         for _ in range(batches):
             for i in flows:
-                symmetric_key(views[i], 40, sizes[i])
+                symmetric_key(views[i], len(headers[i]), sizes[i])
 
     def inbounds(now: float) -> None:
         for b in range(batches):
             t = now + b * 1e-4
             for i in flows:
-                inbound(views[i], 0, sizes[i], GWLB, APPLIANCE, GWLB_PORT, 6081, t)
+                inbound(views[i], 0, sizes[i], gwlb, appliance, ports[i], port, t)
 
     starts = [0] * FLOWS
 
@@ -91,7 +87,7 @@ def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
         for b in range(batches):
             t = now + b * 1e-4
             for i in flows:
-                inbound(views[i], 0, sizes[i], GWLB, APPLIANCE, GWLB_PORT, 6081, t)
+                inbound(views[i], 0, sizes[i], gwlb, appliance, ports[i], port, t)
             for i in flows:
                 flow = outbound(tunnel, slots[i], t, headroom, headroom + INNER)
                 starts[i] = put_return_header(flow, slots[i], headroom, INNER, True)  # type: ignore[arg-type]
@@ -103,7 +99,7 @@ def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
                                ("round_trip", round_trips))}
     result["outbound"] = round(result["round_trip"] - result["inbound"], 3)
     for i in flows:  # each return carries its own flow's header, right behind the outer IPv4 and UDP
-        if bytes(slots[i][starts[i] + 28:headroom]) != datagrams[i][:40]:
+        if bytes(slots[i][starts[i] + 28:headroom]) != headers[i]:
             raise RuntimeError(f"flow {i} returned with another header")
     if core.totals.drops:
         raise RuntimeError(f"the core dropped packets: {core.totals.drops}")
