@@ -2,28 +2,42 @@
 
 With no arguments it validates the built-in reference appliance. ``--appliance 'CMD'`` validates any other
 (see ``--help`` for the placeholders). It runs the suite through pytest, so pytest's options can follow
-``--`` (e.g. ``-- -k cookie -x -n 2``).
+``--`` (e.g. ``-- -k cookie -x``). Every option is checked before anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+from conformance import results
 from conformance.requirements import REQUIREMENTS, markdown_table
+from gwlbsim import cliargs
 
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
 handlers (use as: -c 'sh {hook}' -r 'sh {hook}'); {health_port}; {flow_timeout}; {tunnel_timeout}; {netns};
-{address} (the appliance's address); {gwlb_address}; {index} (instance number); {workdir}.
+{address} (the appliance's address); {gwlb_address}; {index} (instance number); {workdir} (a fresh
+temporary directory per instance, also the appliance's working directory: an appliance that reads its
+configuration from the current directory needs an absolute path or a wrapper).
 
 Example, AWS's gwlbtun:
   gwlb-conformance --appliance "/opt/gwlbtun -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -t 3 -i 5" \\
       --tunnel-timeout 3 --flow-timeout 5
 
-Exit status: 0 when no MUST requirement failed, 1 when one did, 2 for bad usage. Needs root.
+Verdicts per requirement: PASS, FAIL, NOT APPLICABLE (cannot apply to this kind of appliance, with the
+reason), NOT RUN (applies, but this run could not check it: the reason says what to give).
+
+Exit status: 0 conformant (every MUST requirement in scope ran and passed, or does not apply); 1 a MUST
+requirement failed; 2 bad usage (nothing was started); 3 could not run (the appliance could not be started
+or never became ready; every requirement NOT RUN); 4 incomplete (no MUST failed, but a MUST requirement in
+scope did not run); 130 interrupted (SIGINT), 143 terminated (SIGTERM). Every run removes what it created.
+Needs root.
 """
 
 
@@ -32,52 +46,160 @@ def build_parser() -> argparse.ArgumentParser:
                                 "AWS Gateway Load Balancer needs, requirement by requirement.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--appliance", metavar="CMD", help="appliance command template (default: the reference)")
-    p.add_argument("--health-protocol", choices=("http", "tcp", "none"), default="http")
-    p.add_argument("--health-port", type=int, default=8080)
+    p.add_argument("--kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
+                   help="gwlbtun: tunnel devices (gwi-/gwo-) and hooks; reflector: none (raw socket, kernel "
+                   "NAT); auto (default): detected from the first packet. Decides what is NOT APPLICABLE")
+    p.add_argument("--health-protocol", choices=("http", "tcp", "none"), default="http",
+                   help="how the appliance answers health checks; none: no health checks at all")
+    p.add_argument("--health-port", type=cliargs.port, default=8080)
     p.add_argument("--health-path", default="/")
-    p.add_argument("--instances", type=int, default=2, help="instances to run (symmetry and failover need 2)")
-    p.add_argument("--ready-timeout", type=float, default=20.0, metavar="SECS")
-    p.add_argument("--flow-timeout", type=float, metavar="SECS", help="the appliance's configured flow timeout")
-    p.add_argument("--tunnel-timeout", type=float, metavar="SECS",
+    p.add_argument("--instances", type=_int_range(1, 8), default=2,
+                   help="instances to run, 1-8 (symmetry and failover need 2; default 2)")
+    p.add_argument("--ready-timeout", type=_float_range(0.5, 600), default=20.0, metavar="SECS",
+                   help="seconds an instance may take to become healthy (0.5-600)")
+    p.add_argument("--flow-timeout", type=_float_range(0.5, 86400), metavar="SECS",
+                   help="the appliance's configured flow timeout")
+    p.add_argument("--tunnel-timeout", type=_float_range(0, 86400), metavar="SECS",
                    help="the appliance's configured tunnel idle timeout (0: none)")
-    p.add_argument("--rate", type=float, default=2000.0, help="packets/s for the sustained-traffic check")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds of sustained traffic")
-    p.add_argument("--examples", type=int, default=30, help="Hypothesis examples per property")
-    p.add_argument("--requirements", metavar="IDS", help="only these requirement ids, comma-separated")
+    p.add_argument("--rate", type=_float_range(1, 1_000_000), default=2000.0,
+                   help="packets/s for the sustained-traffic check")
+    p.add_argument("--duration", type=_float_range(0.5, 3600), default=5.0, help="seconds of sustained traffic")
+    p.add_argument("--examples", type=_int_range(1, 100_000), default=30, help="Hypothesis examples per property")
+    p.add_argument("--requirements", metavar="IDS", type=_requirement_ids,
+                   help="only these requirement ids, comma-separated (see --list)")
     p.add_argument("--artifacts", type=Path, default=Path("conformance-artifacts"),
-                   help="pcaps, hex dumps and logs of failures (default ./conformance-artifacts)")
+                   help="pcaps, hex dumps, logs and crash reproducers of failures (default ./conformance-artifacts)")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--json", type=Path, metavar="FILE", help="write results as JSON")
     p.add_argument("--list", action="store_true", help="print the requirements (Markdown) and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="less pytest output")
-    p.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest (-k, -x, -n ...)")
+    p.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest (-k, -x ...)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list:
-        print(markdown_table())
-        return 0
-    if args.requirements:
-        unknown = [r for r in args.requirements.split(",") if r.strip() not in REQUIREMENTS]
-        if unknown:
-            print(f"gwlb-conformance: unknown requirement(s) {unknown}; see --list", file=sys.stderr)
-            return 2
-    if os.geteuid() != 0:
-        print("gwlb-conformance: needs root (it builds network namespaces, veths and TUN devices)",
-              file=sys.stderr)
-        return 2
+def _int_range(lo: int, hi: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is not within {lo}-{hi}")
+        return v
+
+    return parse
+
+
+def _float_range(lo: float, hi: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v:g} is not within {lo:g}-{hi:g}")
+        return v
+
+    return parse
+
+
+def _requirement_ids(text: str) -> str:
+    ids = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in ids if r not in REQUIREMENTS]
+    if unknown or not ids:
+        raise argparse.ArgumentTypeError(f"unknown requirement(s) {', '.join(unknown) or '(none given)'}; "
+                                         "see --list")
+    return ",".join(ids)
+
+
+def check_options(args: argparse.Namespace) -> str | None:
+    """Everything that can be wrong before anything starts: the one-line reason, or None."""
+    for opt in ("junit", "html", "json"):
+        path: Path | None = getattr(args, opt)
+        if path is not None and not path.parent.is_dir():
+            return f"--{opt} {path}: directory {path.parent} does not exist"
+        if path is not None and path.is_dir():
+            return f"--{opt} {path}: is a directory"
+    if not args.artifacts.parent.is_dir():
+        return f"--artifacts {args.artifacts}: directory {args.artifacts.parent} does not exist"
+    if args.artifacts.exists() and not args.artifacts.is_dir():
+        return f"--artifacts {args.artifacts}: not a directory"
+    if not args.health_path.startswith("/"):
+        return f"--health-path {args.health_path!r}: must start with /"
     if args.appliance is not None:
         from gwlbsim.appliance import ApplianceSpec
 
+        if not args.appliance.strip():
+            return "--appliance: empty command"
         try:
             ApplianceSpec(command=args.appliance, health_protocol=args.health_protocol,
-                          health_port=args.health_port)
+                          health_port=args.health_port, ready_timeout=args.ready_timeout)
         except ValueError as e:
-            print(f"gwlb-conformance: {e}", file=sys.stderr)
-            return 2
+            return f"--appliance: {e}"
+    return None
+
+
+def missing_command(args: argparse.Namespace) -> str | None:
+    """The appliance's program, when it cannot be found (a run that could not run, not a usage error)."""
+    if args.appliance is None:
+        return None
+    from gwlbsim.appliance import ApplianceSpec
+
+    argv = ApplianceSpec(command=args.appliance).argv(netns="ns", address="10.0.0.2", gwlb_address="10.0.0.1",
+                                                     index=0, workdir="/tmp")
+    prog = argv[0] if argv else ""
+    if "/" in prog:
+        if not os.path.isfile(prog) or not os.access(prog, os.X_OK):
+            return f"command not found or not executable: {prog}"
+    elif shutil.which(prog) is None:
+        return f"command not found: {prog}"
+    return None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that pytest tears everything down."""
+
+
+_OWNER = os.getpid()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if os.getpid() != _OWNER:  # a forked helper (pyroute2 forks some) inherited this handler: just die
+        os._exit(128 + signum)
+    raise _Terminated()
+
+
+class _Outcome:
+    """Catches the run's results as pytest finishes (a plugin object handed to pytest.main)."""
+
+    def __init__(self) -> None:
+        self.results: results.Results | None = None
+        self.terminated = False
+
+    def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
+        self.results = session.config.stash.get(results.RESULTS, None)
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        self.terminated = isinstance(excinfo.value, _Terminated)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(markdown_table())
+        return 0
+    problem = check_options(args)
+    if problem:
+        parser.exit(results.EXIT_USAGE, f"gwlb-conformance: {problem}\n")
+    if os.geteuid() != 0:
+        parser.exit(results.EXIT_USAGE, "gwlb-conformance: needs root (it builds network namespaces, veths and "
+                    "TUN devices)\n")
+    missing = missing_command(args)
+    if missing:
+        print(f"gwlb-conformance: COULD NOT RUN: {missing}", file=sys.stderr)
+        return results.EXIT_COULD_NOT_RUN
     import pytest
 
     from conformance.plugin import SUITE_DIR
@@ -87,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
           "--gwlb-health-path", args.health_path, "--gwlb-instances", str(args.instances),
           "--gwlb-ready-timeout", str(args.ready_timeout), "--gwlb-rate", str(args.rate),
           "--gwlb-duration", str(args.duration), "--gwlb-examples", str(args.examples),
-          "--gwlb-artifacts", str(args.artifacts), "--rootdir", str(Path(__file__).parent)]
+          "--gwlb-artifacts", str(args.artifacts), "--gwlb-kind", args.kind, "--rootdir", str(Path(__file__).parent)]
     if args.appliance is not None:
         pa += ["--gwlb-appliance", args.appliance]
     if args.flow_timeout is not None:
@@ -103,11 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         pa += ["--gwlb-json", str(args.json)]
     pa += ["-q"] if args.quiet else ["-v"]
-    pa += ["-rfEs", *args.pytest_args]
-    code = pytest.main(pa)
-    if code == pytest.ExitCode.OK or (code == pytest.ExitCode.NO_TESTS_COLLECTED and args.requirements):
-        return 0
-    return 1 if code == pytest.ExitCode.TESTS_FAILED else int(code) if int(code) != 0 else 0
+    pa += ["-rfE", "-p", "no:timeout", *args.pytest_args]
+    global _OWNER
+    _OWNER = os.getpid()
+    outcome = _Outcome()
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = pytest.main(pa, plugins=[outcome])
+    except KeyboardInterrupt as e:  # a signal between pytest's own handlers: nothing of the run is left
+        return 143 if isinstance(e, _Terminated) else results.EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if code == results.EXIT_INTERRUPTED or code == pytest.ExitCode.INTERRUPTED:
+        return 143 if outcome.terminated else results.EXIT_INTERRUPTED
+    if code == pytest.ExitCode.USAGE_ERROR:
+        return results.EXIT_USAGE
+    if outcome.results is None:
+        return results.EXIT_COULD_NOT_RUN
+    status = outcome.results.status()[0]
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED or (not outcome.results.by_requirement
+                                                     and not outcome.results.could_not_run):
+        print(f"gwlb-conformance: INCOMPLETE: no requirement ran (pytest exit status {int(code)})", file=sys.stderr)
+        return results.EXIT_INCOMPLETE
+    return status
 
 
 if __name__ == "__main__":

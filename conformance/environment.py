@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
 
 from conformance.capture import Capture
+from conformance.results import NOT_APPLICABLE, NOT_RUN
+from fuzz.inner import udp_packet
+from gwlbsim import eni as eni_names
 from gwlbsim import geneve
 from gwlbsim.appliance import ApplianceSpec, RunningAppliance
 from gwlbsim.flowkey import InnerError, symmetric_key
-from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.gwlb import Captured, LiveGwlb
 from gwlbsim.live.session import GwlbSession, SessionOptions
+from gwlbsim.live.topology import Topology
 from gwlbsim.model import Encapsulation, GwlbModel
 
 
@@ -51,13 +60,40 @@ class Options:
     rate: float = 2000.0  #: packets/s for the sustained-traffic check
     duration: float = 5.0  #: seconds of sustained traffic
     hypothesis_examples: int = 30
+    kind: str = "auto"  #: "gwlbtun", "reflector" or "auto" (detected)
+    tunnel_timeout: float | None = None  #: as declared by the user (None: not given)
+
+
+class InstanceCrashed(ConformanceFailure):
+    """An appliance instance died while a test was using it (not stopped by the suite)."""
+
+
+@dataclass(frozen=True)
+class Crash:
+    instance: int
+    status: int | None  #: exit status; negative: the signal that ended it
+    at: float  #: time.time() when it was noticed
+    during: str  #: the test that was running
+
+    @property
+    def how(self) -> str:
+        if self.status is None:
+            return "vanished"
+        if self.status < 0:
+            try:
+                name = signal.Signals(-self.status).name
+            except ValueError:
+                name = f"signal {-self.status}"
+            return f"crashed ({name})"
+        return f"exited with status {self.status}"
 
 
 class Collector:
-    """A tap that keeps what matches, and lets a test wait for it."""
+    """A tap that keeps what matches, and lets a test wait for it (and stops waiting when an instance dies)."""
 
-    def __init__(self, want: Callable[[Captured], bool]) -> None:
+    def __init__(self, want: Callable[[Captured], bool], env: ConformanceEnv | None = None) -> None:
         self.want = want
+        self.env = env
         self.items: list[Captured] = []
         self.cond = threading.Condition()
 
@@ -67,15 +103,20 @@ class Collector:
                 self.items.append(c)
                 self.cond.notify_all()
 
-    def wait(self, count: int = 1, timeout: float = 3.0) -> list[Captured]:
+    def wait_for(self, done: Callable[[list[Captured]], bool], timeout: float) -> list[Captured]:
         deadline = time.monotonic() + timeout
         with self.cond:
-            while len(self.items) < count:
+            while not done(self.items):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self.cond.wait(left)
+                self.cond.wait(min(left, 0.05))
+                if self.env is not None:
+                    self.env.raise_if_crashed()
             return list(self.items)
+
+    def wait(self, count: int = 1, timeout: float = 3.0) -> list[Captured]:
+        return self.wait_for(lambda items: len(items) >= count, timeout)
 
 
 @dataclass
@@ -111,7 +152,54 @@ def _flow_id(payload: bytes) -> tuple[int, int, tuple[int, int, int]] | None:
         return None
 
 
+@dataclass
+class Echo:
+    """What one probe saw: its returns, whether the marker behind it came back, what else the appliances sent."""
+
+    returns: list[Captured]
+    marker_back: bool
+    others: list[Captured]
+    waited: float
+
+    def __bool__(self) -> bool:
+        return bool(self.returns)
+
+    def __len__(self) -> int:
+        return len(self.returns)
+
+    def __getitem__(self, i: int) -> Captured:
+        return self.returns[i]
+
+    def __iter__(self) -> Iterator[Captured]:
+        return iter(self.returns)
+
+    def lost(self, what: str = "the packet") -> str:
+        """Why nothing (or too little) came back, as observed."""
+        if self.marker_back:
+            head = (f"{what}: lost in the appliance (never returned, while a valid packet sent after it came back)")
+        else:
+            head = (f"{what}: nothing came back within {self.waited:.1f} s, not even a valid packet sent after it "
+                    "(the appliance stalled or drops everything)")
+        if self.others:
+            o = self.others[0]
+            head += (f"; meanwhile {len(self.others)} other datagram(s) came from the appliance side, e.g. from "
+                     f"{o.src}:{o.sport} to {o.dst}:{o.dport}")
+        return head
+
+
+#: how long after the marker's return a probe may still come back (multi-threaded appliances reorder a little)
+MARKER_GRACE = 0.25
+MARKER_ENI_PORT = 9  # inner UDP destination port of marker packets (discard)
+FRESH_ENI_BASE = 0x0E57_0000_0000_0000
+
+
 class ConformanceEnv:
+    """The live world of one conformance run: the fake GWLB, the appliance instances, and their supervision.
+
+    Tests talk to appliances only through it. It watches every instance: one that dies on its own makes the
+    running test fail at once with how it died (``InstanceCrashed``), and is restarted before the next test.
+    """
+
     def __init__(self, options: Options, workdir: Path) -> None:
         self.options = options
         self.workdir = workdir
@@ -122,28 +210,49 @@ class ConformanceEnv:
         self.auditor = Auditor()
         self.capture: Capture | None = None
         self._sport = 40000
+        self._eni_seq = 0
+        self._marker_seq = 0
+        self.kind = options.kind  #: "gwlbtun" (tunnel devices) or "reflector"; detected when "auto"
+        self.kind_reason = "declared with --kind" if options.kind != "auto" else ""
+        self.test_name = "start-up"
+        self.test_eni = 0
+        self.crashes: list[Crash] = []
+        self.restarts: list[tuple[int, str]] = []  #: (instance, why) for each restart the suite made
+        self._expected_down: set[int] = set()
+        self._noticed: set[tuple[int, int]] = set()  # (instance, start count) whose death is recorded
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.history: dict[str, deque[tuple[float, int, bytes]]] = {}
 
     # ---------------------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
         self.session.start()
         self.gwlb.add_tap(self.auditor)
+        self.gwlb.add_tap(self._remember_sent)
         topo = self.topo
         self.capture = Capture(topo.gwlb_ns, [z.bridge for z in topo.zones])
         self.session.wait_healthy(max(60.0, self.options.spec.ready_timeout))
+        self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._watcher.start()
+        if self.kind == "auto":
+            self.kind, self.kind_reason = self._detect_kind()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(2)
         if self.capture is not None:
             self.capture.close()
         self.session.close()
 
     @property
-    def gwlb(self):  # type: ignore[no-untyped-def]
+    def gwlb(self) -> LiveGwlb:
         assert self.session.gwlb is not None, "the fake GWLB is not running"
         return self.session.gwlb
 
     @property
-    def topo(self):  # type: ignore[no-untyped-def]
+    def topo(self) -> Topology:
         assert self.session.topo is not None
         return self.session.topo
 
@@ -155,49 +264,227 @@ class ConformanceEnv:
     def spec(self) -> ApplianceSpec:
         return self.options.spec
 
-    def call(self, fn: Callable[[GwlbModel], object]) -> object:
+    def call(self, fn: Callable[[GwlbModel], object]) -> Any:
         return self.gwlb.call(fn)
 
     def next_sport(self) -> int:
         self._sport = 40000 + (self._sport - 40000 + 1) % 20000
         return self._sport
 
+    def fresh_eni(self) -> int:
+        """An ENI id no earlier packet of this run used: its tunnel starts clean."""
+        self._eni_seq += 1
+        return FRESH_ENI_BASE + (os.getpid() << 20) + self._eni_seq
+
+    # ------------------------------------------------------------------------------------ supervision
+
+    def _remember_sent(self, c: Captured) -> None:
+        if c.kind in ("to_target", "raw_to_target"):
+            h = self.history.get(c.dst)
+            if h is None:
+                h = self.history[c.dst] = deque(maxlen=64)
+            h.append((time.time(), c.sport, c.data))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            for i, ra in enumerate(self.instances):
+                if i in self._expected_down or ra.proc is None:
+                    continue
+                key = (i, ra.starts)
+                if key in self._noticed:
+                    continue
+                status = ra.proc.poll()
+                if status is not None:
+                    self._noticed.add(key)
+                    self.crashes.append(Crash(i, status, time.time(), self.test_name))
+
+    def crashes_since(self, mark: int) -> list[Crash]:
+        return self.crashes[mark:]
+
+    def raise_if_crashed(self, since: int | None = None) -> None:
+        """Fail the running test at once if an instance died on its own since it started."""
+        mark = self._test_mark if since is None else since
+        new = self.crashes[mark:]
+        if new:
+            c = new[0]
+            raise InstanceCrashed(f"instance {c.instance} {c.how} during this test")
+
+    _test_mark = 0
+
+    def begin_test(self, name: str) -> list[str]:
+        """Before each test: every instance alive and healthy, from a known state. Returns what was done."""
+        notes = []
+        for i, ra in enumerate(self.instances):
+            if i in self._expected_down:
+                self.resume(i)
+                self._expected_down.discard(i)
+            if not ra.alive():
+                crash = next((c for c in reversed(self.crashes) if c.instance == i), None)
+                why = f"{crash.how} during {crash.during}" if crash else "was not running"
+                self._restart(i, f"before {name}: it {why}")
+                notes.append(f"instance {i} restarted before this test: it {why}")
+        if notes:
+            self.session.wait_healthy(max(60.0, self.spec.ready_timeout))
+        self.test_name = name
+        self._test_mark = len(self.crashes)
+        self.test_eni = self.fresh_eni()
+        return notes
+
+    def _restart(self, i: int, why: str) -> None:
+        ra = self.instances[i]
+        self._expected_down.add(i)
+        try:
+            ra.stop()
+            ra.start(wait=True)
+        finally:
+            self._expected_down.discard(i)
+        self.restarts.append((i, why))
+
+    def reproducer(self, crash: Crash, directory: Path) -> Path | None:
+        """The datagrams sent to the crashed instance just before it died, as a pcap and a replay script."""
+        from fuzz.reproducer import Sent, write_pcap
+
+        app = self.topo.appliances[crash.instance]
+        sent = [Sent(sport, data, "conformance") for t, sport, data in self.history.get(app.address, ())
+                if t <= crash.at]
+        if not sent:
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
+        pcap_path = directory / f"crash-instance{crash.instance}.pcap"
+        write_pcap(pcap_path, sent, app.gwlb_address, app.address)
+        script = directory / f"crash-instance{crash.instance}.replay.sh"
+        health = ("" if self.spec.health_protocol == "none"
+                  else f" --health-port {self.spec.health_port}")
+        script.write_text("#!/bin/sh\n# replays the last datagrams sent to the instance before it "
+                          f"{crash.how}\nexec gwlb-fuzz --replay {shlex.quote(str(pcap_path))} --appliance "
+                          f"{shlex.quote(self.spec.command)}{health}\n")
+        script.chmod(0o755)
+        return pcap_path
+
+    def log_offsets(self) -> list[int]:
+        return [_size(ra.log_path) for ra in self.instances]
+
+    def log_since(self, offsets: list[int]) -> dict[int, str]:
+        out = {}
+        for i, ra in enumerate(self.instances):
+            start = offsets[i] if i < len(offsets) else 0
+            try:
+                with open(ra.log_path, "rb") as f:
+                    f.seek(start)
+                    text = f.read(64 << 10).decode(errors="replace")
+            except FileNotFoundError:
+                continue
+            if text.strip():
+                out[i] = text
+        return out
+
+    def tunnel_devices(self) -> list[dict[str, int]]:
+        """Per instance: its gwi-/gwo- devices and their interface indexes."""
+        out = []
+        for ra in self.instances:
+            try:
+                text = self.session.lab.run(ra.ns, ["ip", "-o", "link", "show"], check=False).stdout.decode()
+            except Exception:
+                out.append({})
+                continue
+            devs = {}
+            for line in text.splitlines():
+                idx, _, rest = line.partition(":")
+                name = rest.strip().split(":")[0].split("@")[0]
+                if name.startswith((eni_names.INGRESS_PREFIX, eni_names.EGRESS_PREFIX)) and idx.strip().isdigit():
+                    devs[name] = int(idx)
+            out.append(devs)
+        return out
+
+    def _detect_kind(self) -> tuple[str, str]:
+        probe = self.fresh_eni()
+        got = self.echo(geneve.build(udp_probe(1), probe, 1), timeout=5)
+        gwi, gwo = eni_names.device_names(probe)
+        devs = self.tunnel_devices()[0]
+        if gwi in devs or gwo in devs:
+            return "gwlbtun", f"{gwi}/{gwo} appeared for a new endpoint"
+        if not got:
+            return "reflector", "the detection probe was not returned, so no tunnel devices could be seen"
+        return "reflector", "a new endpoint's packet came back with no gwi-/gwo- devices created"
+
+    def not_applicable_unless_tunnels(self, what: str) -> None:
+        if self.kind != "gwlbtun":
+            not_applicable(f"{what} needs gwlbtun-style tunnel devices; this appliance has none "
+                                f"({self.kind_reason})")
+
     # ------------------------------------------------------------------------------------- raw GENEVE
 
     @contextlib.contextmanager
     def collecting(self, want: Callable[[Captured], bool]) -> Iterator[Collector]:
-        col = Collector(want)
+        col = Collector(want, self)
         self.gwlb.add_tap(col)
         try:
             yield col
         finally:
             self.gwlb.remove_tap(col)
 
-    def echo(self, payload: bytes, instance: int = 0, sport: int | None = None, timeout: float = 3.0,
-             count: int = 1) -> list[Captured]:
-        """Send a crafted GENEVE payload to an appliance; the datagrams it returns from that source port."""
-        app = self.topo.appliances[instance]
-        sport = sport or self.next_sport()
-        with self.collecting(lambda c: c.kind == "from_target" and c.src == app.address and c.sport == sport) as col:
-            self.gwlb.send_raw(app.address, payload, sport, app.gwlb_address)
-            return col.wait(count, timeout)
+    def marker(self, eni_id: int) -> bytes:
+        """A valid packet of a flow of its own (UDP, so any firewall passes it): sent behind a probe, its return
+        shows the appliance has processed the probe."""
+        self._marker_seq += 1
+        return geneve.build(udp_probe(1024 + self._marker_seq % 60000, dport=MARKER_ENI_PORT, payload=b"marker"),
+                            eni_id, 0x4D000000 + self._marker_seq)
 
-    def burst(self, datagrams: list[tuple[bytes, int]], instance: int = 0, timeout: float = 3.0) -> list[Captured]:
-        """Send several (payload, source port) back to back; returns what came back from those ports."""
+    def _eni_of(self, payload: bytes) -> int:
+        try:
+            return geneve.scan(payload).eni_id
+        except geneve.GeneveError:
+            return self.test_eni or self.topo.endpoints[0].eni_id
+
+    def send_batch(self, datagrams: list[tuple[bytes, int]], instance: int = 0, timeout: float = 3.0,
+                   count: int | None = None) -> Echo:
+        """Send (payload, source port) datagrams to an instance, then a marker; wait until ``count`` datagrams
+        came back from those ports (default: one each), or the marker came back and a little more, or the
+        timeout. Every datagram from the appliance side in that window is kept."""
         app = self.topo.appliances[instance]
         ports = {sport for _, sport in datagrams}
-        with self.collecting(lambda c: c.kind == "from_target" and c.src == app.address and c.sport in ports) as col:
+        want = len(datagrams) if count is None else count
+        msport = self.next_sport()
+        marker = self.marker(self._eni_of(datagrams[0][0]) if datagrams else self.test_eni)
+        seen_marker: list[float] = []
+
+        def done(items: list[Captured]) -> bool:
+            mine = sum(1 for c in items if c.src == app.address and c.sport in ports)
+            if mine >= want:
+                return True
+            if not seen_marker and any(c.sport == msport for c in items):
+                seen_marker.append(time.monotonic())
+            return bool(seen_marker) and time.monotonic() - seen_marker[0] >= MARKER_GRACE
+
+        start = time.monotonic()
+        with self.collecting(lambda c: c.kind == "from_target") as col:
             for payload, sport in datagrams:
                 self.gwlb.send_raw(app.address, payload, sport, app.gwlb_address)
-            return col.wait(len(datagrams), timeout)
+            self.gwlb.send_raw(app.address, marker, msport, app.gwlb_address)
+            items = col.wait_for(done, timeout)
+        self.raise_if_crashed()
+        mine = [c for c in items if c.src == app.address and c.sport in ports]
+        others = [c for c in items if c.sport != msport and not (c.src == app.address and c.sport in ports)]
+        return Echo(mine, any(c.sport == msport for c in items), others, time.monotonic() - start)
 
-    def expect_nothing_back(self, payload: bytes, instance: int = 0, quiet: float = 0.4) -> list[Captured]:
-        """Send a datagram that must not be forwarded; returns whatever came back (should be empty)."""
-        app = self.topo.appliances[instance]
-        with self.collecting(lambda c: c.kind == "from_target" and c.src == app.address) as col:
-            self.gwlb.send_raw(app.address, payload, self.next_sport(), app.gwlb_address)
-            time.sleep(quiet)
-            return list(col.items)
+    def echo(self, payload: bytes, instance: int = 0, sport: int | None = None, timeout: float = 3.0,
+             count: int = 1) -> Echo:
+        """Send a crafted GENEVE payload to an appliance; the datagrams it returns from that source port."""
+        return self.send_batch([(payload, sport or self.next_sport())], instance, timeout, count)
+
+    def burst(self, datagrams: list[tuple[bytes, int]], instance: int = 0, timeout: float = 3.0) -> Echo:
+        """Send several (payload, source port) back to back; what came back from those ports."""
+        return self.send_batch(datagrams, instance, timeout)
+
+    def expect_nothing_back(self, payload: bytes, instance: int = 0, timeout: float = 3.0) -> Echo:
+        """Send a datagram that must not be forwarded, then a marker. Every datagram any instance sends until
+        the marker is back (the appliance has demonstrably processed what came before it) is returned in
+        ``others``/``returns``: all of them are forwards of the bad datagram."""
+        sport = self.next_sport()
+        e = self.send_batch([(payload, sport)], instance, timeout, count=2 ** 30)
+        forwarded = e.returns + [c for c in e.others if c.data[-len(payload):] == payload[-len(payload):]
+                                 or c.sport == sport]
+        return Echo(forwarded, e.marker_back, [], e.waited)
 
     # ----------------------------------------------------------------------------------- through GWLB
 
@@ -205,18 +492,11 @@ class ConformanceEnv:
         """Inject ``inner`` at an endpoint; returns (what GWLB sent to appliances, what was delivered back)."""
         def want(c: Captured) -> bool:
             return c.eni_id == eni_id and ((c.kind == "to_target" and c.data.endswith(inner))
-                                           or (c.kind == "delivered" and c.data == inner))
+                                           or (c.kind == "delivered" and same_inner(inner, c.data)))
 
         with self.collecting(want) as col:
             self.gwlb.inject(eni_id, inner)
-            deadline = time.monotonic() + timeout
-            with col.cond:
-                while not any(c.kind == "delivered" for c in col.items):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    col.cond.wait(left)
-                items = list(col.items)
+            items = col.wait_for(lambda items: any(c.kind == "delivered" for c in items), timeout)
         return [c for c in items if c.kind == "to_target"], [c for c in items if c.kind == "delivered"]
 
     @contextlib.contextmanager
@@ -247,29 +527,85 @@ class ConformanceEnv:
             return 200 if r.ok else None
         return r.status
 
+    def healthy(self, instance: int = 0, timeout: float = 3.0) -> bool:
+        """Healthy as the appliance's own health protocol says (always, without a health check)."""
+        if self.spec.health_protocol == "none":
+            return True
+        return self.health_status(instance, timeout) == 200
+
     def restart(self, instance: int = 0) -> None:
+        """Stop an instance and start it again (a restart the test asked for, not a crash)."""
         ra = self.instances[instance]
-        ra.stop()
-        ra.start(wait=True)
+        self._expected_down.add(instance)
+        try:
+            ra.stop()
+            ra.start(wait=True)
+        finally:
+            self._expected_down.discard(instance)
+
+    def kill(self, instance: int) -> None:
+        """Kill an instance on purpose (SIGKILL); the next test starts it again."""
+        self._expected_down.add(instance)
+        self.instances[instance].kill()
 
     def pause(self, instance: int) -> None:
         ra = self.instances[instance]
         if ra.proc is not None:
+            self._expected_down.add(instance)
             os.killpg(ra.proc.pid, signal.SIGSTOP)
 
     def resume(self, instance: int) -> None:
         ra = self.instances[instance]
-        if ra.proc is not None:
+        if ra.proc is not None and ra.alive():
             os.killpg(ra.proc.pid, signal.SIGCONT)
 
     def ensure_healthy(self, timeout: float = 60.0) -> None:
-        """Restart instances that died and wait until GWLB sees every one healthy (tests leave things so)."""
+        """Start instances the test stopped and wait until GWLB sees every one healthy (tests leave things so)."""
         for i, ra in enumerate(self.instances):
+            self.resume(i)
             if not ra.alive():
                 ra.start(wait=True)
-            self.resume(i)
+            self._expected_down.discard(i)
         self.session.wait_healthy(timeout)
 
     def hook_calls(self) -> list[str]:
         p = self.workdir / "hooks.log"
         return p.read_text().splitlines() if p.exists() else []
+
+
+def not_applicable(reason: str) -> NoReturn:
+    """End the test: its requirement cannot apply to this appliance (reported as NOT APPLICABLE, not SKIP)."""
+    pytest.skip(NOT_APPLICABLE + reason)
+
+
+def not_run(reason: str) -> NoReturn:
+    """End the test: it applies but could not run in this configuration (the run is then INCOMPLETE)."""
+    pytest.skip(NOT_RUN + reason)
+
+
+def udp_probe(sport: int, dport: int = 53, payload: bytes = b"probe", src: str = "10.10.0.2",
+              dst: str = "10.20.0.2") -> bytes:
+    """An inner UDP packet (the suite's default probe: any firewall passes the first packet of a UDP flow)."""
+    return udp_packet(src, dst, sport, dport, payload).data
+
+
+def same_inner(sent: bytes, back: bytes) -> bool:
+    """The inner packet came back unchanged, a router's TTL / hop-limit decrement (and the IPv4 header
+    checksum that follows it) aside: appliances that route through their kernel do that."""
+    if sent == back:
+        return True
+    if len(sent) != len(back) or not sent:
+        return False
+    v = sent[0] >> 4
+    if v == 4 and len(sent) >= 20:
+        return back[8] < sent[8] and sent[:8] + sent[9:10] + sent[12:] == back[:8] + back[9:10] + back[12:]
+    if v == 6 and len(sent) >= 40:
+        return back[7] < sent[7] and sent[:7] + sent[8:] == back[:7] + back[8:]
+    return False
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from conformance import results
-from conformance.requirements import MUST, REQUIREMENTS
+from conformance.requirements import REQUIREMENTS
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec
 
 SUITE_DIR = Path(__file__).parent / "suite"
@@ -55,6 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gwlb-artifacts", type=Path, default=None, help="directory for pcaps and hex dumps of failures")
     g.addoption("--gwlb-json", type=Path, default=None, help="write results as JSON")
     g.addoption("--gwlb-html", type=Path, default=None, help="write a self-contained HTML report")
+    g.addoption("--gwlb-kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
+                help="gwlbtun: tunnel devices gwi-/gwo- and hooks; reflector: none (raw socket, kernel NAT); "
+                "auto: detected from the first packet")
     g.addoption("--gwlb-requirements", default=None, metavar="IDS",
                 help="only these requirements (comma-separated ids, e.g. ECHO-2,COOKIE-1)")
 
@@ -70,7 +74,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if str(SUITE_DIR) not in config.args and not any(Path(a).resolve() == SUITE_DIR for a in config.args
                                                      if os.path.exists(a)):
         config.args.append(str(SUITE_DIR))
-    config.stash[results.RESULTS] = results.Results()
+    wanted = config.getoption("--gwlb-requirements")
+    config.stash[results.RESULTS] = results.Results(
+        requested=frozenset(x.strip() for x in wanted.split(",")) if wanted else None)
 
 
 def spec_from(config: pytest.Config) -> ApplianceSpec:
@@ -88,6 +94,14 @@ def spec_from(config: pytest.Config) -> ApplianceSpec:
                          flow_timeout=350.0 if flow_t is None else flow_t,
                          tunnel_timeout=0.0 if tun_t is None else tun_t,
                          name="reference" if config.getoption("--gwlb-appliance") is None else "appliance")
+
+
+def declared_tunnel_timeout(config: pytest.Config) -> float | None:
+    """The tunnel timeout the user declared (the reference's is known); None when nobody said."""
+    t = config.getoption("--gwlb-tunnel-timeout")
+    if t is None and config.getoption("--gwlb-appliance") is None:
+        return spec_from(config).tunnel_timeout
+    return t
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -113,33 +127,63 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def _results(config: pytest.Config) -> results.Results | None:
+    return config.stash.get(results.RESULTS, None)
+
+
+def _cause(e: BaseException) -> tuple[str, str]:
+    """(one line, the rest) of why the appliance could not be run."""
+    text = str(e).strip() or type(e).__name__
+    first, _, rest = text.partition("\n")
+    first = first.removesuffix("; its output:").strip()
+    last = next((ln.strip() for ln in reversed(rest.splitlines()) if ln.strip() and not ln.startswith("---")), "")
+    return (f"{first}; last output: {last[:200]}" if last else first), rest
+
+
 @pytest.fixture(scope="session")
 def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The live fake GWLB with the appliance instances under test (one per pytest-xdist worker)."""
     if os.geteuid() != 0:
-        pytest.skip("the GWLB conformance suite needs root: it builds network namespaces")
+        pytest.skip(results.NOT_RUN + "the GWLB conformance suite needs root: it builds network namespaces")
     from conformance.environment import ConformanceEnv, Options
+    from gwlbsim.appliance import ApplianceError
 
     config = request.config
     opts = Options(spec=spec_from(config), instances=config.getoption("--gwlb-instances"),
                    artifacts=config.getoption("--gwlb-artifacts"), rate=config.getoption("--gwlb-rate"),
                    duration=config.getoption("--gwlb-duration"),
-                   hypothesis_examples=config.getoption("--gwlb-examples"))
+                   hypothesis_examples=config.getoption("--gwlb-examples"), kind=config.getoption("--gwlb-kind"),
+                   tunnel_timeout=declared_tunnel_timeout(config))
     with tempfile.TemporaryDirectory(prefix="gwlb-conformance-") as tmp:
         env = ConformanceEnv(opts, Path(tmp))
         try:
-            env.start()
-        except BaseException:
-            env.close()
-            raise
-        try:
+            try:
+                env.start()
+            except (ApplianceError, TimeoutError) as e:
+                env.close()
+                _keep_logs(opts.artifacts, Path(tmp))
+                line, rest = _cause(e)
+                res = _results(config)
+                if res is not None:
+                    res.could_not_run = line
+                    res.could_not_run_detail = rest
+                pytest.exit(f"could not run the appliance: {line}", returncode=results.EXIT_COULD_NOT_RUN)
+            except BaseException:
+                env.close()
+                raise
             yield env
         finally:
             env.close()
-            if opts.artifacts is not None:  # keep the appliances' output with the artifacts
-                opts.artifacts.mkdir(parents=True, exist_ok=True)
-                for log in Path(tmp).glob("*.log"):
-                    (opts.artifacts / log.name).write_bytes(log.read_bytes())
+            _keep_logs(opts.artifacts, Path(tmp))
+
+
+def _keep_logs(artifacts: Path | None, tmp: Path) -> None:
+    """Keep the appliances' output with the artifacts."""
+    if artifacts is None:
+        return
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for log in tmp.glob("*.log"):
+        (artifacts / log.name).write_bytes(log.read_bytes())
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -148,29 +192,102 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     yield
 
 
+_logs_key = pytest.StashKey[list[int]]()
+_devices_key = pytest.StashKey[list[dict[str, int]]]()
+
+
+@pytest.fixture(autouse=True)
+def _gwlb_supervised(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around every requirement test: instances restarted if an earlier test left one dead, a fresh ENI, and
+    the appliance log and tunnel devices noted, for attributing a failure."""
+    item = request.node
+    if item.get_closest_marker(MARKER) is None or "gwlb" not in getattr(item, "fixturenames", ()):
+        yield
+        return
+    env = request.getfixturevalue("gwlb")
+    try:
+        notes = env.begin_test(item.nodeid)
+    except Exception as e:
+        line, _ = _cause(e)
+        pytest.skip(results.NOT_RUN + f"an appliance instance could not be restarted after an earlier test: {line}")
+    for n in notes:
+        item.user_properties.append(("note", n))
+    item.stash[_logs_key] = env.log_offsets()
+    item.stash[_devices_key] = env.tunnel_devices()
+    yield
+
+
+def artifact_dir(base: Path, nodeid: str) -> Path:
+    """One directory per test (and per parameter): ``test_x.py::test_y[case]`` -> ``test_x__test_y_case``."""
+    name = nodeid.rsplit("/", 1)[-1].replace(".py::", "__").replace("::", "__")
+    return base / re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+_ERROR_LINE = re.compile(r"error|fail|cannot|can't|exclusiv|traceback|denied|abort|fatal|segfault", re.I)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     rep: pytest.TestReport = outcome.get_result()
-    if rep.when != "call" or not rep.failed or item.get_closest_marker(MARKER) is None:
+    if rep.when != "call" or item.get_closest_marker(MARKER) is None:
         return
     env = getattr(item, "funcargs", {}).get("gwlb")
+    if env is None:
+        return
     artifacts: Path | None = item.config.getoption("--gwlb-artifacts")
+    where = artifact_dir(artifacts, item.nodeid) if artifacts is not None else None
+    crashes = env.crashes_since(env._test_mark)
+    if crashes:  # a crash is the finding, whatever the test's own checks said after it
+        c = crashes[0]
+        msg = f"instance {c.instance} {c.how} during this test"
+        repro = env.reproducer(c, where) if where is not None else None
+        if repro is not None:
+            msg += f"; the datagrams sent to it before are in {repro} (replay: {repro.with_suffix('.replay.sh')})"
+            rep.user_properties.append(("reproducer", str(repro)))
+        rep.outcome = "failed"
+        rep.longrepr = msg
+    if not rep.failed:
+        return
     exc = call.excinfo.value if call.excinfo else None
     packet = getattr(exc, "packet", None)
-    if packet:
-        from conformance.environment import hexdump
+    from conformance.environment import hexdump
 
-        rep.sections.append(("offending packet", hexdump(packet)))
-    if artifacts is None or env is None or env.capture is None:
-        return
-    base = artifacts / item.nodeid.replace("/", "_").replace("::", "__").replace("[", "_").replace("]", "")
-    n = env.capture.write(base.with_suffix(".pcap"), item.stash.get(_start_key, 0.0))
-    rep.user_properties.append(("pcap", str(base.with_suffix(".pcap"))))
-    rep.sections.append(("capture", f"{n} frames written to {base.with_suffix('.pcap')}"))
     if packet:
-        base.with_suffix(".hex").write_text(hexdump(packet) + "\n")
-        rep.user_properties.append(("hexdump", str(base.with_suffix(".hex"))))
+        rep.sections.append(("offending packet", hexdump(packet)))
+    # attribution: what the appliance said and did while the test ran
+    found: list[str] = []
+    logs = env.log_since(item.stash.get(_logs_key, []))
+    for i, text in logs.items():
+        lines = text.splitlines()
+        rep.sections.append(("appliance log", f"instance {i}, during this test (last 60 lines):\n"
+                             + "\n".join(lines[-60:])))
+        bad = next((ln for ln in lines if _ERROR_LINE.search(ln)), None)
+        if bad:
+            found.append(f"instance {i} logged: {bad.strip()[:200]}")
+    before = item.stash.get(_devices_key, [])
+    after = env.tunnel_devices()
+    for i, (b, a) in enumerate(zip(before, after, strict=False)):
+        redone = sorted(n for n in b.keys() & a.keys() if b[n] != a[n])
+        if redone:
+            found.append(f"instance {i} re-created {', '.join(redone)} during this test")
+    if found:
+        rep.user_properties.append(("attribution", "; ".join(found)))
+        rep.sections.append(("supervision", "\n".join(found)))
+    if where is None:
+        return
+    where.mkdir(parents=True, exist_ok=True)
+    for i, text in logs.items():
+        (where / f"appliance-{i}.log").write_text(text)
+        rep.user_properties.append(("log", str(where / f"appliance-{i}.log")))
+    if env.capture is not None:
+        pcap = where / "capture.pcap"
+        n = env.capture.write(pcap, item.stash.get(_start_key, 0.0))
+        rep.user_properties.append(("pcap", str(pcap)))
+        rep.sections.append(("capture", f"{n} frames written to {pcap}"))
+    if packet:
+        (where / "offending.hex").write_text(hexdump(packet) + "\n")
+        rep.user_properties.append(("hexdump", str(where / "offending.hex")))
 
 
 _config: pytest.Config | None = None
@@ -192,12 +309,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    res = config.stash.get(results.RESULTS, None)
-    if res is None or not res.by_requirement:
+    res = _results(config)
+    if res is None:
         return
     terminalreporter.write_sep("=", "GWLB appliance conformance")
     for line in res.summary_lines():
         terminalreporter.write_line(line)
+    if res.could_not_run_detail:
+        terminalreporter.write_line("the appliance's last output:")
+        for line in res.could_not_run_detail.splitlines()[-15:]:
+            terminalreporter.write_line("  " + line)
     if config.getoption("--gwlb-json"):
         path = config.getoption("--gwlb-json")
         path.write_text(json.dumps(res.as_dict(), indent=1) + "\n")
@@ -208,9 +329,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"HTML report: {path}")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    res = session.config.stash.get(results.RESULTS, None)
-    if res is None or exitstatus != pytest.ExitCode.TESTS_FAILED:
+    """The exit status is the verdict's (see conformance.results), unless pytest itself was stopped or misused."""
+    res = _results(session.config)
+    if res is None:
         return
-    if not res.failed(MUST) and not res.failed_unmarked:
-        session.exitstatus = pytest.ExitCode.OK  # only SHOULD/MAY failures: reported, not fatal
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        session.exitstatus = results.EXIT_INTERRUPTED
+    elif exitstatus == pytest.ExitCode.USAGE_ERROR:
+        session.exitstatus = results.EXIT_USAGE
+    elif exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        session.exitstatus = results.EXIT_COULD_NOT_RUN
+        res.could_not_run = res.could_not_run or "the suite itself failed (internal error, see above)"
+    else:
+        session.exitstatus = res.status()[0]

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 MUST, SHOULD, MAY = "MUST", "SHOULD", "MAY"
 
+#: GENEVE drop reasons that concern only the inner packet, not GENEVE or the AWS options: ROBUST-6, not ROBUST-1/4
+INNER_REASONS = frozenset({"truncated_inner", "protocol_mismatch"})
+
 RFC = "RFC 8926"
 AWS_TG = "AWS GWLB docs, target groups (GENEVE, option class 0x0108)"
 AWS_HC = "AWS GWLB docs, health checks"
@@ -60,6 +63,9 @@ _ALL = [
     Requirement("TRAFFIC-6", MUST, "Traffic", "Inner packets up to 8500 bytes are carried", f"{AWS_GW} (MTU 8500)"),
     Requirement("TRAFFIC-7", MUST, "Traffic", "Generated flows of every kind (protocols, sizes, option layouts) "
                 "come back right (Hypothesis)", AWS_GW),
+    Requirement("TRAFFIC-8", SHOULD, "Traffic", "A TCP flow that GWLB hands over mid-stream (no SYN seen, as after "
+                "a failover rebalance) is carried", "AWS GWLB docs, target failover (rebalance moves existing flows "
+                "to healthy targets)"),
     Requirement("TIMEOUT-1", SHOULD, "Timeouts", "A flow idle for longer than the appliance's own flow timeout "
                 "still passes when GWLB resumes it", "AWS blog: best practices (idle timeout mismatch)"),
     Requirement("TIMEOUT-2", MUST, "Timeouts", "A flow that comes back after GWLB's idle timeout, with a new "
@@ -86,6 +92,10 @@ _ALL = [
                 f"{RFC}; gwlbtun"),
     Requirement("ROBUST-5", SHOULD, "Robustness", "Sustained traffic at the configured rate for a bounded time "
                 "passes with zero loss", f"{OBSERVED}"),
+    Requirement("ROBUST-6", SHOULD, "Robustness", "Malformed inner packets (an IP length claiming more bytes than "
+                "are present, an inner header cut short, an IP version that contradicts the protocol type) are not "
+                "passed through", "RFC 1812 5.2.2 (IP header validation before forwarding); neither RFC 8926 nor AWS "
+                "asks a GENEVE endpoint to validate inner packets, hence SHOULD"),
 ]
 
 REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in _ALL}

@@ -4,25 +4,38 @@ Examples::
 
     gwlb-fuzz --time 300                                  # the reference appliance, 300 s at 1000/s
     gwlb-fuzz --appliance '/opt/fw/bin/fw --geneve --health {health_port}' --health-port 9000 --rate 5000
-    gwlb-fuzz --replay results/20250101-120000-crashed/sequence.pcap   # appliance from reproducer.json
+    gwlb-fuzz --replay results/20250101-120000-1-crashed-exit_1/sequence.pcap   # appliance from reproducer.json
 
 Until the console script is installed, ``python -m fuzz.cli`` does the same. Needs root (namespaces).
-Exit status: 0 no failure (or, with --replay, the failure did not reproduce), 1 a failure was found (or
-reproduced), 2 bad options or the fuzzer could not run.
+Exit status of a run: 0 no finding, or only SHOULD-level ones (listed, with reproducers; as in the conformance
+suite, they do not fail a run); 1 a fatal or MUST-level finding; 3 only SHOULD-level findings and --strict;
+2 bad options or the fuzzer could not run; 130 interrupted. With --replay: 1 the reproducer's finding
+reproduced (any level; without reproducer.json, any finding), 0 it did not, 2 and 130 as above.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fuzz.findings import CATALOGUE, MUST, Finding, order
 from fuzz.progress import Progress
-from fuzz.watchdog import KINDS, Limits
+from fuzz.watchdog import Limits
 from gwlbsim import cliargs, geneve
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.netns import NetnsError, require_root, sigterm_raises
+
+if TYPE_CHECKING:
+    from fuzz.netfuzz import Found
+
+_FINDINGS = "\n".join(
+    f"  {k.name:<20} {'fatal, ' if k.fatal else ''}{k.level} {k.requirement}"
+    + (" (ROBUST-2: control packets, unknown critical options)" if k.name.startswith("forwarded_m") else "")
+    for k in CATALOGUE.values())
 
 EPILOG = f"""\
 The appliance command is a template (see gwlbsim.appliance): {{python}}, {{hook}}, {{health_port}},
@@ -30,9 +43,15 @@ The appliance command is a template (see gwlbsim.appliance): {{python}}, {{hook}
 in. It runs in its own namespace at 10.99.0.2 and gets GENEVE from 10.99.0.1 (source ports vary) on UDP 6081;
 it must send GWLB's packets back (one-arm) unless --no-probes.
 
-Failures: {", ".join(KINDS)}. On the first one the fuzzer stops, reduces the datagrams to a small sequence
-that still fails by replaying them against fresh instances, and writes a reproducer directory under --out
-(sequence.pcap, replay.sh, reproducer.json).
+Findings (kind: level and conformance requirement; see docs/fuzzing.md):
+{_FINDINGS}
+A fatal finding stops the sending; any other is recorded (repeats counted) and fuzzing goes on. At the end
+each distinct finding, fatal first, then MUST, then SHOULD, is confirmed by replay against fresh instances
+(reduced to a small sequence unless one known datagram caused it) and written as a reproducer directory
+under --out (sequence.pcap, replay.sh, reproducer.json).
+
+Exit status: 0 no finding or only SHOULD-level ones, 1 a fatal or MUST-level finding, 3 only SHOULD-level
+findings with --strict, 2 bad options or the fuzzer could not run. --replay: 1 the finding reproduced, else 0.
 """
 
 
@@ -62,13 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--settle", type=cliargs.positive, default=0.2, metavar="SECS",
                    help="pause after sending before checking, in runs and replays (0.2)")
     g.add_argument("--no-probes", action="store_true", help="do not check that valid flows are returned")
+    g.add_argument("--oversize", type=_share, default=0.005, metavar="SHARE",
+                   help="share of datagrams above the link MTU, up to 65,000 bytes (0.005; 0: none)")
     g.add_argument("--pool", type=int, default=400, metavar="N", help="distinct generated packets per kind (400)")
     g.add_argument("--max-fd-growth", type=int, default=64, metavar="N", help="descriptor growth allowed (64)")
     g.add_argument("--max-device-growth", type=int, default=None, metavar="N",
                    help="device growth allowed (default: 2 per endpoint used + 16)")
-    g.add_argument("--no-minimize", action="store_true", help="write the whole failing window as reproducer")
+    g.add_argument("--no-minimize", action="store_true",
+                   help="do not replay findings: write what was recorded as reproducers")
     g.add_argument("--minimize-time", type=cliargs.positive, default=300.0, metavar="SECS",
-                   help="time limit for minimization (300)")
+                   help="time limit for confirming and minimizing all findings together (300)")
+    p.add_argument("--strict", action="store_true", help="exit with status 3 when only SHOULD-level findings")
     g.add_argument("--option-class", type=cliargs.option_class, default=geneve.AWS_OPTION_CLASS, metavar="N",
                    help="option class of the GWLB options (default 0x0108)")
     return p
@@ -107,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else int((meta or {}).get("seed", 0))
     options = Options(appliance=spec, rate=args.rate, duration=args.time, seed=seed, out=args.out,
                       check_interval=args.check_interval, probe_timeout=args.probe_timeout, settle=args.settle,
-                      probes=not args.no_probes, pool_size=args.pool,
+                      probes=not args.no_probes, pool_size=args.pool, oversize=args.oversize,
                       limits=Limits(args.max_fd_growth, args.max_device_growth, args.health_timeout),
                       minimize=not args.no_minimize, minimize_seconds=args.minimize_time,
                       option_class=args.option_class)
@@ -128,15 +151,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gwlb-fuzz: interrupted", file=sys.stderr)
         return 130
     print(summary.render())
-    return 1 if summary.found else 0
+    return exit_status(summary.found, strict=args.strict)
+
+
+def exit_status(found: Sequence[Found], *, strict: bool = False) -> int:
+    """A run's exit status from its findings: 1 fatal or MUST, 3 only SHOULD with ``strict``, else 0."""
+    from fuzz.netfuzz import worst
+
+    grade = worst(found)
+    if grade in ("FATAL", MUST):
+        return 1
+    return 3 if grade is not None and strict else 0
 
 
 def _replay(fuzzer: object, path: Path) -> int:
     from fuzz.netfuzz import NetworkFuzzer
-    from fuzz.reproducer import verdict
+    from fuzz.reproducer import load_meta, recorded_finding, verdict
 
     assert isinstance(fuzzer, NetworkFuzzer)
-    packets, failure = fuzzer.replay_file(path)
+    packets, findings = fuzzer.replay_file(path)
     print(f"gwlb-fuzz: replayed {len(packets)} datagram(s) from {path} against {fuzzer.summary.command}")
     for i, p in enumerate(packets[:20]):
         print(f"  {i + 1:3}: {p.label or 'unlabelled'} ({verdict(p.payload, fuzzer.o.option_class)}), "
@@ -144,11 +177,38 @@ def _replay(fuzzer: object, path: Path) -> int:
               f"{p.payload[:24].hex()}{'...' if len(p.payload) > 24 else ''}")
     if len(packets) > 20:
         print(f"  ... and {len(packets) - 20} more")
-    if failure is None:
-        print("gwlb-fuzz: no failure: the appliance survived the sequence")
+    want = recorded_finding(load_meta(path))
+    kind, reason = want.get("kind"), want.get("reason")
+
+    def is_wanted(f: Finding) -> bool:  # a fatal finding is the same whatever its exit status or signal
+        return not kind or (f.kind == kind and (f.fatal or not reason or f.reason == reason))
+
+    counts = Counter(f.key for f in findings)
+    first = {f.key: f for f in reversed(findings)}
+    reproduced = False
+    for key in sorted(counts, key=lambda k: order(first[k])):  # fatal first, then MUST, then SHOULD
+        f = first[key]
+        times = "" if counts[key] == 1 else f" ({counts[key]} times)"
+        if is_wanted(f):
+            reproduced = True
+            print(f"gwlb-fuzz: REPRODUCED {f.describe()}{times}")
+        else:
+            print(f"gwlb-fuzz: also found {f.describe()}{times}")
+    if not reproduced:
+        print("gwlb-fuzz: did not reproduce" + (f" {kind}" + (f" ({reason})" if reason else "") if kind else "")
+              + ("" if findings else ": no finding, the appliance survived the sequence"))
         return 0
-    print(f"gwlb-fuzz: REPRODUCED {failure.kind}: {failure.detail}")
     return 1
+
+
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not within 0-1")
+    return v
 
 
 if __name__ == "__main__":

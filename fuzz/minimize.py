@@ -42,7 +42,8 @@ class Result(Generic[T]):
     items: list[T]  #: the smallest failing sequence found (in the original order)
     tests: int  #: how many times the test ran
     complete: bool  #: False when the budget ran out first (``items`` fails, but may not be minimal)
-    reproduced: bool = True  #: False when the whole sequence did not fail when replayed
+    reproduced: bool = True  #: False when the whole sequence did not fail when replayed (or the budget was
+    #: spent before it could be replayed)
 
 
 class _Tester(Generic[T]):
@@ -77,9 +78,11 @@ def minimize(items: Sequence[T], fails: Callable[[list[T]], bool], budget: Budge
     test = _Tester(items, fails, budget)
     every = list(range(len(items)))
     found: list[list[int]] = []
+    whole_fails = False
     try:
         if not test(every):
             return Result(list(items), budget.tests, True, reproduced=False)
+        whole_fails = True
         if test([]):
             return Result([], budget.tests, True)
         best = every
@@ -110,5 +113,5 @@ def minimize(items: Sequence[T], fails: Callable[[list[T]], bool], budget: Budge
         best = sorted(needed)
     except _OutOfBudget:
         best = found[-1] if found else every
-        return Result([items[i] for i in best], budget.tests, False)
+        return Result([items[i] for i in best], budget.tests, False, reproduced=whole_fails)
     return Result([items[i] for i in best], budget.tests, True)

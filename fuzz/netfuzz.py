@@ -1,35 +1,46 @@
-"""The network fuzzer: generated GENEVE traffic at a live appliance in a namespace, watched, failures minimized.
+"""The network fuzzer: generated GENEVE traffic at a live appliance in a namespace, watched, findings reproduced.
 
 An appliance (any command template, see :mod:`gwlbsim.appliance`; the reference by default) runs in its own
 namespace, linked by a veth pair to a "gwlb" namespace from which the fuzzer sends, from ``10.99.0.1`` to the
 appliance at ``10.99.0.2`` port 6081, a paced mix of valid, malformed and mutated datagrams
-(:mod:`fuzz.traffic_pool`). Every ``check_interval`` seconds it pauses and checks (:mod:`fuzz.watchdog`):
-process alive, health answering, descriptors and devices bounded, and every probe flow returned with the
-latest header; every datagram the appliance sends back must be one GWLB accepts.
+(:mod:`fuzz.traffic_pool`) and a few oversize ones (above the link MTU, up to 65,000 bytes). Every
+``check_interval`` seconds it pauses and checks (:mod:`fuzz.watchdog`): process alive, health answering,
+descriptors and devices bounded, and every probe flow returned with the latest header; every datagram the
+appliance sends back is judged against what it was sent.
 
-On the first failure it stops and reduces the packets sent since the last good check (or, if those alone do
-not reproduce it, everything sent) by replaying subsequences against a fresh appliance (:mod:`fuzz.minimize`),
-then writes a reproducer (:mod:`fuzz.reproducer`).
+Findings follow the catalogue of :mod:`fuzz.findings` (the conformance suite's requirement ids and levels). A
+non-fatal finding (a wrong or forwarded return) is recorded, with the datagram whose return was judged when
+the return is one of them and the datagrams sent since the last check otherwise, and fuzzing goes on; repeats
+of a finding (same kind and reason) are counted. A fatal finding (crash, hang, unhealthy, lost probe flows,
+descriptor or device leak) stops the sending.
+
+At the end every distinct finding is reproduced against fresh appliances and written as a reproducer
+(:mod:`fuzz.reproducer`), the fatal one first: a finding caused by one known datagram is confirmed by
+replaying that datagram alone; any other is reduced (:mod:`fuzz.minimize`) from the datagrams sent since the
+last check before it (or, if those alone do not reproduce it, everything sent until then).
 """
 
 from __future__ import annotations
 
 import random
+import re
 import shlex
 import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 
 from fuzz import reproducer
+from fuzz.findings import MUST, PROBE_KINDS, Finding, matches, order
 from fuzz.minimize import Budget, minimize
 from fuzz.packets import GwlbFlow
 from fuzz.progress import Progress
 from fuzz.reproducer import Sent
 from fuzz.traffic_pool import PROBE_ENIS, TrafficPool, TrafficSource
-from fuzz.watchdog import Failure, Limits, ReturnChecker, Watchdog
+from fuzz.watchdog import Limits, ReturnChecker, Watchdog
 from gwlbsim import geneve
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
 from gwlbsim.flowkey import InnerError, symmetric_key
@@ -38,7 +49,11 @@ from gwlbsim.probe import GenevePeer
 
 GWLB_IP, APP_IP = "10.99.0.1", "10.99.0.2"
 LINK_MTU = 9001
-_PROBE_KINDS = ("lost_flow", "wrong_return")
+OVERSIZE_MIN, OVERSIZE_MAX = 9001, 65000  #: oversize datagram sizes (UDP payload bytes; fragmented on the link)
+
+#: Where a finding is noted: the finding, the datagram whose return was judged (if known), whether a probe
+#: round found it.
+Note = Callable[[Finding, Sent | None, bool], None]
 
 
 class FuzzError(RuntimeError):
@@ -49,7 +64,7 @@ class FuzzError(RuntimeError):
 class Options:
     appliance: ApplianceSpec = field(default_factory=ApplianceSpec)
     rate: float = 1000.0  #: datagrams per second while sending
-    duration: float = 60.0  #: seconds of sending (checks and minimization come on top)
+    duration: float = 60.0  #: seconds of sending (checks and reproduction come on top)
     seed: int = 0
     out: Path = Path("gwlb-fuzz-results")
     check_interval: float = 1.0
@@ -59,23 +74,41 @@ class Options:
     probe_flows: int = 4
     pool_size: int = 400
     mix: tuple[int, int, int] = (3, 5, 2)  #: weights of valid, malformed, havoc
+    oversize: float = 0.005  #: share of datagrams that are oversize (OVERSIZE_MIN to OVERSIZE_MAX bytes)
     limits: Limits = field(default_factory=Limits)
-    minimize: bool = True
-    minimize_seconds: float = 300.0
-    minimize_replays: int = 150
+    minimize: bool = True  #: replay findings to confirm and reduce them (else write what was recorded)
+    minimize_seconds: float = 300.0  #: for all findings together
+    minimize_replays: int = 150  #: per finding
     history: int = 200_000  #: datagrams kept for replay
     option_class: int = geneve.AWS_OPTION_CLASS
 
 
 @dataclass
+class Record:
+    """A distinct finding while fuzzing: its first occurrence and what was sent up to it."""
+
+    finding: Finding
+    origin: Sent | None  #: the datagram whose return was judged, when known
+    window: list[Sent]  #: datagrams sent since the last check before it
+    upto: int  #: datagrams sent in all when it was first seen
+    probes: bool  #: found by a probe round (a replay must send probes too)
+    at: float  #: seconds into fuzzing when first seen
+    count: int = 1
+
+
+@dataclass
 class Found:
-    failure: Failure
+    finding: Finding
+    count: int  #: occurrences while fuzzing
+    at: float  #: seconds into fuzzing of the first
     packets: int
     original: int
     replays: int
     minimized: bool
     reproduced: bool
     script: Path | None
+    how: str = ""  #: how the reproducer's sequence was obtained, for people
+    sent_before: int = 0  #: datagrams sent when it was first seen
 
 
 @dataclass
@@ -87,7 +120,7 @@ class Summary:
     returns: int = 0
     probe_rounds: int = 0
     checks: int = 0
-    found: list[Found] = field(default_factory=list)
+    found: list[Found] = field(default_factory=list)  #: fatal first, then MUST, then SHOULD
     command: str = ""
     seed: int = 0
     fds: tuple[int, int] = (0, 0)
@@ -97,17 +130,21 @@ class Summary:
     def total(self) -> int:
         return sum(self.sent.values())
 
+    def grades(self) -> Counter[str]:
+        """Distinct findings by grade (FATAL, MUST, SHOULD)."""
+        return Counter(f.finding.grade for f in self.found)
+
     def render(self) -> str:
         valid = self.sent["valid"] + self.sent["probe"] + self.sent["havoc:valid"]
         havoc = self.sent["havoc"] + self.sent["havoc:valid"]
-        malformed = self.total - valid - self.sent["havoc"]
+        malformed = self.total - valid - self.sent["havoc"] - self.sent["oversize"]
         rate = self.total / self.sending_seconds if self.sending_seconds else 0.0
         lines = [f"gwlb-fuzz: {self.seconds:.1f} s against {self.command} (seed {self.seed})",
                  f"  sent {self.total:,} datagrams ({rate:,.0f}/s while sending): valid {valid:,} "
                  f"(probes {self.sent['probe']:,}), malformed {malformed:,}, havoc {havoc:,} "
-                 f"(valid {self.sent['havoc:valid']:,})"]
+                 f"(valid {self.sent['havoc:valid']:,}), oversize {self.sent['oversize']:,}"]
         by_class = sorted((k, v) for k, v in self.sent.items()
-                          if k not in ("valid", "probe", "havoc", "havoc:valid"))
+                          if k not in ("valid", "probe", "havoc", "havoc:valid", "oversize"))
         for i in range(0, len(by_class), 4):
             lines.append("    " + ", ".join(f"{k} {v:,}" for k, v in by_class[i:i + 4]))
         if self.send_errors:
@@ -115,12 +152,17 @@ class Summary:
         lines.append(f"  returns {self.returns:,}; {self.probe_rounds} probe rounds; {self.checks} checks; "
                      f"fds {self.fds[0]} -> {self.fds[1]}; devices {self.devices[0]} -> {self.devices[1]}")
         if not self.found:
-            lines.append("  failures: none")
+            lines.append("  findings: none")
+            return "\n".join(lines)
+        g = self.grades()
+        lines.append(f"  findings: {g['FATAL']} fatal, {g['MUST']} MUST, {g['SHOULD']} SHOULD "
+                     f"({len(self.found)} distinct, {sum(f.count for f in self.found):,} in all)")
         for f in self.found:
-            lines.append(f"  FAILURE {f.failure.kind}: {f.failure.detail}")
-            how = (f"minimized from {f.original:,} in {f.replays} replays" if f.minimized
-                   else "not minimized" if f.reproduced else "did NOT reproduce on replay; full window kept")
-            lines.append(f"    reproducer: {f.script} ({f.packets:,} packets, {how})")
+            x = f.finding
+            times = "once" if f.count == 1 else f"{f.count:,} times"
+            lines.append(f"  {x.grade} {x.kind} ({x.reason}) [{x.level} {x.requirement}], {times}, first after "
+                         f"{f.at:.1f} s: {x.detail}")
+            lines.append(f"    reproducer: {f.script} ({f.packets:,} packet{'s' if f.packets != 1 else ''}, {f.how})")
         return "\n".join(lines)
 
 
@@ -181,6 +223,19 @@ class Bench:
         return out
 
 
+def oversize(rng: random.Random, base: bytes, sport: int) -> Sent:
+    """An oversize datagram (``OVERSIZE_MIN`` to ``OVERSIZE_MAX`` bytes): zeros, or ``base`` (a pool packet)
+    padded with zeros or random bytes (with a valid ``base`` it is valid GENEVE with trailing bytes)."""
+    size = rng.randint(OVERSIZE_MIN, 16_000) if rng.random() < 0.5 else rng.randint(16_001, OVERSIZE_MAX)
+    style = rng.randrange(3)
+    if style == 0:
+        data = bytes(size)
+    else:
+        pad = size - len(base)
+        data = base + (bytes(pad) if style == 1 else rng.randbytes(pad))
+    return Sent(sport, data, "oversize")
+
+
 class NetworkFuzzer:
     def __init__(self, options: Options, progress: Progress | None = None,
                  say: Callable[[str], None] | None = None) -> None:
@@ -189,6 +244,11 @@ class NetworkFuzzer:
         self.say = say or self.progress.message
         self.summary = Summary(command=options.appliance.command, seed=options.seed)
         self._cookie = random.Random(options.seed).randrange(1 << 32)
+        self._history: deque[Sent] = deque(maxlen=options.history)
+        self._seq = 0  # datagrams sent while fuzzing (the history holds the last ``history`` of them)
+        self._window_start = 0  # ``_seq`` at the end of the last check
+        self._records: dict[tuple[str, str], Record] = {}
+        self._fuzz_start = time.monotonic()
 
     # ---------------------------------------------------------------------------------------------- fuzzing
 
@@ -198,7 +258,7 @@ class NetworkFuzzer:
         self.pool = TrafficPool.build(seed=self.o.seed, size=self.o.pool_size, probes=self.o.probe_flows,
                                       option_class=self.o.option_class)
         source = TrafficSource(self.pool, random.Random(self.o.seed), mix=self.o.mix)
-        history: deque[Sent] = deque(maxlen=self.o.history)
+        big = random.Random(self.o.seed + 0x0515E)  # its own stream: the pool traffic stays that of the seed
         with tempfile.TemporaryDirectory(prefix="gwlb-fuzz-") as tmp, Bench(self.o.appliance, Path(tmp)) as bench:
             self.bench = bench
             if self.o.limits.device_growth is None:  # two devices per endpoint (as gwlbtun) and some slack
@@ -208,36 +268,45 @@ class NetworkFuzzer:
             checker = ReturnChecker(self.o.option_class)
             self.summary.fds = (dog.base_fds, dog.base_fds)
             self.summary.devices = (dog.base_devices, dog.base_devices)
-            failure = self._probe_round(history, checker) if self.o.probes else None
-            if failure is not None:
-                raise FuzzError(f"the appliance did not return valid traffic at the start ({failure.detail}); "
+            self._fuzz_start = time.monotonic()
+            fatal = None
+            if self.o.probes:
+                fatal = self._probe_round(checker, self._note, lambda s: self._send(s, checker))
+                self.summary.probe_rounds += 1
+            if fatal is not None:
+                raise FuzzError(f"the appliance did not return valid traffic at the start ({fatal.detail}); "
                                 "the fuzzer needs an appliance that sends GWLB's packets back (e.g. with a one-arm "
                                 "passthrough hook), or --no-probes\n" + app.output_tail())
-            window_start = self.summary.total  # datagrams sent before the last good check
-            self._fuzz_start = time.monotonic()
+            self._window_start = self._seq
             end = self._fuzz_start + self.o.duration
-            while failure is None and time.monotonic() < end:
-                failure = self._burst(source, min(end, time.monotonic() + self.o.check_interval), history, checker,
-                                      dog)
-                if failure is None:
+            while fatal is None and time.monotonic() < end:
+                fatal = self._burst(source, big, min(end, time.monotonic() + self.o.check_interval), checker, dog)
+                if fatal is None:
                     time.sleep(self.o.settle)
-                    failure = self._collect(checker) or dog.check()
+                    self._collect(checker, self._note)
+                    fatal = dog.check()
                     self.summary.checks += 1
-                    if failure is None and self.o.probes:
-                        failure = self._probe_round(history, checker)
+                    if fatal is None and self.o.probes:
+                        fatal = self._probe_round(checker, self._note, lambda s: self._send(s, checker))
+                        self.summary.probe_rounds += 1
                 self.summary.returns = checker.returns
                 self.summary.fds = (dog.base_fds, dog.fds)
                 self.summary.devices = (dog.base_devices, dog.devices)
-                if failure is None:
-                    window_start = self.summary.total
+                if fatal is None:
+                    self._window_start = self._seq
                 self._show()
+            if fatal is not None:
+                self.say(f"FATAL {fatal.describe()}; sending stopped")
+                self._collect(checker, self._note)  # returns already on their way are judged too
+                self.summary.returns = checker.returns
             self._show(final=True)
             self.progress.done()
-            if failure is not None:
-                log = app.output_tail(80)
-                packets = list(history)  # the last ``history`` datagrams sent (all of them, usually)
-                window = packets[len(packets) - min(len(packets), self.summary.total - window_start):]
-                self.summary.found.append(self._handle(failure, window, packets, log))
+            log = app.output_tail(80)
+            records = sorted(self._records.values(), key=lambda r: (order(r.finding), r.upto))
+            if fatal is not None:
+                records.insert(0, Record(fatal, None, self._tail(self._seq - self._window_start), self._seq,
+                                         fatal.kind in PROBE_KINDS, time.monotonic() - self._fuzz_start))
+            self._reproduce_all(records, log)
         self.summary.seconds = time.monotonic() - started
         return self.summary
 
@@ -247,8 +316,35 @@ class NetworkFuzzer:
         except ApplianceError as e:
             raise FuzzError(str(e)) from None
 
-    def _burst(self, source: TrafficSource, until: float, history: deque[Sent], checker: ReturnChecker,
-               dog: Watchdog) -> Failure | None:
+    def _send(self, s: Sent, checker: ReturnChecker) -> None:
+        """Send a datagram while fuzzing: kept for replay, told to the checker, counted."""
+        self.bench.send(s, self.summary.send_errors)
+        self._history.append(s)
+        self._seq += 1
+        checker.sent(s)
+        self.summary.sent[s.label] += 1
+
+    def _tail(self, n: int) -> list[Sent]:
+        """The last ``n`` datagrams sent (as many as the history still holds)."""
+        return list(islice(reversed(self._history), min(n, len(self._history))))[::-1]
+
+    def _upto(self, upto: int) -> list[Sent]:
+        """The datagrams the history still holds among the first ``upto`` sent."""
+        first = self._seq - len(self._history)
+        return list(islice(self._history, 0, max(0, upto - first)))
+
+    def _note(self, finding: Finding, origin: Sent | None, probes: bool) -> None:
+        """Record a non-fatal finding and go on: its first occurrence with the datagrams behind it, then a count."""
+        rec = self._records.get(finding.key)
+        if rec is not None:
+            rec.count += 1
+            return
+        self._records[finding.key] = Record(finding, origin, self._tail(self._seq - self._window_start), self._seq,
+                                            probes, time.monotonic() - self._fuzz_start)
+        self.say(f"{finding.grade} {finding.describe()} (recorded; fuzzing goes on)")
+
+    def _burst(self, source: TrafficSource, big: random.Random, until: float, checker: ReturnChecker,
+               dog: Watchdog) -> Finding | None:
         t0 = time.monotonic()
         sent = 0
         last_alive = t0
@@ -257,15 +353,15 @@ class NetworkFuzzer:
                 due = int((now - t0) * self.o.rate) + 1
                 batch = 0
                 while sent < due and batch < 256:  # after a stall, catch up gradually
-                    s = source.next()
-                    self.bench.send(s, self.summary.send_errors)
-                    history.append(s)
-                    checker.sent(s.payload)
-                    self.summary.sent[s.label] += 1
+                    if self.o.oversize > 0 and big.random() < self.o.oversize:
+                        pool = self.pool.valid if self.pool.valid and big.random() < 0.5 else self.pool.malformed
+                        s = oversize(big, big.choice(pool).payload, big.choice(source.sports))
+                    else:
+                        s = source.next()
+                    self._send(s, checker)
                     sent += 1
                     batch += 1
-                if f := self._collect(checker):
-                    return f
+                self._collect(checker, self._note)
                 if now - last_alive > 0.05:
                     if f := dog.crashed():
                         return f
@@ -276,39 +372,34 @@ class NetworkFuzzer:
         finally:
             self.summary.sending_seconds += time.monotonic() - t0
 
-    def _collect(self, checker: ReturnChecker) -> Failure | None:
+    def _collect(self, checker: ReturnChecker, note: Note, probes: bool = False) -> None:
+        """Judge every return waiting."""
         for payload in self.bench.receive():
-            if f := checker.received(payload):
-                return f
-        return None
+            if judged := checker.received(payload):
+                note(judged.finding, judged.origin, probes)
 
-    def _probe_round(self, history: deque[Sent] | list[Sent], checker: ReturnChecker,
-                     tally: bool = True) -> Failure | None:
-        """Send every probe flow with a fresh cookie; each must come back with exactly that header.
+    def _probe_round(self, checker: ReturnChecker, note: Note, send: Callable[[Sent], None]) -> Finding | None:
+        """Send every probe flow with a fresh cookie; each must come back, with exactly that header.
 
-        ``tally``: count what is sent in the summary (not for replays)."""
-        if f := self._collect(checker):
-            return f
+        Returns the fatal ``lost_flow`` finding if some do not come back; a wrong return is noted."""
+        self._collect(checker, note)
         expected: dict[tuple[int, object], tuple[bytes, GwlbFlow]] = {}
         for flow in self.pool.probes:
             self._cookie = (self._cookie + 1) & 0xFFFFFFFF
             vp = flow.packet("forward", self._cookie)
-            s = Sent(flow.sport, vp.payload, "probe")
-            self.bench.send(s, self.summary.send_errors)
-            history.append(s)
-            checker.sent(s.payload)
-            if tally:
-                self.summary.sent["probe"] += 1
+            send(Sent(flow.sport, vp.payload, "probe"))
             expected[(flow.eni_id, flow.key)] = (vp.header_bytes, flow)
-        if tally:
-            self.summary.probe_rounds += 1
         deadline = time.monotonic() + self.o.probe_timeout
         got: set[tuple[int, object]] = set()
         while len(got) < len(expected) and (left := deadline - time.monotonic()) > 0:
             for payload in self.bench.receive(left):
-                if f := checker.received(payload):
-                    return f
-                s = geneve.scan(payload, option_class=self.o.option_class)
+                judged = checker.received(payload)
+                if judged is not None:
+                    note(judged.finding, judged.origin, True)
+                try:
+                    s = geneve.scan(payload, option_class=self.o.option_class)
+                except geneve.GeneveError:
+                    continue
                 if s.eni_id not in PROBE_ENIS:
                     continue
                 try:
@@ -317,49 +408,63 @@ class NetworkFuzzer:
                     continue
                 if key in expected:
                     want, flow = expected[key]
-                    if payload[:s.header_len] != want:
-                        return Failure("wrong_return", f"probe flow {flow.forward.five_tuple().describe()} of ENI "
-                                                       f"{flow.eni_id:016x} came back with header "
-                                                       f"{payload[:s.header_len].hex()}, the latest sent was "
-                                                       f"{want.hex()}")
+                    if judged is None and payload[:s.header_len] != want:  # a header sent earlier for the flow
+                        note(Finding("wrong_return", "stale_header",
+                                     f"probe flow {flow.forward.five_tuple().describe()} of ENI {flow.eni_id:016x} "
+                                     f"came back with header {payload[:s.header_len].hex()}, sent earlier for the "
+                                     f"flow; the latest sent was {want.hex()}"), None, True)
                     got.add(key)
         missing = [expected[k][1] for k in expected if k not in got]
         if missing:
             flows = "; ".join(f"{f.forward.five_tuple().describe()} (ENI {f.eni_id:016x})" for f in missing)
-            return Failure("lost_flow", f"{len(missing)} of {len(expected)} probe flows not returned within "
-                                        f"{self.o.probe_timeout:g} s: {flows}")
+            return Finding("lost_flow", "probes_not_returned",
+                           f"{len(missing)} of {len(expected)} probe flows not returned within "
+                           f"{self.o.probe_timeout:g} s: {flows}")
         return None
 
     def _show(self, final: bool = False) -> None:
         s = self.summary
-        elapsed = time.monotonic() - getattr(self, "_fuzz_start", time.monotonic())
+        elapsed = time.monotonic() - self._fuzz_start
+        findings = f", findings {len(self._records)}" if self._records else ""
         self.progress.update(f"[{elapsed:5.1f}/{self.o.duration:g} s] sent {s.total:,} "
                              f"(valid {s.sent['valid'] + s.sent['probe']:,}, havoc {s.sent['havoc']:,}), "
-                             f"returns {s.returns:,}, checks {s.checks}, fds {s.fds[1]}, devices {s.devices[1]}",
-                             force=final)
+                             f"returns {s.returns:,}, checks {s.checks}, fds {s.fds[1]}, devices {s.devices[1]}"
+                             f"{findings}", force=final)
 
     # ----------------------------------------------------------------------------------------- replaying
 
-    def replay(self, packets: Sequence[Sent], *, probes: bool | None = None) -> Failure | None:
-        """Start a fresh appliance, send ``packets`` at the configured rate, then check it once."""
+    def replay(self, packets: Sequence[Sent], *, probes: bool | None = None) -> list[Finding]:
+        """Start a fresh appliance, send ``packets`` at the configured rate, then check it once: every finding
+        (repeats included), a fatal one first."""
         app = self._start(self.bench)
         dog = Watchdog(app, self.o.limits)
         checker = ReturnChecker(self.o.option_class)
+        found: list[Finding] = []
+
+        def note(f: Finding, _origin: Sent | None, _probes: bool) -> None:
+            found.append(f)
+
+        def send(s: Sent) -> None:
+            self.bench.send(s, Counter())
+            checker.sent(s)
+
         t0 = time.monotonic()
         for i, s in enumerate(packets):
             while time.monotonic() - t0 < i / self.o.rate:
                 time.sleep(0.0005)
-            self.bench.send(s, Counter())
-            checker.sent(s.payload)
-            if i % 64 == 63 and (f := self._collect(checker) or dog.crashed()):
-                return f
+            send(s)
+            if i % 64 == 63:
+                self._collect(checker, note)
+                if f := dog.crashed():
+                    return [f, *found]
         time.sleep(self.o.settle)
-        f = self._collect(checker) or dog.check()
-        if f is None and (self.o.probes if probes is None else probes):
-            f = self._probe_round([], checker, tally=False)
-        return f
+        self._collect(checker, note)
+        fatal = dog.check()
+        if fatal is None and (self.o.probes if probes is None else probes):
+            fatal = self._probe_round(checker, note, send)
+        return [fatal, *found] if fatal is not None else found
 
-    def replay_file(self, path: Path) -> tuple[list[Sent], Failure | None]:
+    def replay_file(self, path: Path) -> tuple[list[Sent], list[Finding]]:
         """``--replay``: the datagrams of a pcap against a fresh appliance."""
         packets = reproducer.read_pcap(path)
         self.pool = TrafficPool.build(seed=self.o.seed, size=0, probes=self.o.probe_flows if self.o.probes else 0,
@@ -368,42 +473,83 @@ class NetworkFuzzer:
             self.bench = bench
             return packets, self.replay(packets)
 
-    def _handle(self, failure: Failure, window: list[Sent], everything: list[Sent], log: str) -> Found:
-        self.say(f"FAILURE {failure.kind}: {failure.detail}")
-        budget = Budget(max_tests=self.o.minimize_replays, seconds=self.o.minimize_seconds)
-        probes = failure.kind in _PROBE_KINDS
+    # ------------------------------------------------------------------------------------- reproducing
+
+    def _reproduce_all(self, records: list[Record], log: str) -> None:
+        """A reproducer for every distinct finding, in report order; minimization shares one time limit."""
+        deadline = time.monotonic() + self.o.minimize_seconds
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for i, rec in enumerate(records, 1):
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stamp}-{i}-{rec.finding.kind}-{rec.finding.reason}")
+            self.summary.found.append(self._reproduce(rec, self.o.out / name, log, deadline))
+
+    def _reproduce(self, rec: Record, out: Path, log: str, deadline: float) -> Found:
+        target = rec.finding
+        budget = Budget(max_tests=self.o.minimize_replays, seconds=max(0.0, deadline - time.monotonic()))
+        probes = self.o.probes and (target.kind in PROBE_KINDS or rec.probes)
 
         def fails(seq: list[Sent]) -> bool:
-            f = self.replay(seq, probes=probes)
-            self.progress.update(f"minimizing: replay {budget.tests} of at most {budget.max_tests}: "
-                                 f"{len(seq):,} packets -> {f.kind if f else 'no failure'}", force=True)
-            return f is not None and f.kind == failure.kind
+            found = self.replay(seq, probes=probes)
+            shown = ", ".join(sorted({f.kind for f in found})) or "no finding"
+            self.progress.update(f"reproducing {target.kind} ({target.reason}): replay {budget.tests} of at most "
+                                 f"{budget.max_tests}: {len(seq):,} packets -> {shown}", force=True)
+            return matches(found, target)
 
-        items, minimized, reproduced = window, False, False
-        if self.o.minimize:
-            self.say(f"reducing {len(window):,} datagrams sent since the last good check by replaying them "
-                     "against fresh appliances ...")
-            r = minimize(window, fails, budget)
-            if not r.reproduced and len(everything) > len(window):
-                self.say(f"not reproduced by those alone; trying all {len(everything):,} datagrams sent ...")
-                r = minimize(everything, fails, budget)
-                items = everything
+        window = rec.window
+        items: list[Sent] = [rec.origin] if rec.origin is not None else window
+        original = window if rec.origin is None or rec.origin in window else [*window, rec.origin]
+        minimized = reproduced = False
+        how = "not replayed (--no-minimize)"
+        if self.o.minimize and budget.spent():
+            how = "not replayed: the time limit for minimization was spent"
+        elif self.o.minimize:
+            if rec.origin is not None:
+                budget.tests += 1
+                if fails([rec.origin]):  # one datagram: nothing to reduce
+                    minimized = reproduced = True
+                    how = "the datagram whose return was judged; reproduced alone in 1 replay"
+                else:
+                    self.say(f"{target.kind}: the datagram whose return was judged does not reproduce it alone")
+            if not reproduced and budget.spent():
+                how = f"not reproduced in {budget.tests} replay(s) before the time limit for minimization was spent"
+            elif not reproduced:
+                everything = self._upto(rec.upto)
+                self.say(f"{target.kind}: reducing {len(window):,} datagrams sent since the last check before it by "
+                         "replaying them against fresh appliances ...")
+                r = minimize(window, fails, budget)
+                if not r.reproduced and len(everything) > len(window) and not budget.spent():
+                    self.say(f"not reproduced by those alone; trying all {len(everything):,} datagrams sent until "
+                             "then ...")
+                    r = minimize(everything, fails, budget)
+                    original = everything
+                reproduced = r.reproduced
+                if r.reproduced:
+                    items, minimized = r.items, True
+                    how = f"minimized from {len(original):,} in {budget.tests} replays" + \
+                        ("" if r.complete else " (budget spent: may not be minimal)")
+                else:
+                    how = f"did NOT reproduce in {budget.tests} replays; the recorded datagrams are kept"
             self.progress.done()
-            reproduced = r.reproduced
-            if r.reproduced:
-                items, minimized = r.items, True
-        out = self.o.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{failure.kind}"
-        spec = self.o.appliance
-        script = reproducer.write(out, kind=failure.kind, detail=failure.detail, sequence=items,
-                                  original=window if len(items) <= len(window) else everything,
-                                  appliance={"command": spec.command, "health_protocol": spec.health_protocol,
-                                             "health_port": spec.health_port, "health_path": spec.health_path},
-                                  seed=self.o.seed, replays=budget.tests, minimized=minimized, reproduced=reproduced,
-                                  src=GWLB_IP, dst=APP_IP, log_tail=log)
+        f = target
+        script = reproducer.write(out, kind=f.kind, detail=f.detail, reason=f.reason, level=f.level,
+                                  requirement=f.requirement, fatal=f.fatal, count=rec.count, sequence=items,
+                                  original=original, appliance=self._appliance_meta(), seed=self.o.seed,
+                                  replays=budget.tests, minimized=minimized, reproduced=reproduced, src=GWLB_IP,
+                                  dst=APP_IP, log_tail=log)
         self.say(f"reproducer written: {script}")
-        return Found(failure, len(items), len(window), budget.tests, minimized, reproduced, script)
+        return Found(target, rec.count, rec.at, len(items), len(original), budget.tests, minimized, reproduced,
+                     script, how, rec.upto)
+
+    def _appliance_meta(self) -> dict[str, object]:
+        spec = self.o.appliance
+        return {"command": spec.command, "health_protocol": spec.health_protocol, "health_port": spec.health_port,
+                "health_path": spec.health_path}
+
+
+def worst(found: Sequence[Found]) -> str | None:
+    """The gravest grade among ``found`` (FATAL, MUST, SHOULD), or None."""
+    return min((f.finding.grade for f in found), key=("FATAL", MUST, "SHOULD").index, default=None)
 
 
 def describe_command(spec: ApplianceSpec) -> str:
     return "the reference appliance" if spec.command == ApplianceSpec().command else shlex.quote(spec.command)
-

@@ -1,14 +1,15 @@
-"""Reproducers written by the network fuzzer: the packet sequence as a pcap, what failed, how to replay it.
+"""Reproducers written by the network fuzzer: the packet sequence as a pcap, what was found, how to replay it.
 
 A reproducer directory holds:
 
 * ``sequence.pcap``: the (minimized) sequence, as outer IPv4/UDP packets from GWLB to the appliance (open it
   in Wireshark; replay uses each packet's UDP source port and GENEVE payload);
 * ``original.pcap``: the sequence before minimization;
-* ``reproducer.json``: the failure, the appliance command and health settings, seed and counts, and the
-  class of every packet;
-* ``replay.sh``: ``gwlb-fuzz --replay`` with the same appliance (exit status 1: the failure reproduced);
-* ``appliance.log``: the end of the appliance's output when it failed.
+* ``reproducer.json``: the finding (kind, reason, level, requirement, whether fatal, how often it was seen,
+  detail; see :mod:`fuzz.findings`), the appliance command and health settings, seed and counts, and the
+  class and codec verdict of every packet;
+* ``replay.sh``: ``gwlb-fuzz --replay`` with the same appliance (exit status 1: the finding reproduced);
+* ``appliance.log``: the end of the appliance's output when the run ended.
 """
 
 from __future__ import annotations
@@ -82,15 +83,23 @@ def load_meta(pcap_path: Path) -> dict[str, Any] | None:
         return None
 
 
+def recorded_finding(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The finding a reproducer was written for (``{}`` if none; reads the "failure" of older reproducers)."""
+    found = (meta or {}).get("finding") or (meta or {}).get("failure") or {}
+    return found if isinstance(found, dict) else {}
+
+
 def write(directory: Path, *, kind: str, detail: str, sequence: Sequence[Sent], original: Sequence[Sent],
           appliance: dict[str, Any], seed: int, replays: int, minimized: bool, reproduced: bool, src: str, dst: str,
-          log_tail: str = "") -> Path:
+          log_tail: str = "", reason: str = "", level: str = "", requirement: str = "", fatal: bool = True,
+          count: int = 1) -> Path:
     """Write a reproducer directory (see the module docstring); returns the path of ``replay.sh``."""
     directory.mkdir(parents=True, exist_ok=True)
     write_pcap(directory / SEQUENCE, sequence, src, dst)
     write_pcap(directory / ORIGINAL, original, src, dst)
     meta = {
-        "failure": {"kind": kind, "detail": detail},
+        "finding": {"kind": kind, "reason": reason, "level": level, "requirement": requirement, "fatal": fatal,
+                    "count": count, "detail": detail},
         "appliance": appliance,
         "seed": seed,
         "packets": len(sequence),
@@ -108,10 +117,12 @@ def write(directory: Path, *, kind: str, detail: str, sequence: Sequence[Sent], 
     script = directory / SCRIPT
     script.write_text(
         "#!/bin/sh\n"
-        f"# gwlb-fuzz reproducer: {kind}: {_one_line(detail)}\n"
+        f"# gwlb-fuzz reproducer: {'fatal ' if fatal else ''}{kind}"
+        + (f" ({reason})" if reason else "") + (f" [{level} {requirement}]" if level else "")
+        + f": {_one_line(detail)}\n"
         f"# {len(sequence)} packet(s) in {SEQUENCE}"
         + (f", minimized from {len(original)} in {replays} replays" if minimized else "") + ".\n"
-        "# Needs root (network namespaces). Exit status 1: the failure reproduced; 0: it did not.\n"
+        "# Needs root (network namespaces). Exit status 1: the finding reproduced; 0: it did not.\n"
         "# With the gwlb-fuzz console script installed, the same is: gwlb-fuzz " + shlex.join(args) + "\n"
         'cd "$(dirname "$0")" || exit 2\n'
         f'exec "${{PYTHON:-{sys.executable}}}" -m fuzz.cli {shlex.join(args)} "$@"\n')

@@ -122,6 +122,28 @@ def ipv6_addresses() -> st.SearchStrategy[str]:
     return st.integers(0, 2**128 - 1).map(lambda v: str(ipaddress.IPv6Address(v)))
 
 
+#: unicast ranges a VPC routes (private and global): what a routing appliance forwards
+_ROUTABLE_V4 = ((0x0A000000, 8), (0xAC100000, 12), (0xC0A80000, 16), (0x0B000000, 8), (0x64400000, 10))
+_ROUTABLE_V6 = ((0xFD << 120, 8), (0x1 << 125, 3))
+
+
+def routable_addresses(version: int) -> st.SearchStrategy[str]:
+    """Unicast addresses a VPC routes to a GWLB endpoint (no unspecified, loopback, multicast, broadcast or
+    link-local address): what an appliance that routes through its kernel must forward."""
+    bits = 32 if version == 4 else 128
+    nets = _ROUTABLE_V4 if version == 4 else _ROUTABLE_V6
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+
+    def pick(net: tuple[int, int], host: int) -> str:
+        base, plen = net
+        span = bits - plen
+        host = host % (1 << span)
+        host = min(max(host, 1), (1 << span) - 2)  # neither the network nor the all-ones address
+        return str(make(base | host))
+
+    return st.builds(pick, st.sampled_from(nets), st.integers(0, 2**bits - 1))
+
+
 def _ports() -> st.SearchStrategy[int]:
     return st.sampled_from([53, 80, 443, 6081]) | st.integers(0, 65535)
 
@@ -141,8 +163,10 @@ def _payload(draw: st.DrawFn, size: int) -> bytes:
 @st.composite
 def inner_packets(draw: st.DrawFn, *, versions: Sequence[int] = (4, 6), protocols: Sequence[str] = PROTOCOLS,
                   max_size: int = geneve.GWLB_MTU, extension_headers: bool = True,
-                  fragments: bool = True) -> InnerPacket:
+                  fragments: bool = True, routable: bool = False) -> InnerPacket:
     """Bare IP packets as GWLB carries them, well formed, with every flow-relevant variation.
+
+    ``routable``: only packets a router forwards (unicast addresses a VPC routes, TTL / hop limit >= 2).
 
     ``protocols`` is a subset of ``("tcp", "udp", "icmp", "other")`` (ICMP is ICMPv6 in IPv6; "other" is
     any other protocol number, e.g. GRE or ESP, carrying random bytes). IPv4 packets may have options and be
@@ -158,7 +182,9 @@ def inner_packets(draw: st.DrawFn, *, versions: Sequence[int] = (4, 6), protocol
     """
     version = draw(st.sampled_from(versions))
     kind = draw(st.sampled_from(protocols))
-    if version == 4:
+    if routable:
+        src, dst = draw(routable_addresses(version)), draw(routable_addresses(version))
+    elif version == 4:
         src, dst = draw(ipv4_addresses()), draw(ipv4_addresses())
     else:
         src, dst = draw(ipv6_addresses()), draw(ipv6_addresses())
@@ -205,7 +231,8 @@ def inner_packets(draw: st.DrawFn, *, versions: Sequence[int] = (4, 6), protocol
     size = draw(st.integers(0, min(64, room)) | st.integers(0, room) | st.just(room))
     payload = draw(_payload(size))
     return inner_mod.build(version, src, dst, proto, sport=sport, dport=dport, payload=payload, ext_headers=exts,
-                           fragment=fragment, ttl=draw(st.integers(0, 255)), tos=draw(st.integers(0, 255)),
+                           fragment=fragment, ttl=draw(st.integers(2 if routable else 0, 255)),
+                           tos=draw(st.integers(0, 255)),
                            ident=draw(st.integers(0, 0xFFFF)), df=draw(st.booleans()), ip_options=ip_options,
                            icmp_type=draw(st.sampled_from([8, 0] if version == 4 else [128, 129])),
                            tcp_flags=draw(st.integers(0, 0xFF)), ext_size=ext_size)

@@ -2,10 +2,13 @@
 
 Probes can be made from inside a network namespace (the socket is created there), which is how the fake
 GWLB checks its targets.
+
+Line ends accepted: CRLF or bare LF, mixed too (RFC 9112 2.2 allows it; AWS documents only the status matcher).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import time
@@ -71,7 +74,7 @@ def http_probe(host: str, port: int, path: str = "/", timeout: float = 5.0, ns: 
             if not chunk:
                 break
             data += chunk
-            head, sep, body = data.partition(b"\r\n\r\n")
+            head, sep, body = _split_head(data)
             if sep:
                 length = _content_length(head)
                 if length is not None and len(body) >= length:
@@ -80,8 +83,8 @@ def http_probe(host: str, port: int, path: str = "/", timeout: float = 5.0, ns: 
         return ProbeResult(False, None, b"", time.monotonic() - start, str(e) or type(e).__name__)
     finally:
         s.close()
-    head, sep, body = data.partition(b"\r\n\r\n")
-    parts = head.split(b"\r\n", 1)[0].split()
+    head, sep, body = _split_head(data)
+    parts = head.split(b"\n", 1)[0].split()
     if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         return ProbeResult(False, None, body, time.monotonic() - start,
                            f"not an HTTP response: {data[:60]!r}")
@@ -92,8 +95,22 @@ def http_probe(host: str, port: int, path: str = "/", timeout: float = 5.0, ns: 
     return ProbeResult(True, int(parts[1]), body, time.monotonic() - start)
 
 
+#: the empty line that ends the header block: a line terminator (LF, the CR before it belongs to the line it
+#: ends) followed by an empty line (CRLF or LF)
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+def _split_head(data: bytes) -> tuple[bytes, bool, bytes]:
+    """(header block, whether its end was seen, body). The header block's lines are separated by LF; each may
+    still end in the CR of a CRLF, which the callers' whitespace stripping and splitting ignore."""
+    m = _HEAD_END.search(data)
+    if m is None:
+        return data, False, b""
+    return data[:m.start()], True, data[m.end():]
+
+
 def _content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.split(b"\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             try:

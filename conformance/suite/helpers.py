@@ -1,12 +1,22 @@
-"""Small builders shared by the suite's tests."""
+"""Small builders shared by the suite's tests.
+
+Every probe is traffic a GWLB could send: UDP, or TCP opened with a SYN, one cookie per flow.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 from hypothesis import HealthCheck, settings
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
 from conformance.environment import ConformanceEnv
+from fuzz.inner import tcp_packet
 from gwlbsim import geneve
+from gwlbsim.flowkey import IPPROTO_TCP, InnerError, address, flow_of, tcp_flags
+
+#: seconds Hypothesis may spend shrinking a failure (each example is a round trip through the appliance)
+SHRINK_SECONDS = 20
 
 
 def tcp4(sport: int = 40000, dport: int = 80, flags: str = "S", payload: bytes = b"", reverse: bool = False,
@@ -31,14 +41,41 @@ def icmp4() -> bytes:
 
 
 def eni(env: ConformanceEnv, e: int = 0) -> int:
+    """The ENI id of one of the fake GWLB's endpoints (for traffic through GWLB's model)."""
     return env.topo.endpoints[e].eni_id
 
 
+def raw_eni(env: ConformanceEnv) -> int:
+    """This test's own ENI id for crafted datagrams: a tunnel no earlier test touched."""
+    return env.test_eni
+
+
 def property_settings(env: ConformanceEnv) -> settings:
+    _cap_shrinking()
     return settings(max_examples=env.options.hypothesis_examples, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.data_too_large])
 
 
+def _cap_shrinking() -> None:
+    # Hypothesis has no public setting for shrinking time; its engine reads this module constant at the start
+    # of each shrink. Without a cap a failing appliance costs minutes of round trips.
+    with contextlib.suppress(ImportError, AttributeError):
+        from hypothesis.internal.conjecture import engine
+
+        engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS  # type: ignore[misc]
+
+
 def cookie_of(payload: bytes) -> int:
     return geneve.scan(payload).cookie
+
+
+def opening_syn(inner: bytes) -> bytes | None:
+    """For a TCP packet other than a SYN: a SYN of the same flow (GWLB delivers no TCP flow without one)."""
+    try:
+        ft, l4 = flow_of(inner)
+    except InnerError:
+        return None
+    if ft.proto != IPPROTO_TCP or l4 < 0 or tcp_flags(inner, l4, len(inner)) & 0x12 == 0x02:
+        return None
+    return tcp_packet(str(address(ft.src)), str(address(ft.dst)), ft.sport, ft.dport, flags=0x02).data

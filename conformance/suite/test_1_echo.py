@@ -7,9 +7,9 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.environment import ConformanceEnv, check
+from conformance.environment import ConformanceEnv, check, same_inner
 from conformance.plugin import requirement
-from conformance.suite.helpers import eni, icmp4, property_settings, tcp4, udp4, udp6
+from conformance.suite.helpers import icmp4, opening_syn, property_settings, raw_eni, tcp4, udp4, udp6
 from fuzz import strategies as gst
 from gwlbsim import geneve
 
@@ -18,14 +18,22 @@ from gwlbsim import geneve
 def test_outer_addresses_swapped_and_ports_kept(gwlb: ConformanceEnv) -> None:
     for i, app in enumerate(gwlb.topo.appliances):
         sport = gwlb.next_sport()
-        payload = geneve.build(udp4(), eni(gwlb), 0x1000 + i)
+        payload = geneve.build(udp4(sport=5000 + i), raw_eni(gwlb), 0x1000 + i)
         got = gwlb.echo(payload, i, sport)
-        check(got, f"appliance {app.id} returned nothing for a valid packet", payload)
+        if not got:  # whatever came from the appliance side instead says what is wrong
+            stray = [c for c in got.others if c.data == payload]
+            for r in stray:
+                check(r.sport == sport, f"appliance {app.id} returned the packet from source port {r.sport}: must be "
+                      f"GWLB's source port {sport}", r.data)
+                check(r.dport == 6081, f"appliance {app.id} returned the packet to port {r.dport}: must be 6081",
+                      r.data)
+                check(r.src == app.address, f"appliance {app.id} returned the packet from {r.src}, not the address "
+                      f"GWLB sent to ({app.address})", r.data)
+        check(got, f"appliance {app.id}: " + got.lost("a valid packet"), payload)
         r = got[0]
         check(r.src == app.address, f"return came from {r.src}, not the address GWLB sent to ({app.address})", r.data)
         check(r.dst == app.gwlb_address, f"return went to {r.dst}, not the GWLB node that sent ({app.gwlb_address})",
               r.data)
-        check(r.sport == sport, f"return's source port {r.sport}: must be GWLB's source port {sport}", r.data)
         check(r.dport == 6081, f"return's destination port {r.dport}: must be 6081", r.data)
 
 
@@ -33,7 +41,7 @@ def test_outer_addresses_swapped_and_ports_kept(gwlb: ConformanceEnv) -> None:
 def test_header_comes_back_byte_for_byte(gwlb: ConformanceEnv) -> None:
     extras = (geneve.GeneveOption(0xFF01, 0x22, b"abcdefgh", reserved=5), geneve.GeneveOption(0x0103, 0x7F),
               geneve.GeneveOption(0x0108, 0x09, b"\x01\x02\x03\x04"))
-    gwlb_opts = geneve.gwlb_options(eni(gwlb), 9, 0x11223344)
+    gwlb_opts = geneve.gwlb_options(raw_eni(gwlb), 9, 0x11223344)
     layouts = [
         dict(options=gwlb_opts),
         dict(options=(extras[0], *gwlb_opts, extras[1]), vni=0xABCDEF),
@@ -42,9 +50,9 @@ def test_header_comes_back_byte_for_byte(gwlb: ConformanceEnv) -> None:
     ]
     for kw in layouts:
         hdr = geneve.GeneveHeader(protocol=geneve.ETH_P_IP, **kw)  # type: ignore[arg-type]
-        sent = hdr.to_bytes() + tcp4(payload=b"data")
+        sent = hdr.to_bytes() + udp4(payload=b"data")
         got = gwlb.echo(sent)
-        check(got, "no return for a valid packet with this header layout", sent)
+        check(got, got.lost("a valid packet with this header layout"), sent)
         back = got[0].data
         check(back[:hdr.length] == hdr.to_bytes(),
               f"returned header differs from the one sent (sent {hdr.to_bytes().hex()}, got "
@@ -53,27 +61,34 @@ def test_header_comes_back_byte_for_byte(gwlb: ConformanceEnv) -> None:
 
 @requirement("ECHO-3")
 def test_inner_packet_comes_back_unchanged(gwlb: ConformanceEnv) -> None:
-    for inner in (tcp4(payload=b"x" * 100), udp4(payload=b"y" * 1000), icmp4(), udp6(payload=b"z" * 300)):
-        sent = geneve.build(inner, eni(gwlb), 0xABC)
+    inners = {"TCP SYN with data": tcp4(payload=b"x" * 100), "UDP": udp4(payload=b"y" * 1000),
+              "ICMP echo": icmp4(), "IPv6 UDP": udp6(payload=b"z" * 300)}
+    for cookie, (what, inner) in enumerate(inners.items(), 0xABC):  # four flows, a cookie each
+        sent = geneve.build(inner, raw_eni(gwlb), cookie)
         got = gwlb.echo(sent)
-        check(got, "no return", sent)
+        check(got, got.lost(what), sent)
         p = geneve.parse(got[0].data)
-        check(p.inner == inner, "inner packet changed on the way through", got[0].data)
+        check(same_inner(inner, p.inner), f"{what}: inner packet changed on the way through", got[0].data)
 
 
 @requirement("ECHO-4")
 def test_any_valid_layout_is_echoed(gwlb: ConformanceEnv) -> None:
-    enis = [e.eni_id for e in gwlb.topo.endpoints]
     sports = itertools.count(50000)
+    fresh = raw_eni(gwlb)
 
     @property_settings(gwlb)
-    @given(vp=gst.valid_packets(eni_ids=st.sampled_from(enis), cookies=st.integers(1, 2**32 - 1),
-                                inner=gst.inner_packets(max_size=1500, fragments=False)))
+    @given(vp=gst.valid_packets(eni_ids=st.just(fresh), cookies=st.integers(1, 2**32 - 1),
+                                inner=gst.inner_packets(max_size=1500, fragments=False, routable=True)))
     def echoed(vp) -> None:  # type: ignore[no-untyped-def]
-        got = gwlb.echo(vp.payload, sport=next(sports))
-        check(got, f"no return for a valid packet (inner {vp.inner_kind or 'packet'})", vp.payload)
+        sport = next(sports)
+        syn = opening_syn(vp.inner)
+        if syn is not None:  # open the flow with the same header, as GWLB would have
+            opened = gwlb.echo(vp.header_bytes + syn, sport=sport)
+            check(opened, opened.lost("the SYN opening a generated TCP flow"), vp.header_bytes + syn)
+        got = gwlb.echo(vp.payload, sport=sport)
+        check(got, got.lost(f"a valid packet (inner {vp.inner_kind or 'packet'})"), vp.payload)
         p = geneve.parse(got[0].data)
         check(p.header_bytes == vp.header_bytes, "header changed", got[0].data)
-        check(p.inner == vp.inner, "inner packet changed", got[0].data)
+        check(same_inner(vp.inner, p.inner), "inner packet changed", got[0].data)
 
     echoed()

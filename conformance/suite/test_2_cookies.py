@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from conformance.environment import ConformanceEnv, check
 from conformance.plugin import requirement
-from conformance.suite.helpers import cookie_of, eni, tcp4
+from conformance.suite.helpers import cookie_of, raw_eni, tcp4, udp4
 from gwlbsim import geneve
 
 
 @requirement("COOKIE-1")
 def test_interleaved_flows_keep_their_own_cookies(gwlb: ConformanceEnv) -> None:
-    flows = [(tcp4(sport=41000 + i, flags="A"), tcp4(sport=41000 + i, flags="A", reverse=True), 0x5000 + i,
+    """Eight UDP flows, both directions, all in flight at once in each round: every return carries its own
+    flow's cookie (each flow has its own outer source port, as GWLB's are hashed per flow)."""
+    flows = [(udp4(sport=41000 + i, payload=b"f"), udp4(sport=41000 + i, payload=b"r", reverse=True), 0x5000 + i,
               gwlb.next_sport()) for i in range(8)]
-    for _round in range(3):
-        for fwd, rev, cookie, sport in flows:
-            for inner in (fwd, rev):
-                sent = geneve.build(inner, eni(gwlb), cookie)
-                got = gwlb.echo(sent, sport=sport)
-                check(got, "no return", sent)
-                check(cookie_of(got[0].data) == cookie,
-                      f"flow with cookie {cookie:#x} came back with {cookie_of(got[0].data):#x}", got[0].data)
+    cookie_by_port = {sport: cookie for _, _, cookie, sport in flows}
+    for rnd in range(3):
+        burst = [(geneve.build(inner, raw_eni(gwlb), cookie), sport)
+                 for fwd, rev, cookie, sport in flows for inner in (fwd, rev)]
+        got = gwlb.burst(burst)
+        check(len(got) == len(burst), f"round {rnd}: {len(got)} of {len(burst)} packets came back; "
+              + got.lost("the rest"))
+        for r in got:
+            want = cookie_by_port[r.sport]
+            check(cookie_of(r.data) == want,
+                  f"flow with cookie {want:#x} came back with {cookie_of(r.data):#x}", r.data)
 
 
 @requirement("COOKIE-2")
@@ -27,10 +32,10 @@ def test_reused_five_tuple_switches_to_new_cookie_at_once(gwlb: ConformanceEnv) 
     sport = gwlb.next_sport()
     fwd, rev = tcp4(sport=42000, flags="S"), tcp4(sport=42000, flags="SA", reverse=True)
     for cookie in (0x6001, 0x6002, 0x6003, 0x6004):
-        for inner in (fwd, rev):
-            sent = geneve.build(inner, eni(gwlb), cookie)
+        for what, inner in (("SYN", fwd), ("SYN-ACK", rev)):
+            sent = geneve.build(inner, raw_eni(gwlb), cookie)
             got = gwlb.echo(sent, sport=sport)
-            check(got, "no return", sent)
+            check(got, got.lost(f"the {what} of the flow reopened with cookie {cookie:#x}"), sent)
             back = cookie_of(got[0].data)
             check(back == cookie, f"after GWLB renewed the flow's cookie to {cookie:#x}, the return carried "
                   f"{back:#x} (a stale cookie: GWLB drops it)", got[0].data)
@@ -40,16 +45,17 @@ def test_reused_five_tuple_switches_to_new_cookie_at_once(gwlb: ConformanceEnv) 
 def test_endpoints_with_overlapping_addresses_are_never_mixed(gwlb: ConformanceEnv) -> None:
     """Two endpoints, the same inner 5-tuple, packets interleaved back to back: each return must carry its own
     endpoint's ENI id, attachment id and cookie (told apart by a tag in the inner payload)."""
-    e0, e1 = gwlb.topo.endpoints[0], gwlb.topo.endpoints[1]
-    ids = {b"E0": (e0.eni_id, 0, 0x7000, 45000), b"E1": (e1.eni_id, 77, 0x7001, 45077)}
+    ids = {b"E0": (raw_eni(gwlb), 0, 0x7000, gwlb.next_sport()), b"E1": (gwlb.fresh_eni(), 77, 0x7001,
+                                                                          gwlb.next_sport())}
     for rnd in range(5):
         burst = []
         for reverse in (False, True):
             for tag, (eni_id, att, cookie, sport) in ids.items():
-                inner = tcp4(sport=43000, flags="A", reverse=reverse, payload=tag + bytes([rnd]))
+                inner = udp4(sport=43000, reverse=reverse, payload=tag + bytes([rnd]))
                 burst.append((geneve.build(inner, eni_id, cookie, att), sport))
         got = gwlb.burst(burst)
-        check(len(got) == len(burst), f"round {rnd}: {len(got)} of {len(burst)} packets came back")
+        check(len(got) == len(burst), f"round {rnd}: {len(got)} of {len(burst)} packets came back; "
+              + got.lost("the rest"))
         for r in got:
             p = geneve.parse(r.data)
             tag = p.inner[-3:-1]

@@ -87,6 +87,8 @@ class GwlbSession:
                 self.model.add_endpoint(e.eni_id, e.zone, e.attachment_id)
             for a in topo.appliances:
                 self.model.register_target(a.id, a.address, a.zone, now)
+                if o.spec.health_protocol == "none":  # no health checks at all
+                    self.model.assume_healthy(a.id, now)
                 self.appliances.append(RunningAppliance(self.lab, o.spec, a.ns, a.address, topo.gwlb_ns,
                                                         a.gwlb_address, a.index, self.workdir,
                                                         env=dict(o.appliance_env)))

@@ -235,6 +235,16 @@ class GwlbModel:
             self._routable.clear()
         return t
 
+    def assume_healthy(self, target_id: str, now: float) -> None:
+        """Take a target out of health checking and treat it as healthy (an appliance with no health check:
+        AWS always checks, the simulator can do without)."""
+        t = self.targets[target_id]
+        t.checkers = []
+        self._probes = [p for p in self._probes if p[2] is not t]
+        heapq.heapify(self._probes)
+        if t.state != HEALTHY:
+            self._set_state(t, HEALTHY, now)
+
     def deregister_target(self, target_id: str, now: float) -> None:
         t = self.targets[target_id]
         if t.state in (DRAINING, UNUSED):
@@ -571,7 +581,7 @@ class GwlbModel:
 
     def probe_result(self, target_id: str, checker: int, ok: bool, now: float, detail: str = "") -> None:
         t = self.targets.get(target_id)
-        if t is None or t.state == UNUSED:
+        if t is None or t.state == UNUSED or checker >= len(t.checkers):
             return
         c = t.checkers[checker]
         if c.in_flight:

@@ -139,3 +139,17 @@ def test_traffic_sends_are_parseable_with_the_flows_current_cookie(seq: list[Sen
             with pytest.raises(geneve.GeneveError) as e:
                 geneve.scan(s.payload)
             assert e.value.reason == MALFORMATIONS[s.label].reason if s.label in MALFORMATIONS else True
+
+
+@given(gst.inner_packets(routable=True))
+def test_routable_inner_packets_are_what_a_router_forwards(p) -> None:  # type: ignore[no-untyped-def]
+    import ipaddress
+
+    data = p.data
+    if p.version == 4:
+        ttl, addrs = data[8], (ipaddress.IPv4Address(data[12:16]), ipaddress.IPv4Address(data[16:20]))
+    else:
+        ttl, addrs = data[7], (ipaddress.IPv6Address(data[8:24]), ipaddress.IPv6Address(data[24:40]))
+    assert ttl >= 2
+    for a in addrs:
+        assert not (a.is_unspecified or a.is_loopback or a.is_multicast or a.is_link_local or a.is_reserved), a

@@ -348,3 +348,14 @@ def test_next_deadline_drives_virtual_time() -> None:
     m.from_endpoint(ENI, udp(), 20)
     d = m.next_deadline()
     assert d is not None and d <= 20 + 120
+
+
+def test_a_target_without_health_checks_is_healthy_and_never_probed() -> None:
+    m = GwlbModel(GwlbConfig())
+    m.register_target("t0", "10.0.0.5", now=0.0)
+    assert m.due_probes(100.0), "a checked target is probed"
+    m.assume_healthy("t0", 100.0)
+    assert m.targets["t0"].state == HEALTHY
+    assert m.due_probes(1000.0) == []
+    m.probe_result("t0", 0, False, 1000.0)  # a probe that was in flight: ignored, no error
+    assert m.targets["t0"].state == HEALTHY

@@ -4,21 +4,45 @@ Correct by default (validates with the project's codec, returns the datagram unc
 addresses swapped and the ports kept, answers HTTP health checks). Each ``--fault`` breaks it in one way a
 real appliance can be broken, so the suite must fail it on a specific requirement.
 
-Usage: reflector.py --health-port 8080 [--fault NAME ...]
+The other switches are correct behaviours that differ from the default (the suite's calibration set: it must
+not fail any of them); they combine with each other and with ``--fault``:
+
+``--stateful``       a stateful firewall: TCP passes only in flows opened by a SYN (see :class:`Firewall`)
+``--health-lf``      HTTP health answered with bare LF line ends (RFC 9112 2.2 lets recipients accept them)
+``--health-tcp``     health is TCP only: connections are accepted and closed, no HTTP is spoken
+``--inner-lenient``  validates the GENEVE header and the AWS options only, not the inner packet's lengths
+``--raw-receive``    GENEVE read from a raw IP socket, no UDP socket bound (see :class:`RawReceiver`)
+
+``--health-lf`` and ``--health-tcp`` exclude each other (one health server). SIGTERM (or SIGINT) stops it with
+status 0 after a one-line summary of what it received, reflected and dropped.
+
+Usage: reflector.py --health-port 8080 [--fault NAME ...] [--stateful] [--health-lf | --health-tcp]
+                    [--inner-lenient] [--raw-receive]
 """
 
 from __future__ import annotations
 
 import argparse
+import array
+import fcntl
 import os
 import random
+import re
+import signal
 import socket
+import struct
 import sys
 import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import NamedTuple
 
 from gwlbsim import geneve
-from gwlbsim.outer import build_ipv4_udp
+from gwlbsim.flowkey import IPPROTO_TCP, TCP_ACK, TCP_SYN, FiveTuple, InnerError, SymKey, flow_of, tcp_flags
+from gwlbsim.outer import OuterError, build_ipv4_udp, parse_ipv4_udp
 
 FAULTS = {
     "drop-cookie": "returns the header without its flow cookie option",
@@ -28,6 +52,326 @@ FAULTS = {
     "no-validation": "forwards whatever arrives, malformed or not",
     "crash-on-oversize": "dies on a datagram over 9000 bytes",
 }
+
+#: The codec's reasons that concern the inner packet only, which ``--inner-lenient`` does not act on.
+#: ``geneve.scan`` raises both only from its very last step (``_inner_len``), after the base header, the
+#: protocol type, every option (overrun, length, duplicates, critical bits), the GWLB options' presence, the
+#: O bit and the presence of an inner packet have all been checked: so a packet refused for one of them has a
+#: valid GENEVE header and valid AWS options. ``truncated_inner``: the inner header is cut short or its length
+#: field claims more bytes than are present. ``protocol_mismatch``: the inner version nibble contradicts the
+#: protocol type; that is a fact about the inner packet too (the protocol type itself, 0x0800 or 0x86DD, is
+#: still checked: ``bad_protocol_type``). A gwlbtun-style appliance with a tc mirred passthrough parses neither
+#: (its TUN device only wants version 4 or 6, which this reflector does not model). Every other reason
+#: (including ``no_inner_packet``) is a GENEVE or AWS option problem and is always dropped.
+INNER_ONLY_REASONS = frozenset({geneve.TruncatedInner.reason, geneve.ProtocolMismatch.reason})
+
+LF_RESPONSE = b"HTTP/1.1 200 OK\nContent-Length: 3\nConnection: close\n\nok\n"
+_REQUEST_END = re.compile(rb"\n\r?\n")
+_U16 = struct.Struct("!H")
+IP_PKTINFO = 8
+SIOCGIFCONF = 0x8912
+_IFREQ_SIZE = 40  # struct ifreq on 64-bit Linux: 16-byte name, 24-byte union (a sockaddr_in at its start)
+
+
+class Stats:
+    """What the reflector did; printed as one line when it stops."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.reflected = 0
+        self.drops: Counter[str] = Counter()  #: malformed GENEVE (by the codec's reason), over the MTU
+        self.ignored: Counter[str] = Counter()  #: raw receive: IP packets that were not GENEVE for us
+        self.send_errors = 0
+
+    def summary(self, firewall: Firewall | None) -> str:
+        def fmt(c: Counter[str]) -> str:
+            return ",".join(f"{k}={v}" for k, v in sorted(c.items())) or "none"
+
+        line = (f"reflector stopped: received={self.received} reflected={self.reflected} "
+                f"dropped={sum(self.drops.values())} ({fmt(self.drops)})")
+        if firewall is not None:
+            line += (f" stateful: dropped={sum(firewall.drops.values())} ({fmt(firewall.drops)}) "
+                     f"flows_opened={firewall.opened} flows_open={len(firewall.flows)}")
+        if self.ignored:
+            line += f" raw_ignored={sum(self.ignored.values())} ({fmt(self.ignored)})"
+        if self.send_errors:
+            line += f" send_errors={self.send_errors}"
+        return line
+
+
+# -------------------------------------------------------------------------------------------- validation
+
+
+class Accepted(NamedTuple):
+    header_len: int  #: where the inner packet starts
+    inner_end: int  #: where it ends (its own length; with --inner-lenient, everything present if that is less)
+    eni_id: int
+
+
+def _eni_of(header: bytes) -> int:
+    for o in geneve.GeneveHeader.from_bytes(header).options:
+        if o.option_class == geneve.AWS_OPTION_CLASS and o.type == geneve.OPT_ENI_ID:
+            return int.from_bytes(o.data, "big")
+    raise geneve.MissingAwsOption("no ENI id option")  # cannot happen: scan checked it
+
+
+def validate(data: bytes, lenient: bool) -> Accepted:
+    """The datagram's layout if it may be reflected; raises :class:`geneve.GeneveError` if not."""
+    try:
+        s = geneve.scan(data)
+    except geneve.GeneveError as e:
+        if not lenient or e.reason not in INNER_ONLY_REASONS:
+            raise
+        # header and options are valid (see INNER_ONLY_REASONS): the inner packet is whatever follows
+        header_len = geneve.BASE_HEADER_LEN + (data[0] & 0x3F) * 4
+        return Accepted(header_len, len(data), _eni_of(data[:header_len]))
+    return Accepted(s.header_len, s.header_len + s.inner_len, s.eni_id)
+
+
+# ---------------------------------------------------------------------------------------------- firewall
+
+
+class Firewall:
+    """A stateful firewall on the inner packets, per GWLB endpoint.
+
+    Flows are keyed by (ENI id, symmetric flow key), the key :func:`gwlbsim.flowkey.symmetric_key` gives, so
+    both directions share one entry and endpoints with overlapping addresses never share one. A TCP segment
+    of a flow that is not open is dropped, unless it is a SYN without ACK: that opens the flow, after which
+    both directions pass whatever their flags (no FIN/RST tracking, no idle timeout: flows stay open; the
+    oldest is forgotten beyond ``capacity``). Every packet that is not TCP passes and opens nothing.
+
+    TCP fragments carry no ports or flags: one passes when a TCP flow between the same two addresses is open
+    on that endpoint, else it is dropped. A packet whose protocol cannot be told (a broken IPv6 extension
+    header chain, or with ``--inner-lenient`` an inner header cut short) is dropped as ``unclassifiable``.
+    """
+
+    def __init__(self, capacity: int = 1 << 20) -> None:
+        self.capacity = capacity
+        self.flows: dict[tuple[int, SymKey], None] = {}  # insertion ordered: the oldest first
+        self.hosts: dict[tuple[int, SymKey], None] = {}  # address pairs of open TCP flows (for fragments)
+        self.drops: Counter[str] = Counter()
+        self.opened = 0
+
+    def allow(self, eni_id: int, buf: bytes, start: int, end: int) -> bool:
+        try:
+            ft, l4 = flow_of(buf, start, end)
+        except InnerError:
+            self.drops["unclassifiable"] += 1
+            return False
+        if ft.proto != IPPROTO_TCP:
+            return True
+        if l4 < 0:  # a fragment: keyed by its addresses (flow_of gives it ports 0)
+            if (eni_id, ft.symmetric()) in self.hosts:
+                return True
+            self.drops["tcp_fragment_without_flow"] += 1
+            return False
+        key = (eni_id, ft.symmetric())
+        if key in self.flows:
+            return True
+        if tcp_flags(buf, l4, end) & (TCP_SYN | TCP_ACK) == TCP_SYN:
+            self._open(key, (eni_id, FiveTuple(ft.proto, ft.src, 0, ft.dst, 0).symmetric()))
+            return True
+        self.drops["tcp_not_open"] += 1
+        return False
+
+    def _open(self, key: tuple[int, SymKey], hosts: tuple[int, SymKey]) -> None:
+        self.flows[key] = None
+        self.hosts[hosts] = None
+        self.opened += 1
+        for table in (self.flows, self.hosts):
+            if len(table) > self.capacity:
+                del table[next(iter(table))]
+
+
+# -------------------------------------------------------------------------------------------- receiving
+
+#: One received GENEVE datagram: UDP payload, GWLB's address and source port, the address it was sent to.
+Datagram = tuple[bytes, str, int, str]
+
+
+class UdpReceiver:
+    """GENEVE from a UDP socket bound to port 6081; IP_PKTINFO tells which of our addresses it was sent to."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("0.0.0.0", geneve.GENEVE_PORT))
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+    def recv(self) -> Datagram | None:
+        data, anc, _flags, (src, sport) = self.sock.recvmsg(65535, 64)
+        local = next((socket.inet_ntoa(d[8:12]) for lvl, typ, d in anc if lvl == 0 and typ == IP_PKTINFO),
+                     "0.0.0.0")
+        return data, src, sport, local
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def local_ipv4_addresses() -> frozenset[str]:
+    """Every IPv4 address configured on this namespace's interfaces that are up (SIOCGIFCONF)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        size = 64
+        while True:
+            buf = array.array("B", bytes(size * _IFREQ_SIZE))
+            req = struct.pack("iL", len(buf), buf.buffer_info()[0])
+            length = struct.unpack("iL", fcntl.ioctl(s.fileno(), SIOCGIFCONF, req))[0]
+            if length < len(buf):
+                break
+            size *= 2  # the table may have been cut short
+    raw = buf.tobytes()[:length]
+    return frozenset(socket.inet_ntoa(raw[i + 20:i + 24]) for i in range(0, length, _IFREQ_SIZE))
+
+
+class RawReceiver:
+    """GENEVE read from an ``AF_INET``/``SOCK_RAW``/``IPPROTO_UDP`` socket: every UDP packet the namespace
+    receives, IPv4 header included, is looked at here, and only UDP to port 6081 at one of our own addresses
+    is kept, after the checks the kernel's UDP layer would have made (IPv4 and UDP lengths, UDP checksum;
+    a zero checksum is accepted, as UDP over IPv4 allows).
+
+    Fragments: Linux reassembles IPv4 fragments before it delivers to raw sockets (``ip_local_deliver`` runs
+    ``ip_defrag`` first), so whole datagrams arrive here and this receiver does no reassembly of its own;
+    anything that still shows a fragment offset or the MF bit is ignored (counted as ``fragment``).
+
+    With no UDP socket bound to 6081 the kernel also answers every GENEVE datagram with an ICMP port
+    unreachable to GWLB: expected, and what such appliances do in real life (GWLB ignores them).
+    """
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.local = local_ipv4_addresses()
+        self._refreshed = time.monotonic()
+
+    def _is_local(self, address: str) -> bool:
+        if address in self.local:
+            return True
+        now = time.monotonic()
+        if now - self._refreshed >= 1.0:  # an address may have been added since: look again, once a second
+            self._refreshed = now
+            self.local = local_ipv4_addresses()
+        return address in self.local
+
+    def recv(self) -> Datagram | None:
+        pkt = self.sock.recv(65536)
+        ignored = self.stats.ignored
+        if len(pkt) < 28 or pkt[0] >> 4 != 4 or (pkt[0] & 0x0F) < 5:
+            ignored["bad_outer"] += 1
+            return None
+        if _U16.unpack_from(pkt, 6)[0] & 0x3FFF:
+            ignored["fragment"] += 1
+            return None
+        ihl = (pkt[0] & 0x0F) * 4
+        if len(pkt) < ihl + 8:
+            ignored["bad_outer"] += 1
+            return None
+        if _U16.unpack_from(pkt, ihl + 2)[0] != geneve.GENEVE_PORT:
+            return None  # UDP for someone else: not ours to count
+        try:
+            o = parse_ipv4_udp(pkt)
+        except OuterError:
+            ignored["bad_outer"] += 1
+            return None
+        if not self._is_local(o.dst):
+            ignored["not_our_address"] += 1
+            return None
+        if not o.checksum_ok:
+            ignored["bad_udp_checksum"] += 1
+            return None
+        return pkt[o.payload_offset:o.payload_offset + o.payload_len], o.src, o.sport, o.dst
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ------------------------------------------------------------------------------------------------ health
+
+
+def _listener(port: int) -> socket.socket:
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind(("0.0.0.0", port))
+    lst.listen(128)
+    return lst
+
+
+def _accept_loop(lst: socket.socket, handle: Callable[[socket.socket], None], threaded: bool) -> None:
+    while True:
+        try:
+            conn, _ = lst.accept()
+        except ConnectionAbortedError:
+            continue
+        except OSError:
+            return  # the listener was closed
+        if threaded:
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        else:
+            handle(conn)
+
+
+def _answer_lf(conn: socket.socket) -> None:
+    """Read the request head, answer with bare LF line ends, close."""
+    with conn:
+        try:
+            conn.settimeout(5)
+            head = b""
+            while not _REQUEST_END.search(head) and len(head) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            conn.sendall(LF_RESPONSE)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _close_at_once(conn: socket.socket) -> None:
+    conn.close()
+
+
+def start_health(port: int, mode: str) -> tuple[int, Callable[[], None]]:
+    """Listen on ``port`` (0: any) and serve health there from a thread (``mode``: http, lf or tcp); returns
+    the port and how to stop listening."""
+    if mode == "http":
+        class Health(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "3")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(b"ok\n")
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        srv = ThreadingHTTPServer(("0.0.0.0", port), Health)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+        def stop() -> None:
+            srv.shutdown()
+            srv.server_close()
+
+        return srv.server_address[1], stop
+    lst = _listener(port)
+    handle, threaded = (_answer_lf, True) if mode == "lf" else (_close_at_once, False)
+    threading.Thread(target=_accept_loop, args=(lst, handle, threaded), daemon=True).start()
+
+    def close() -> None:
+        # shutdown() wakes the thread blocked in accept(); close() alone would not
+        try:
+            lst.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        lst.close()
+
+    return lst.getsockname()[1], close
+
+
+# --------------------------------------------------------------------------------------------------- main
 
 
 def rewrite(data: bytes, fault: set[str]) -> bytes:
@@ -42,67 +386,103 @@ def rewrite(data: bytes, fault: set[str]) -> bytes:
     return hdr.to_bytes() + inner
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--health-port", type=int, default=8080)
     p.add_argument("--fault", action="append", default=[], choices=sorted(FAULTS))
-    args = p.parse_args()
+    p.add_argument("--stateful", action="store_true", help="stateful firewall: TCP only in flows a SYN opened")
+    health = p.add_mutually_exclusive_group()
+    health.add_argument("--health-lf", action="store_true", help="HTTP health with bare LF line ends")
+    health.add_argument("--health-tcp", action="store_true", help="TCP-only health: accept and close")
+    p.add_argument("--inner-lenient", action="store_true",
+                   help="validate GENEVE and the AWS options only, not the inner packet's lengths")
+    p.add_argument("--raw-receive", action="store_true", help="read GENEVE from a raw socket, bind no UDP port")
+    args = p.parse_args(argv)
     fault = set(args.fault)
 
-    class Health(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "3")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(b"ok\n")
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    ThreadingHTTPServer.allow_reuse_address = True
-    srv = ThreadingHTTPServer(("0.0.0.0", args.health_port), Health)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("0.0.0.0", geneve.GENEVE_PORT))
-    udp.setsockopt(socket.IPPROTO_IP, 8, 1)  # IP_PKTINFO: learn our own address
-    rawsock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    rng = random.Random(1)
-    print("reflector ready", FAULTS.keys() & fault, flush=True)
-    count = 0
-    while True:
-        data, anc, _flags, (src, sport) = udp.recvmsg(65535, 64)
-        local = next((socket.inet_ntoa(d[8:12]) for lvl, typ, d in anc if lvl == 0 and typ == 8), "0.0.0.0")
-        if len(data) > 9000 and "crash-on-oversize" in fault:
-            os._exit(3)
-        count += 1
-        if "no-validation" not in fault:
-            try:
-                if geneve.scan(data).inner_len > geneve.GWLB_MTU:
-                    continue
-            except geneve.GeneveError:
+    stats = Stats()
+    firewall = Firewall() if args.stateful else None
+    rx: UdpReceiver | RawReceiver | None = None
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_signal)
+    # the health threads (and the threads they start) inherit a mask that blocks the stop signals, so the
+    # kernel always delivers them to the main thread, whose blocking receive they interrupt
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        try:
+            # the datapath first, health last: once health answers, GENEVE is already received
+            rx = RawReceiver(stats) if args.raw_receive else UdpReceiver()
+            rawsock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            mode = "lf" if args.health_lf else "tcp" if args.health_tcp else "http"
+            start_health(args.health_port, mode)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        switches = [s for s in ("stateful", "health_lf", "health_tcp", "inner_lenient", "raw_receive")
+                    if getattr(args, s)]
+        print("reflector ready", FAULTS.keys() & fault, "switches:", " ".join(switches) or "none",
+              f"health: {mode} on port {args.health_port}", flush=True)
+        rng = random.Random(1)
+        while True:
+            got = rx.recv()
+            if got is None:
                 continue
-        try:
-            out = rewrite(data, fault) if fault & {"drop-cookie", "rewrite-header"} else data
-        except geneve.GeneveError:
-            out = data
-        s_port, d_port = (geneve.GENEVE_PORT, sport) if "swap-ports" in fault else (sport, geneve.GENEVE_PORT)
-        try:
-            rawsock.sendto(build_ipv4_udp(local, src, s_port, d_port, out, ttl=64), (src, 0))
-        except OSError as e:
-            print(f"send failed: {e}", flush=True)
-        if "originate" in fault and count % 3 == 0:
+            data, src, sport, local = got
+            if len(data) > 9000 and "crash-on-oversize" in fault:
+                os._exit(3)
+            stats.received += 1
+            count = stats.received
+            accepted: Accepted | None = None
             try:
-                s = geneve.scan(data)
-                forged = geneve.build(bytes.fromhex("450000280001000040060000c0a80001c0a8000204000050"
-                                                    "00000000000000005002200000000000"),
-                                      s.eni_id, rng.getrandbits(32) | 1)
-                rawsock.sendto(build_ipv4_udp(local, src, sport, geneve.GENEVE_PORT, forged, ttl=64), (src, 0))
+                accepted = validate(data, args.inner_lenient)
+            except geneve.GeneveError as e:
+                if "no-validation" not in fault:
+                    stats.drops[e.reason] += 1
+                    continue
+            if accepted is not None and "no-validation" not in fault \
+                    and accepted.inner_end - accepted.header_len > geneve.GWLB_MTU:
+                stats.drops["over_mtu"] += 1
+                continue
+            if firewall is not None and accepted is not None \
+                    and not firewall.allow(accepted.eni_id, data, accepted.header_len, accepted.inner_end):
+                continue
+            try:
+                out = rewrite(data, fault) if fault & {"drop-cookie", "rewrite-header"} else data
             except geneve.GeneveError:
-                pass
+                out = data
+            s_port, d_port = (geneve.GENEVE_PORT, sport) if "swap-ports" in fault else (sport, geneve.GENEVE_PORT)
+            try:
+                rawsock.sendto(build_ipv4_udp(local, src, s_port, d_port, out, ttl=64), (src, 0))
+                stats.reflected += 1
+            except OSError as e:
+                stats.send_errors += 1
+                print(f"send failed: {e}", flush=True)
+            if "originate" in fault and count % 3 == 0:
+                try:
+                    s = geneve.scan(data)
+                    forged = geneve.build(bytes.fromhex("450000280001000040060000c0a80001c0a8000204000050"
+                                                        "00000000000000005002200000000000"),
+                                          s.eni_id, rng.getrandbits(32) | 1)
+                    rawsock.sendto(build_ipv4_udp(local, src, sport, geneve.GENEVE_PORT, forged, ttl=64), (src, 0))
+                except geneve.GeneveError:
+                    pass
+    except _Stop:
+        print(stats.summary(firewall), flush=True)
+        if rx is not None:
+            rx.close()
+        return 0
 
 
 if __name__ == "__main__":
