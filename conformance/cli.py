@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from conformance import results
 from conformance.requirements import REQUIREMENTS, markdown_table
@@ -41,8 +41,15 @@ Needs root.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line (the option, the value, what is allowed) and exit status 2, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(results.EXIT_USAGE, f"{self.prog}: {message.removeprefix('argument ')} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gwlb-conformance", description="Validate a GWLB appliance against what "
+    p = _Parser(prog="gwlb-conformance", description="Validate a GWLB appliance against what "
                                 "AWS Gateway Load Balancer needs, requirement by requirement.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--appliance", metavar="CMD", help="appliance command template (default: the reference)")
@@ -53,20 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the appliance answers health checks; none: no health checks at all")
     p.add_argument("--health-port", type=cliargs.port, default=8080)
     p.add_argument("--health-path", default="/")
-    p.add_argument("--instances", type=_int_range(1, 8), default=2,
+    p.add_argument("--instances", type=cliargs.whole_within(1, 8), default=2,
                    help="instances to run, 1-8 (symmetry and failover need 2; default 2)")
-    p.add_argument("--ready-timeout", type=_float_range(0.5, 600), default=20.0, metavar="SECS",
+    p.add_argument("--ready-timeout", type=cliargs.number_within(0.5, 600), default=20.0, metavar="SECS",
                    help="seconds an instance may take to become healthy (0.5-600)")
-    p.add_argument("--flow-timeout", type=_float_range(0.5, 86400), metavar="SECS",
+    p.add_argument("--flow-timeout", type=cliargs.number_within(0.5, 86400), metavar="SECS",
                    help="the appliance's configured flow timeout")
-    p.add_argument("--tunnel-timeout", type=_float_range(0, 86400), metavar="SECS",
+    p.add_argument("--tunnel-timeout", type=cliargs.number_within(0, 86400), metavar="SECS",
                    help="the appliance's configured tunnel idle timeout (0: none)")
-    p.add_argument("--rate", type=_float_range(1, 1_000_000), default=2000.0,
+    p.add_argument("--rate", type=cliargs.number_within(1, 1_000_000), default=2000.0,
                    help="packets/s for the sustained-traffic check")
-    p.add_argument("--duration", type=_float_range(0.5, 3600), default=5.0, help="seconds of sustained traffic")
-    p.add_argument("--examples", type=_int_range(1, 100_000), default=30, help="Hypothesis examples per property")
+    p.add_argument("--duration", type=cliargs.number_within(0.5, 3600), default=5.0,
+                   help="seconds of sustained traffic")
+    p.add_argument("--examples", type=cliargs.whole_within(1, 100_000), default=30,
+                   help="Hypothesis examples per property")
     p.add_argument("--requirements", metavar="IDS", type=_requirement_ids,
                    help="only these requirement ids, comma-separated (see --list)")
+    p.add_argument("--policy-drops", metavar="IDS", type=_requirement_ids,
+                   help="requirements whose test traffic (see docs/conformance.md) the appliance's policy drops on "
+                   "purpose: reported NOT APPLICABLE, marked as declared")
     p.add_argument("--artifacts", type=Path, default=Path("conformance-artifacts"),
                    help="pcaps, hex dumps, logs and crash reproducers of failures (default ./conformance-artifacts)")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
@@ -76,32 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="less pytest output")
     p.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest (-k, -x ...)")
     return p
-
-
-def _int_range(lo: int, hi: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{v} is not within {lo}-{hi}")
-        return v
-
-    return parse
-
-
-def _float_range(lo: float, hi: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{v:g} is not within {lo:g}-{hi:g}")
-        return v
-
-    return parse
 
 
 def _requirement_ids(text: str) -> str:
@@ -218,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         pa += ["--gwlb-tunnel-timeout", str(args.tunnel_timeout)]
     if args.requirements:
         pa += ["--gwlb-requirements", args.requirements]
+    if args.policy_drops:
+        pa += ["--gwlb-policy-drops", args.policy_drops]
     if args.junit:
         pa += ["--junitxml", str(args.junit)]
     if args.html:

@@ -25,12 +25,13 @@ from conformance.results import NOT_APPLICABLE, NOT_RUN
 from fuzz.inner import udp_packet
 from gwlbsim import eni as eni_names
 from gwlbsim import geneve
-from gwlbsim.appliance import ApplianceSpec, RunningAppliance
+from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
 from gwlbsim.flowkey import InnerError, symmetric_key
 from gwlbsim.live.gwlb import Captured, LiveGwlb
 from gwlbsim.live.session import GwlbSession, SessionOptions
 from gwlbsim.live.topology import Topology
 from gwlbsim.model import Encapsulation, GwlbModel
+from gwlbsim.outer import OuterError, parse_ipv4_udp
 
 
 class ConformanceFailure(AssertionError):
@@ -160,6 +161,7 @@ class Echo:
     marker_back: bool
     others: list[Captured]
     waited: float
+    strays: list[str] = field(default_factory=list)  #: the probe on the wire from the appliance, not to GWLB's 6081
 
     def __bool__(self) -> bool:
         return bool(self.returns)
@@ -175,6 +177,9 @@ class Echo:
 
     def lost(self, what: str = "the packet") -> str:
         """Why nothing (or too little) came back, as observed."""
+        if self.strays:
+            return (f"{what}: came back {self.strays[0]}, which GWLB never receives (returns must go to GWLB's "
+                    f"address, port 6081, from the port GWLB sent from)")
         if self.marker_back:
             head = (f"{what}: lost in the appliance (never returned, while a valid packet sent after it came back)")
         else:
@@ -189,6 +194,9 @@ class Echo:
 
 #: how long after the marker's return a probe may still come back (multi-threaded appliances reorder a little)
 MARKER_GRACE = 0.25
+#: after this many probes in a row whose marker never came back, the appliance returns nothing: waits shrink to
+#: STALLED_WAIT seconds until a marker comes back again (a broken appliance fails fast, a working one never stalls)
+STALL_AFTER, STALLED_WAIT = 3, 0.5
 MARKER_ENI_PORT = 9  # inner UDP destination port of marker packets (discard)
 FRESH_ENI_BASE = 0x0E57_0000_0000_0000
 
@@ -212,6 +220,8 @@ class ConformanceEnv:
         self._sport = 40000
         self._eni_seq = 0
         self._marker_seq = 0
+        self._marker_misses = 0  #: probes in a row whose marker did not come back
+        self._through_misses = 0  #: packets in a row injected at an endpoint that were not delivered back
         self.kind = options.kind  #: "gwlbtun" (tunnel devices) or "reflector"; detected when "auto"
         self.kind_reason = "declared with --kind" if options.kind != "auto" else ""
         self.test_name = "start-up"
@@ -223,6 +233,7 @@ class ConformanceEnv:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.history: dict[str, deque[tuple[float, int, bytes]]] = {}
+        self.unrestartable = ""  #: set once an instance could not be restarted: every later test is NOT RUN
 
     # ---------------------------------------------------------------------------------------- lifecycle
 
@@ -313,6 +324,8 @@ class ConformanceEnv:
 
     def begin_test(self, name: str) -> list[str]:
         """Before each test: every instance alive and healthy, from a known state. Returns what was done."""
+        if self.unrestartable:
+            raise ApplianceError(self.unrestartable)
         notes = []
         for i, ra in enumerate(self.instances):
             if i in self._expected_down:
@@ -321,23 +334,22 @@ class ConformanceEnv:
             if not ra.alive():
                 crash = next((c for c in reversed(self.crashes) if c.instance == i), None)
                 why = f"{crash.how} during {crash.during}" if crash else "was not running"
-                self._restart(i, f"before {name}: it {why}")
-                notes.append(f"instance {i} restarted before this test: it {why}")
+                try:
+                    self._restart(i, f"before {name}: it {why}")
+                except ApplianceError as e:
+                    self.unrestartable = f"instance {i} {why} and could not be restarted: {str(e).splitlines()[0]}"
+                    raise ApplianceError(self.unrestartable) from None
+                notes.append(f"instance {i} restarted before {name}: it {why}")
         if notes:
             self.session.wait_healthy(max(60.0, self.spec.ready_timeout))
+            self._marker_misses = self._through_misses = 0  # a fresh instance gets full waits again
         self.test_name = name
         self._test_mark = len(self.crashes)
         self.test_eni = self.fresh_eni()
         return notes
 
     def _restart(self, i: int, why: str) -> None:
-        ra = self.instances[i]
-        self._expected_down.add(i)
-        try:
-            ra.stop()
-            ra.start(wait=True)
-        finally:
-            self._expected_down.discard(i)
+        self.restart(i)
         self.restarts.append((i, why))
 
     def reproducer(self, crash: Crash, directory: Path) -> Path | None:
@@ -444,12 +456,23 @@ class ConformanceEnv:
         app = self.topo.appliances[instance]
         ports = {sport for _, sport in datagrams}
         want = len(datagrams) if count is None else count
+        sent_inners = [inner_of(p) for p, _ in datagrams]
+
+        def ours(c: Captured) -> bool:
+            """A return of one of these probes: from the instance, on a probe's port, carrying a probe's inner
+            packet (a datagram the appliance made up on the same port is not a return of ours)."""
+            if c.src != app.address or c.sport not in ports:
+                return False
+            back = inner_of(c.data)
+            return any(c.data == p for p, _ in datagrams) or (back is not None and any(
+                s is not None and same_inner(s, back) for s in sent_inners))
+
         msport = self.next_sport()
         marker = self.marker(self._eni_of(datagrams[0][0]) if datagrams else self.test_eni)
         seen_marker: list[float] = []
 
         def done(items: list[Captured]) -> bool:
-            mine = sum(1 for c in items if c.src == app.address and c.sport in ports)
+            mine = sum(1 for c in items if ours(c))
             if mine >= want:
                 return True
             if not seen_marker and any(c.sport == msport for c in items):
@@ -457,15 +480,42 @@ class ConformanceEnv:
             return bool(seen_marker) and time.monotonic() - seen_marker[0] >= MARKER_GRACE
 
         start = time.monotonic()
+        wall = time.time()
+        if self._marker_misses >= STALL_AFTER:  # it has returned nothing for a while: stop waiting long
+            timeout = min(timeout, STALLED_WAIT)
         with self.collecting(lambda c: c.kind == "from_target") as col:
             for payload, sport in datagrams:
                 self.gwlb.send_raw(app.address, payload, sport, app.gwlb_address)
             self.gwlb.send_raw(app.address, marker, msport, app.gwlb_address)
             items = col.wait_for(done, timeout)
         self.raise_if_crashed()
-        mine = [c for c in items if c.src == app.address and c.sport in ports]
-        others = [c for c in items if c.sport != msport and not (c.src == app.address and c.sport in ports)]
-        return Echo(mine, any(c.sport == msport for c in items), others, time.monotonic() - start)
+        mine = [c for c in items if ours(c)]
+        others = [c for c in items if c.sport != msport and not ours(c)]
+        back = any(c.sport == msport for c in items)
+        self._marker_misses = 0 if back else self._marker_misses + 1
+        strays = [] if len(mine) >= want else self.strays(wall, app.address, [p for p, _ in datagrams])
+        return Echo(mine, back, others, time.monotonic() - start, strays)
+
+    def strays(self, since: float, address: str, payloads: list[bytes]) -> list[str]:
+        """Datagrams on the wire from an appliance that carry one of ``payloads`` but not to GWLB's GENEVE
+        port: returns GWLB never receives (wrong ports or address), described."""
+        if self.capture is None:
+            return []
+        time.sleep(0.05)  # the capture thread may be a frame behind
+        wanted = {p for p in payloads if p}
+        found = []
+        for _, frame in self.capture.since(since):
+            if len(frame) < 14 + 28 or frame[12:14] != b"\x08\x00":
+                continue
+            try:
+                o = parse_ipv4_udp(frame[14:])
+            except OuterError:
+                continue
+            if o.src != address or (o.dport == geneve.GENEVE_PORT and o.dst in self.topo.nodes.values()):
+                continue
+            if bytes(frame[14 + o.payload_offset:14 + o.payload_offset + o.payload_len]) in wanted:
+                found.append(f"from {o.src}:{o.sport} to {o.dst}:{o.dport}")
+        return found
 
     def echo(self, payload: bytes, instance: int = 0, sport: int | None = None, timeout: float = 3.0,
              count: int = 1) -> Echo:
@@ -482,8 +532,7 @@ class ConformanceEnv:
         ``others``/``returns``: all of them are forwards of the bad datagram."""
         sport = self.next_sport()
         e = self.send_batch([(payload, sport)], instance, timeout, count=2 ** 30)
-        forwarded = e.returns + [c for c in e.others if c.data[-len(payload):] == payload[-len(payload):]
-                                 or c.sport == sport]
+        forwarded = e.returns + [c for c in e.others if payload and c.data.endswith(payload[-40:])]
         return Echo(forwarded, e.marker_back, [], e.waited)
 
     # ----------------------------------------------------------------------------------- through GWLB
@@ -494,10 +543,14 @@ class ConformanceEnv:
             return c.eni_id == eni_id and ((c.kind == "to_target" and c.data.endswith(inner))
                                            or (c.kind == "delivered" and same_inner(inner, c.data)))
 
+        if self._through_misses >= STALL_AFTER:  # nothing has come back through GWLB for a while
+            timeout = min(timeout, STALLED_WAIT)
         with self.collecting(want) as col:
             self.gwlb.inject(eni_id, inner)
             items = col.wait_for(lambda items: any(c.kind == "delivered" for c in items), timeout)
-        return [c for c in items if c.kind == "to_target"], [c for c in items if c.kind == "delivered"]
+        delivered = [c for c in items if c.kind == "delivered"]
+        self._through_misses = 0 if delivered else self._through_misses + 1
+        return [c for c in items if c.kind == "to_target"], delivered
 
     @contextlib.contextmanager
     def encapsulation(self, encap: Encapsulation) -> Iterator[None]:
@@ -587,6 +640,15 @@ def udp_probe(sport: int, dport: int = 53, payload: bytes = b"probe", src: str =
               dst: str = "10.20.0.2") -> bytes:
     """An inner UDP packet (the suite's default probe: any firewall passes the first packet of a UDP flow)."""
     return udp_packet(src, dst, sport, dport, payload).data
+
+
+def inner_of(datagram: bytes) -> bytes | None:
+    """The payload after a GENEVE header whose option area is well formed, whatever its options (a return that
+    lost a GWLB option still shows whether its inner packet came back unchanged); None when not GENEVE."""
+    try:
+        return datagram[geneve.GeneveHeader.from_bytes(datagram).length:]
+    except geneve.GeneveError:
+        return None
 
 
 def same_inner(sent: bytes, back: bytes) -> bool:

@@ -59,6 +59,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gwlb-kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
                 help="gwlbtun: tunnel devices gwi-/gwo- and hooks; reflector: none (raw socket, kernel NAT); "
                 "auto: detected from the first packet")
+    g.addoption("--gwlb-policy-drops", default=None, metavar="IDS",
+                help="requirements whose test traffic the appliance's policy drops on purpose (reported NOT "
+                "APPLICABLE, declared)")
     g.addoption("--gwlb-requirements", default=None, metavar="IDS",
                 help="only these requirements (comma-separated ids, e.g. ECHO-2,COOKIE-1)")
 
@@ -113,6 +116,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         unknown = ids - set(REQUIREMENTS)
         if unknown:
             raise pytest.UsageError(f"unknown requirement(s) {sorted(unknown)}; see gwlb-conformance --list")
+    policy = config.getoption("--gwlb-policy-drops")
+    declared = {x.strip() for x in policy.split(",")} if policy else set()
     keep, drop = [], []
     for item in items:
         m = item.get_closest_marker(MARKER)
@@ -121,6 +126,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         req = REQUIREMENTS[m.args[0]]
         item.user_properties += [("requirement", req.id), ("level", req.level), ("area", req.area)]
+        if req.id in declared:
+            item.add_marker(pytest.mark.skip(reason=results.NOT_APPLICABLE + "the appliance's policy drops this "
+                                             "test traffic on purpose (declared with --policy-drops)"))
         (keep if ids is None or req.id in ids else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -209,7 +217,7 @@ def _gwlb_supervised(request: pytest.FixtureRequest) -> Iterator[None]:
         notes = env.begin_test(item.nodeid)
     except Exception as e:
         line, _ = _cause(e)
-        pytest.skip(results.NOT_RUN + f"an appliance instance could not be restarted after an earlier test: {line}")
+        pytest.skip(results.NOT_RUN + line)
     for n in notes:
         item.user_properties.append(("note", n))
     item.stash[_logs_key] = env.log_offsets()

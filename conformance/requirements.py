@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 MUST, SHOULD, MAY = "MUST", "SHOULD", "MAY"
 
-#: GENEVE drop reasons that concern only the inner packet, not GENEVE or the AWS options: ROBUST-6, not ROBUST-1/4
-INNER_REASONS = frozenset({"truncated_inner", "protocol_mismatch"})
 
 RFC = "RFC 8926"
 AWS_TG = "AWS GWLB docs, target groups (GENEVE, option class 0x0108)"

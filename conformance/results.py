@@ -27,6 +27,7 @@ VERDICTS = ("PASS", "FAIL", "NOT APPLICABLE", "SKIP", "NOT RUN")
 
 @dataclass
 class TestOutcome:
+    __test__ = False  # not a pytest test class
     nodeid: str
     outcome: str  #: passed, failed, skipped, na (not applicable), notrun
     message: str
@@ -41,7 +42,10 @@ def _first_line(report: pytest.TestReport) -> str:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return str(crash.message).splitlines()[0][:300]
+        first = str(crash.message).splitlines()[0]
+        for prefix in ("conformance.environment.ConformanceFailure: ", "conformance.environment.InstanceCrashed: "):
+            first = first.removeprefix(prefix)
+        return first[:400]
     return str(report.longrepr or "").strip().splitlines()[-1][:300] if report.longrepr else ""
 
 

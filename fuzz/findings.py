@@ -32,8 +32,8 @@ forwarded_bad_inner  no     SHOULD  ROBUST-6     it passed through a datagram wh
                                                  type)
 ===================  =====  ======  ===========  ====================================================================
 
-The inner-only codec reasons (:data:`INNER_REASONS`) are the conformance suite's
-(``conformance.requirements.INNER_REASONS``, a test keeps them equal): ``truncated_inner`` and
+The inner-only codec reasons are the codec's own ``gwlbsim.geneve.INNER_REASONS`` (the conformance suite uses
+the same set): ``truncated_inner`` and
 ``protocol_mismatch``. The codec finds them only after the GENEVE header and the GWLB options passed every
 check; every other reason of ``gwlbsim.geneve`` (``no_inner_packet`` included) is malformed GENEVE.
 """
@@ -44,12 +44,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from gwlbsim import geneve
+
 MUST, SHOULD = "MUST", "SHOULD"
 
-#: Codec reasons (``GeneveError.reason``) for which only the inner packet is malformed: the GENEVE header and
-#: the GWLB options were all valid, so forwarding it is a SHOULD-level finding (ROBUST-6), not a MUST. The same
-#: as ``conformance.requirements.INNER_REASONS``.
-INNER_REASONS = frozenset({"truncated_inner", "protocol_mismatch"})
+#: Codec reasons for which only the inner packet is malformed: forwarding it is a SHOULD-level finding (ROBUST-6)
+INNER_REASONS = geneve.INNER_REASONS
 #: Codec reasons that RFC 8926's receiver rules cover (ROBUST-2) rather than GWLB's format rules (ROBUST-1).
 RFC_RECEIVER_REASONS = frozenset({"control_packet", "unknown_critical_option"})
 

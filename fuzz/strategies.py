@@ -208,7 +208,11 @@ def inner_packets(draw: st.DrawFn, *, versions: Sequence[int] = (4, 6), protocol
         exts = tuple(draw(st.lists(st.sampled_from(_EXT_CHOICES), max_size=4)))
         if not fragments:
             exts = tuple(e for e in exts if e != "frag")
+        if routable:  # RFC 8200 4.1: hop-by-hop only first; routers drop it anywhere else
+            exts = tuple(e for i, e in enumerate(exts) if e != "hbh" or i == 0)
         ext_size = draw(st.sampled_from([8, 16, 24, 64]))
+        if routable and "hbh" in exts:  # Linux routers drop hop-by-hop padding over 7 bytes (RFC 4942 2.1.9.5)
+            ext_size = 8
     fragment = (0, False)
     if fragments and (version == 4 or "frag" in exts):
         fragment = draw(st.just((0, False)) | st.tuples(st.integers(0, 0x1FFF), st.booleans()))

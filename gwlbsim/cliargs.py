@@ -47,6 +47,26 @@ def count(v: str) -> int:
     return n
 
 
+def whole_within(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``lo`` to ``hi``."""
+    return _within(int, "a whole number", lo, hi)
+
+
+def number_within(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a number from ``lo`` to ``hi``."""
+    return _within(float, "a number", lo, hi)
+
+
+def _within(convert: Callable[[str], T], what: str, lo: T, hi: T) -> Callable[[str], T]:
+    def parse(v: str) -> T:
+        n = _convert(v, convert, what)
+        if not lo <= n <= hi:  # type: ignore[operator]  # int or float, compared with its own kind
+            raise argparse.ArgumentTypeError(f"{n:g} is not within {lo:g}-{hi:g}")
+        return n
+
+    return parse
+
+
 def option_class(v: str) -> int:
     """A GENEVE option class, decimal or 0x-hex."""
     n = _convert(v, lambda x: int(x, 0), "a number (e.g. 0x0108)")

@@ -145,6 +145,9 @@ ERRORS: tuple[type[GeneveError], ...] = (
     TruncatedInner,
 )
 REASONS: tuple[str, ...] = tuple(e.reason for e in ERRORS)
+#: The reasons that concern only the inner packet: the GENEVE header and the GWLB options passed every check
+#: (:func:`scan` finds these last). Forwarding such a datagram is an inner-packet matter, not malformed GENEVE.
+INNER_REASONS: frozenset[str] = frozenset({TruncatedInner.reason, ProtocolMismatch.reason})
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from gwlbsim import geneve
 from gwlbsim.flowkey import IPPROTO_TCP, InnerError, address, flow_of, tcp_flags
 
 #: seconds Hypothesis may spend shrinking a failure (each example is a round trip through the appliance)
-SHRINK_SECONDS = 20
+SHRINK_SECONDS = 10
 
 
 def tcp4(sport: int = 40000, dport: int = 80, flags: str = "S", payload: bytes = b"", reverse: bool = False,
@@ -66,8 +66,16 @@ def _cap_shrinking() -> None:
         engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS  # type: ignore[misc]
 
 
-def cookie_of(payload: bytes) -> int:
-    return geneve.scan(payload).cookie
+def cookie_of(payload: bytes) -> int | None:
+    """The flow cookie of a GWLB datagram; None when it has none (or is no GWLB datagram at all)."""
+    try:
+        return geneve.scan(payload).cookie
+    except geneve.GeneveError:
+        return None
+
+
+def cookie_text(cookie: int | None) -> str:
+    return "no cookie option" if cookie is None else f"{cookie:#x}"
 
 
 def opening_syn(inner: bytes) -> bytes | None:

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.environment import ConformanceEnv, check, same_inner
+from conformance.environment import ConformanceEnv, check, inner_of, same_inner
 from conformance.plugin import requirement
 from conformance.suite.helpers import icmp4, opening_syn, property_settings, raw_eni, tcp4, udp4, udp6
 from fuzz import strategies as gst
@@ -20,15 +20,6 @@ def test_outer_addresses_swapped_and_ports_kept(gwlb: ConformanceEnv) -> None:
         sport = gwlb.next_sport()
         payload = geneve.build(udp4(sport=5000 + i), raw_eni(gwlb), 0x1000 + i)
         got = gwlb.echo(payload, i, sport)
-        if not got:  # whatever came from the appliance side instead says what is wrong
-            stray = [c for c in got.others if c.data == payload]
-            for r in stray:
-                check(r.sport == sport, f"appliance {app.id} returned the packet from source port {r.sport}: must be "
-                      f"GWLB's source port {sport}", r.data)
-                check(r.dport == 6081, f"appliance {app.id} returned the packet to port {r.dport}: must be 6081",
-                      r.data)
-                check(r.src == app.address, f"appliance {app.id} returned the packet from {r.src}, not the address "
-                      f"GWLB sent to ({app.address})", r.data)
         check(got, f"appliance {app.id}: " + got.lost("a valid packet"), payload)
         r = got[0]
         check(r.src == app.address, f"return came from {r.src}, not the address GWLB sent to ({app.address})", r.data)
@@ -67,8 +58,9 @@ def test_inner_packet_comes_back_unchanged(gwlb: ConformanceEnv) -> None:
         sent = geneve.build(inner, raw_eni(gwlb), cookie)
         got = gwlb.echo(sent)
         check(got, got.lost(what), sent)
-        p = geneve.parse(got[0].data)
-        check(same_inner(inner, p.inner), f"{what}: inner packet changed on the way through", got[0].data)
+        back = inner_of(got[0].data)
+        check(back is not None and same_inner(inner, back), f"{what}: inner packet changed on the way through",
+              got[0].data)
 
 
 @requirement("ECHO-4")

@@ -29,7 +29,7 @@ from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 @requirement("TRAFFIC-1")
 def test_tcp_end_to_end(gwlb: ConformanceEnv) -> None:
     for v6, port in ((False, 8101), (True, 8102)):
-        r = tcp_transfer(gwlb.session, 0, port, v6=v6)
+        r = tcp_transfer(gwlb.session, 0, port, v6=v6, timeout=6.0)
         check(r.ok, r.detail)
 
 

@@ -14,11 +14,11 @@ from hypothesis import given
 
 from conformance.environment import ConformanceEnv, check
 from conformance.plugin import requirement
-from conformance.requirements import INNER_REASONS
 from conformance.suite.helpers import eni, property_settings, raw_eni, tcp4, udp4, udp6
 from fuzz import strategies as gst
 from fuzz.malformations import MALFORMATIONS
 from gwlbsim import geneve
+from gwlbsim.geneve import INNER_REASONS
 
 GENEVE_MALFORMATIONS = [k for k, m in MALFORMATIONS.items() if m.reason not in INNER_REASONS]
 INNER_MALFORMATIONS = [k for k, m in MALFORMATIONS.items() if m.reason in INNER_REASONS]
@@ -169,8 +169,14 @@ def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
                 delivered += 1
 
     keys = {f[20:22] for f in flows}
-    for f in flows:  # open the flows (SYN) first so GWLB has them
-        gwlb.through(eni(gwlb), tcp4(sport=int.from_bytes(f[20:22], "big"), flags="S"))
+    syns = [tcp4(sport=int.from_bytes(f[20:22], "big"), flags="S") for f in flows]
+    with gwlb.collecting(lambda c: c.kind == "delivered" and c.eni_id == eni(gwlb) and len(c.data) == len(syns[0])
+                         and c.data[20:22] in keys) as opened:
+        for syn in syns:  # open the flows (SYN) first, all at once, so GWLB has them
+            gwlb.gwlb.inject(eni(gwlb), syn)
+        got = opened.wait(len(syns), timeout=5)
+    check(len(got) == len(syns), f"only {len(got)} of {len(syns)} flows could be opened (their SYN came back "
+          "through GWLB) before the sustained traffic")
     gwlb.gwlb.add_tap(count)
     try:
         sent = 0

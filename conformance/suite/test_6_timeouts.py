@@ -6,7 +6,7 @@ import time
 
 from conformance.environment import ConformanceEnv, check, not_applicable, not_run
 from conformance.plugin import requirement
-from conformance.suite.helpers import cookie_of, eni, raw_eni, tcp4, udp4, udp6
+from conformance.suite.helpers import cookie_of, cookie_text, eni, raw_eni, tcp4, udp4, udp6
 from gwlbsim import eni as eni_names
 from gwlbsim import geneve
 
@@ -113,7 +113,8 @@ def test_tunnel_recreated_repeatedly_without_loss(gwlb: ConformanceEnv) -> None:
               "was re-created; " + got.lost("the rest"))
         want = {sport: cookie_of(p) for p, sport in burst}
         for r in got:
-            check(cookie_of(r.data) == want[r.sport], f"cycle {cycle}: wrong cookie", r.data)
+            check(cookie_of(r.data) == want[r.sport], f"cycle {cycle}: the return carried "
+                  f"{cookie_text(cookie_of(r.data))}, not the flow's {want[r.sport]:#x}", r.data)
         deadline = time.monotonic() + t + 5
         while time.monotonic() < deadline and any(_devices(gwlb, fresh)[2:]):
             time.sleep(0.2)

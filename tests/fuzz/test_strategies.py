@@ -151,5 +151,6 @@ def test_routable_inner_packets_are_what_a_router_forwards(p) -> None:  # type: 
     else:
         ttl, addrs = data[7], (ipaddress.IPv6Address(data[8:24]), ipaddress.IPv6Address(data[24:40]))
     assert ttl >= 2
+    assert "hbh" not in p.ext_headers[1:], "RFC 8200: hop-by-hop only first"
     for a in addrs:
         assert not (a.is_unspecified or a.is_loopback or a.is_multicast or a.is_link_local or a.is_reserved), a
