@@ -161,12 +161,14 @@ class _Outcome:
 
     def __init__(self) -> None:
         self.results: results.Results | None = None
+        self.interrupted = False
         self.terminated = False
 
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
         self.results = session.config.stash.get(results.RESULTS, None)
 
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        self.interrupted = True
         self.terminated = isinstance(excinfo.value, _Terminated)
 
 
@@ -224,19 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(e, _Terminated) else results.EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, old)
-    if code == results.EXIT_INTERRUPTED or code == pytest.ExitCode.INTERRUPTED:
+    if outcome.interrupted:
         return 143 if outcome.terminated else results.EXIT_INTERRUPTED
-    if code == pytest.ExitCode.USAGE_ERROR:
-        return results.EXIT_USAGE
-    if outcome.results is None:
-        return results.EXIT_COULD_NOT_RUN
-    status = outcome.results.status()[0]
-    if code == pytest.ExitCode.NO_TESTS_COLLECTED or (not outcome.results.by_requirement
-                                                     and not outcome.results.could_not_run):
+    if outcome.results is None:  # pytest stopped before the run (its own usage error, or an internal one)
+        return results.EXIT_USAGE if code == pytest.ExitCode.USAGE_ERROR else results.EXIT_COULD_NOT_RUN
+    if not outcome.results.by_requirement and not outcome.results.could_not_run:
         print(f"gwlb-conformance: INCOMPLETE: no requirement ran (pytest exit status {int(code)})", file=sys.stderr)
         return results.EXIT_INCOMPLETE
-    return status
-
+    return outcome.results.status()[0]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -193,7 +193,7 @@ class Echo:
 
 
 #: how long after the marker's return a probe may still come back (multi-threaded appliances reorder a little)
-MARKER_GRACE = 0.25
+MARKER_GRACE = 0.15
 #: after this many probes in a row whose marker never came back, the appliance returns nothing: waits shrink to
 #: STALLED_WAIT seconds until a marker comes back again (a broken appliance fails fast, a working one never stalls)
 STALL_AFTER, STALLED_WAIT = 3, 0.5

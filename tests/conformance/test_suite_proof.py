@@ -82,7 +82,7 @@ def test_a_crash_is_reported_as_such_restarted_and_reproducible(tmp_path: Path) 
     assert Path(repro[0]).with_suffix(".replay.sh").read_text().count("gwlb-fuzz --replay") == 1
     assert "restarted before" in out, "the report says the instance was restarted, and why"
     pcaps = list((tmp_path / "artifacts").rglob("capture.pcap"))
-    assert len(pcaps) == len({p.parent for p in pcaps}) >= 4, "one capture per failing test, none shared"
+    assert len(pcaps) == len({p.parent for p in pcaps}) == 3, "one capture per failing test (16, 32, 64 KB)"
 
 
 def _expect(**overrides: str) -> dict[str, str]:
@@ -120,7 +120,7 @@ CALIBRATION = {
 @pytest.mark.parametrize("name", list(CALIBRATION))
 def test_correct_but_different_appliances_get_exactly_their_verdicts(tmp_path: Path, name: str) -> None:
     args, want, status = CALIBRATION[name]
-    code, results, out = run_suite(tmp_path, *args, "--examples", "10", "--duration", "2")
+    code, results, out = run_suite(tmp_path, *args, "--examples", "5", "--duration", "2")
     got = {r: v["verdict"] for r, v in results.items()}
     wrong = {r: (got.get(r), want[r], results.get(r, {}).get("reason")) for r in want if got.get(r) != want[r]}
     assert not wrong, f"{name}: (got, expected, reason) {wrong}\n{out}"
