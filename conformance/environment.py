@@ -162,6 +162,7 @@ class Echo:
     others: list[Captured]
     waited: float
     strays: list[str] = field(default_factory=list)  #: the probe on the wire from the appliance, not to GWLB's 6081
+    stale: list[Captured] = field(default_factory=list)  #: a probe's inner packet back on another outer port
 
     def __bool__(self) -> bool:
         return bool(self.returns)
@@ -180,6 +181,11 @@ class Echo:
         if self.strays:
             return (f"{what}: came back {self.strays[0]}, which GWLB never receives (returns must go to GWLB's "
                     f"address, port 6081, from the port GWLB sent from)")
+        if self.stale:
+            c = self.stale[0]
+            return (f"{what}: its inner packet came back on another outer source port ({c.sport}, from an earlier "
+                    "packet of the flow), not the one GWLB sent it from: GWLB matches returns to the header and port "
+                    "of the flow's latest packet")
         if self.marker_back:
             head = (f"{what}: lost in the appliance (never returned, while a valid packet sent after it came back)")
         else:
@@ -494,7 +500,9 @@ class ConformanceEnv:
         back = any(c.sport == msport for c in items)
         self._marker_misses = 0 if back else self._marker_misses + 1
         strays = [] if len(mine) >= want else self.strays(wall, app.address, [p for p, _ in datagrams])
-        return Echo(mine, back, others, time.monotonic() - start, strays)
+        stale = [c for c in others if c.src == app.address and c.sport != msport and any(
+            s is not None and (b := inner_of(c.data)) is not None and same_inner(s, b) for s in sent_inners)]
+        return Echo(mine, back, others, time.monotonic() - start, strays, stale)
 
     def strays(self, since: float, address: str, payloads: list[bytes]) -> list[str]:
         """Datagrams on the wire from an appliance that carry one of ``payloads`` but not to GWLB's GENEVE
