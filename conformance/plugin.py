@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +154,7 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
         pytest.skip(results.NOT_RUN + "the GWLB conformance suite needs root: it builds network namespaces")
     from conformance.environment import ConformanceEnv, Options
     from gwlbsim.appliance import ApplianceError
+    from gwlbsim.netns import owned_tempdir
 
     config = request.config
     opts = Options(spec=spec_from(config), instances=config.getoption("--gwlb-instances"),
@@ -162,14 +162,14 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
                    duration=config.getoption("--gwlb-duration"),
                    hypothesis_examples=config.getoption("--gwlb-examples"), kind=config.getoption("--gwlb-kind"),
                    tunnel_timeout=declared_tunnel_timeout(config))
-    with tempfile.TemporaryDirectory(prefix="gwlb-conformance-") as tmp:
-        env = ConformanceEnv(opts, Path(tmp))
+    with owned_tempdir("gwlb-conformance-") as tmp:
+        env = ConformanceEnv(opts, tmp)
         try:
             try:
                 env.start()
             except (ApplianceError, TimeoutError) as e:
                 env.close()
-                _keep_logs(opts.artifacts, Path(tmp))
+                _keep_logs(opts.artifacts, tmp)
                 line, rest = _cause(e)
                 res = _results(config)
                 if res is not None:
@@ -183,7 +183,7 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
             yield env
         finally:
             env.close()
-            _keep_logs(opts.artifacts, Path(tmp))
+            _keep_logs(opts.artifacts, tmp)
 
 
 def _keep_logs(artifacts: Path | None, tmp: Path) -> None:

@@ -205,7 +205,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from gwlbsim.netns import cleanup
 
     removed = cleanup(everything=args.all)
-    print(f"removed {len(removed)} namespace(s)" + (": " + ", ".join(removed) if removed else ""))
+    print(f"removed {len(removed)} leftover(s) (namespaces, working directories)"
+          + (": " + ", ".join(removed) if removed else ""))
     return 0
 
 

@@ -334,10 +334,38 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def cleanup(everything: bool = False) -> list[str]:
-    """Remove namespaces left by runs whose owner process is gone (all gwlbsim ones with ``everything``).
+OWNER_FILE = ".gwlbsim-owner"
 
-    Returns the names removed.
+
+@contextlib.contextmanager
+def owned_tempdir(prefix: str) -> Iterator[Path]:
+    """A temporary directory that :func:`cleanup` removes if its owner process is killed outright."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        (Path(d) / OWNER_FILE).write_text(str(os.getpid()))
+        yield Path(d)
+
+
+def _stale_tempdirs(everything: bool) -> list[Path]:
+    import tempfile
+
+    stale = []
+    for d in Path(tempfile.gettempdir()).glob("*/" + OWNER_FILE):
+        try:
+            pid = int(d.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if everything or not (pid and _alive(pid) and _is_ours(pid)):
+            stale.append(d.parent)
+    return stale
+
+
+def cleanup(everything: bool = False) -> list[str]:
+    """Remove namespaces (and working directories made by :func:`owned_tempdir`) left by runs whose owner
+    process is gone (all gwlbsim ones with ``everything``).
+
+    Returns the names (and paths) removed.
     """
     require_root()
     live_prefixes: set[str] = set()
@@ -357,6 +385,9 @@ def cleanup(everything: bool = False) -> list[str]:
         if m and m.group(1) not in live_prefixes:
             remove_namespace(name)
             removed.append(name)
+    for d in _stale_tempdirs(everything):  # the working directories of runs that were killed outright
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
     return removed
 
 

@@ -135,6 +135,12 @@ def _start_and_wait_for_namespaces(tmp_path: Path, before: set[str]) -> subproce
     raise AssertionError("the run never built its namespaces")
 
 
+def _workdirs() -> set[Path]:
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("gwlb-conformance-*"))
+
+
 def _nothing_left(before: set[str], pids_before: set[int], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (_ours() - before or _reflector_pids() - pids_before):
@@ -146,18 +152,19 @@ def _nothing_left(before: set[str], pids_before: set[int], timeout: float = 20) 
 @needs_root
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_removes_everything(tmp_path: Path, sig: signal.Signals) -> None:
-    before, pids = _ours(), _reflector_pids()
+    before, pids, dirs = _ours(), _reflector_pids(), _workdirs()
     proc = _start_and_wait_for_namespaces(tmp_path, before)
     time.sleep(1.0)  # into the tests
     proc.send_signal(sig)
     code = proc.wait(60)
     assert code == (143 if sig == signal.SIGTERM else 130)
     _nothing_left(before, pids)
+    assert _workdirs() - dirs == set(), "no working directory left"
 
 
 @needs_root
 def test_after_sigkill_cleanup_removes_everything(tmp_path: Path) -> None:
-    before, pids = _ours(), _reflector_pids()
+    before, pids, dirs = _ours(), _reflector_pids(), _workdirs()
     proc = _start_and_wait_for_namespaces(tmp_path, before)
     proc.kill()
     proc.wait(10)
@@ -165,6 +172,7 @@ def test_after_sigkill_cleanup_removes_everything(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "gwlbsim.cli", "cleanup"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     _nothing_left(before, pids)
+    assert _workdirs() - dirs == set(), "the killed run's working directory is removed too"
 
 
 @needs_root
