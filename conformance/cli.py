@@ -22,9 +22,9 @@ from gwlbsim import cliargs
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
 handlers (use as: -c 'sh {hook}' -r 'sh {hook}'); {health_port}; {flow_timeout}; {tunnel_timeout}; {netns};
-{address} (the appliance's address); {gwlb_address}; {index} (instance number); {workdir} (a fresh
-temporary directory per instance, also the appliance's working directory: an appliance that reads its
-configuration from the current directory needs an absolute path or a wrapper).
+{address} (the appliance's address); {gwlb_address}; {index} (instance number); {workdir} (the run's
+fresh temporary directory, shared by the instances, also their working directory: an appliance that reads
+its configuration from the current directory needs an absolute path or a wrapper; use {index} in file names).
 
 Example, AWS's gwlbtun:
   gwlb-conformance --appliance "/opt/gwlbtun -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -t 3 -i 5" \\
