@@ -47,6 +47,9 @@ def _malformed(e: int) -> dict[str, bytes]:
         "cookie option missing": g[:34] + b"\x06" + g[35:],
         "cookie option 8 bytes long": wrong_len.to_bytes() + udp4(sport=5999),
         "no inner packet": g[:40],
+        "no options at all (Opt Len 0)": b"\x00\x00\x08\x00\x00\x00\x00\x00" + udp4(sport=5999),
+        "only a foreign option, no GWLB ones": geneve.GeneveHeader(
+            options=(geneve.GeneveOption(0xFF01, 0x01, b"\0" * 4),)).to_bytes() + udp4(sport=5999),
     }
 
 
