@@ -132,9 +132,7 @@ def missing_command(args: argparse.Namespace) -> str | None:
         return None
     from gwlbsim.appliance import ApplianceSpec
 
-    argv = ApplianceSpec(command=args.appliance).argv(netns="ns", address="10.0.0.2", gwlb_address="10.0.0.1",
-                                                     index=0, workdir="/tmp")
-    prog = argv[0] if argv else ""
+    prog = ApplianceSpec(command=args.appliance).program()
     if "/" in prog:
         if not os.path.isfile(prog) or not os.access(prog, os.X_OK):
             return f"command not found or not executable: {prog}"

@@ -235,6 +235,7 @@ class ConformanceEnv:
         self.crashes: list[Crash] = []
         self.restarts: list[tuple[int, str]] = []  #: (instance, why) for each restart the suite made
         self._expected_down: set[int] = set()
+        self._test_mark = 0  # crashes before this index belong to earlier tests
         self._noticed: set[tuple[int, int]] = set()  # (instance, start count) whose death is recorded
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -315,18 +316,16 @@ class ConformanceEnv:
                     self._noticed.add(key)
                     self.crashes.append(Crash(i, status, time.time(), self.test_name))
 
-    def crashes_since(self, mark: int) -> list[Crash]:
-        return self.crashes[mark:]
+    def crashes_in_test(self) -> list[Crash]:
+        """Instances that died on their own since the running test began."""
+        return self.crashes[self._test_mark:]
 
-    def raise_if_crashed(self, since: int | None = None) -> None:
+    def raise_if_crashed(self) -> None:
         """Fail the running test at once if an instance died on its own since it started."""
-        mark = self._test_mark if since is None else since
-        new = self.crashes[mark:]
+        new = self.crashes_in_test()
         if new:
             c = new[0]
             raise InstanceCrashed(f"instance {c.instance} {c.how} during this test")
-
-    _test_mark = 0
 
     def begin_test(self, name: str) -> list[str]:
         """Before each test: every instance alive and healthy, from a known state. Returns what was done."""
@@ -398,20 +397,14 @@ class ConformanceEnv:
 
     def tunnel_devices(self) -> list[dict[str, int]]:
         """Per instance: its gwi-/gwo- devices and their interface indexes."""
+        prefixes = (eni_names.INGRESS_PREFIX, eni_names.EGRESS_PREFIX)
         out = []
         for ra in self.instances:
             try:
-                text = self.session.lab.run(ra.ns, ["ip", "-o", "link", "show"], check=False).stdout.decode()
-            except Exception:
-                out.append({})
-                continue
-            devs = {}
-            for line in text.splitlines():
-                idx, _, rest = line.partition(":")
-                name = rest.strip().split(":")[0].split("@")[0]
-                if name.startswith((eni_names.INGRESS_PREFIX, eni_names.EGRESS_PREFIX)) and idx.strip().isdigit():
-                    devs[name] = int(idx)
-            out.append(devs)
+                devs = ra.device_indexes()
+            except Exception:  # its namespace cannot be read (a test's attribution must not fail on that)
+                devs = {}
+            out.append({n: i for n, i in devs.items() if n.startswith(prefixes)})
         return out
 
     def _detect_kind(self) -> tuple[str, str]:

@@ -246,7 +246,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     artifacts: Path | None = item.config.getoption("--gwlb-artifacts")
     where = artifact_dir(artifacts, item.nodeid) if artifacts is not None else None
-    crashes = env.crashes_since(env._test_mark)
+    crashes = env.crashes_in_test()
     if crashes:  # a crash is the finding, whatever the test's own checks said after it
         c = crashes[0]
         msg = f"instance {c.instance} {c.how} during this test"

@@ -94,6 +94,11 @@ class ApplianceSpec:
     def argv(self, **ctx: Any) -> list[str]:
         return shlex.split(self.command.format_map(self.context(**ctx)))
 
+    def program(self) -> str:
+        """The program the command runs (its first word, placeholders filled)."""
+        argv = self.argv(**_sample_context())
+        return argv[0] if argv else ""
+
 
 def _num(v: float) -> str:
     return f"{v:g}"
@@ -189,8 +194,16 @@ class RunningAppliance:
             return 0
 
     def devices(self) -> list[str]:
+        return list(self.device_indexes())
+
+    def device_indexes(self) -> dict[str, int]:
+        """The network devices in the appliance's namespace, with their interface indexes."""
         out = self.lab.run(self.ns, ["ip", "-o", "link", "show"]).stdout.decode()
-        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+        devs = {}
+        for line in out.splitlines():
+            idx, _, rest = line.partition(":")
+            devs[rest.strip().split(":")[0].split("@")[0]] = int(idx)
+        return devs
 
     def output_tail(self, lines: int = 40) -> str:
         try:
