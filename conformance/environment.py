@@ -131,26 +131,32 @@ class Auditor:
     def __call__(self, c: Captured) -> None:
         if c.kind in ("to_target", "raw_to_target"):
             key = _flow_id(c.data)
-            if key is not None:
+            if key:
                 with self.lock:
                     self.sent.setdefault(c.dst, set()).add(key)
         elif c.kind == "from_target":
             key = _flow_id(c.data)
             with self.lock:
-                if key is not None and key not in self.sent.get(c.src, ()):
+                if key is None:
+                    self.violations.append((c.src, "returned a datagram GWLB cannot parse", c.data))
+                elif key and key not in self.sent.get(c.src, ()):
                     seen_elsewhere = [t for t, keys in self.sent.items() if key in keys]
                     what = (f"returned a flow sent to {', '.join(seen_elsewhere)} instead" if seen_elsewhere
                             else "returned a flow it never received")
                     self.violations.append((c.src, what, c.data))
 
 
-def _flow_id(payload: bytes) -> tuple[int, int, tuple[int, int, int]] | None:
+def _flow_id(payload: bytes) -> tuple[int, int, tuple[int, int, int]] | bool | None:
+    """The flow a GWLB datagram belongs to; None when GWLB cannot parse it; False when its inner packet has
+    no flow key (GWLB parses it, but which flow it belongs to cannot be told)."""
     try:
         s = geneve.scan(payload)
-        start = s.header_len
-        return s.eni_id, s.cookie, symmetric_key(payload, start, start + s.inner_len)
-    except (geneve.GeneveError, InnerError):
+    except geneve.GeneveError:
         return None
+    try:
+        return s.eni_id, s.cookie, symmetric_key(payload, s.header_len, s.header_len + s.inner_len)
+    except InnerError:
+        return False
 
 
 @dataclass
@@ -183,9 +189,9 @@ class Echo:
                     f"address, port 6081, from the port GWLB sent from)")
         if self.stale:
             c = self.stale[0]
-            return (f"{what}: its inner packet came back on another outer source port ({c.sport}, from an earlier "
-                    "packet of the flow), not the one GWLB sent it from: GWLB matches returns to the header and port "
-                    "of the flow's latest packet")
+            return (f"{what}: its inner packet came back on another outer source port ({c.sport}: an earlier "
+                    "packet's of the flow, or another flow's), not the one GWLB sent it from: GWLB matches returns to "
+                    "the header and port of the flow's latest packet")
         if self.marker_back:
             head = (f"{what}: lost in the appliance (never returned, while a valid packet sent after it came back)")
         else:
@@ -493,7 +499,9 @@ class ConformanceEnv:
         back = any(c.sport == msport for c in items)
         self._marker_misses = 0 if back else self._marker_misses + 1
         strays = [] if len(mine) >= want else self.strays(wall, app.address, [p for p, _ in datagrams])
-        stale = [c for c in others if c.src == app.address and c.sport != msport and any(
+        # a probe's inner packet back on another port: an earlier packet's of its flow, or another flow's (the
+        # marker's included: a return given the header of the latest packet received, whatever its flow)
+        stale = [c for c in items if c.src == app.address and not ours(c) and any(
             s is not None and (b := inner_of(c.data)) is not None and same_inner(s, b) for s in sent_inners)]
         return Echo(mine, back, others, time.monotonic() - start, strays, stale)
 

@@ -44,6 +44,11 @@ _ALL = [
                 f"{OBSERVED}: aws-samples/aws-gateway-load-balancer-tunnel-handler PR #15"),
     Requirement("COOKIE-3", MUST, "Cookies", "ENI id and attachment id are never mixed between endpoints with "
                 "overlapping inner addresses", "gwlbtun README (overlapping CIDRs)"),
+    Requirement("COOKIE-4", MUST, "Cookies", "Many flows in flight at once, packets of different flows, endpoints "
+                "and instances interleaved, cookies renewed mid-stream: every return carries its own flow's latest "
+                "header, none is duplicated, at most 1 % is lost",
+                f"{AWS_TG} (the cookie identifies the flow); {AWS_GW} (flow symmetry); {OBSERVED}: GWLB drops "
+                "returns with another flow's cookie (PR #15)"),
     Requirement("SYM-1", MUST, "Symmetry", "Both directions of every flow return through the appliance that "
                 "received them", f"{AWS_GW} (flow symmetry)"),
     Requirement("SYM-2", MUST, "Symmetry", "With several appliances, no appliance returns a flow it did not "
@@ -81,6 +86,10 @@ _ALL = [
                 "same port", AWS_HC),
     Requirement("HEALTH-5", MUST, "Health", "When the appliance fails its health checks, GWLB sends new flows "
                 "elsewhere (fake GWLB's view)", AWS_HC),
+    Requirement("HEALTH-6", SHOULD, "Health", "A tunnel device deleted under the running appliance is not a silent "
+                "black hole: within 1 s the endpoint's packets are carried again, or health answers 503",
+                f"{AWS_HC} (GWLB routes only to targets passing their checks); gwlbtun (-p: health reflects the "
+                "tunnels); SHOULD as HEALTH-3"),
     Requirement("ROBUST-1", MUST, "Robustness", "Every malformed GENEVE class is dropped, never forwarded, and the "
                 "appliance stays alive and healthy", f"{RFC} 3-4; gwlbtun"),
     Requirement("ROBUST-2", MUST, "Robustness", "Control packets (O bit) and unknown critical options are not "

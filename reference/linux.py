@@ -56,6 +56,9 @@ _VIA_IP: Destination = (b"", 0, None, False)
 
 # Drop reasons of the driver (I/O failures), next to the core's.
 TUN_WRITE_FAILED = "tun_write_failed"
+#: the packet met a tunnel whose device had been deleted under the appliance (``ip link del``): the tunnel is
+#: rebuilt at once, from the next packet of its endpoint on
+TUNNEL_DEVICE_GONE = "tunnel_device_gone"
 SEND_FAILED = "send_failed"
 UDP_TRUNCATED = "udp_truncated"
 
@@ -276,6 +279,7 @@ class Appliance:
         self._destinations: dict[str, Destination] = {}
         self._refresh: set[str] = set()  # addresses whose next return goes through the IP layer
         self.ip_returns = 0  #: returns sent one by one through the raw IP socket (with the link path on)
+        self.tunnels_rebuilt = 0  #: tunnels retired because their device was deleted under the appliance
         self._next_refresh = 0.0
         self._fd_tunnel: dict[int, Tunnel] = {}
         self._epoll = select.epoll()
@@ -390,11 +394,15 @@ class Appliance:
                     try:
                         write(tunnel.handle.ingress_fd, view[start:end])
                     except OSError as e:
+                        if e.errno == errno.EBADFD:
+                            self._drop(TUNNEL_DEVICE_GONE)
+                            self._tunnel_gone(tunnel)
+                            continue
                         self._drop(TUN_WRITE_FAILED)
                         log.debug("write to %s failed: %s", tunnel.ingress, e.strerror)
                     touched[tunnel.eni_id] = tunnel
             for tunnel in touched.values():
-                if tunnel.handle is not None:
+                if tunnel.handle is not None and self.core.tunnels.get(tunnel.eni_id) is tunnel:
                     self._on_tun(tunnel, tunnel.handle.egress_fd, now)  # type: ignore[attr-defined]
             if n < rx.batch:
                 break
@@ -406,6 +414,10 @@ class Appliance:
         try:
             os.write(t.handle.ingress_fd, pkt)  # type: ignore[union-attr]
         except OSError as e:
+            if e.errno == errno.EBADFD:
+                self._drop(TUNNEL_DEVICE_GONE)
+                self._tunnel_gone(t)
+                return
             self._drop(TUN_WRITE_FAILED)
             log.debug("write to %s failed: %s", t.ingress, e.strerror)
 
@@ -422,7 +434,10 @@ class Appliance:
             except BlockingIOError:
                 break
             except OSError as e:
-                log.warning("read from %s failed: %s", t.ingress, e.strerror)
+                if e.errno == errno.EBADFD:  # its device was deleted: epoll reports EPOLLERR until we let go
+                    self._tunnel_gone(t)
+                else:
+                    log.warning("read from %s failed: %s", t.ingress, e.strerror)
                 break
             view = views[i]
             if hexdump:
@@ -501,7 +516,20 @@ class Appliance:
             elif what == "failed":
                 self.core.tunnel_failed(t.eni_id, now)
 
-    def _retire(self, t: Tunnel) -> None:
+    def _tunnel_gone(self, t: Tunnel) -> None:
+        """A device of ``t`` was deleted under us (``ip link del``): the kernel detached our descriptors, so
+        packets written to it vanish and nothing comes out. Retire it now (destroy hook, descriptors closed):
+        the endpoint's next packet builds the tunnel again (create hook), instead of black-holing its
+        traffic while health still says 200."""
+        if self.core.tunnels.get(t.eni_id) is not t:
+            return  # retired already
+        log.warning("tunnel device %s or %s was deleted: rebuilding the tunnel from the next packet",
+                    t.ingress, t.egress)
+        self.tunnels_rebuilt += 1
+        self.core.retire(t.eni_id)
+        self._retire(t, idle=False)
+
+    def _retire(self, t: Tunnel, idle: bool = True) -> None:
         h = t.handle
         if isinstance(h, TunHandle):
             for fd in (h.ingress_fd, h.egress_fd):
@@ -510,7 +538,7 @@ class Appliance:
                     self._epoll.unregister(fd)
                 except OSError:
                     pass
-        if self.core.config.tunnel_timeout:
+        if idle and self.core.config.tunnel_timeout:
             log.info("tunnel %s idle for %g s: destroying", t.ingress, self.core.config.tunnel_timeout)
         self.lifecycle.submit("destroy", t)
 
@@ -583,7 +611,7 @@ class Appliance:
             drops[k] = drops.get(k, 0) + v
         return {"packets_in": c.in_packets, "bytes_in": c.in_bytes, "packets_out": c.out_packets,
                 "bytes_out": c.out_bytes, "flows": core.flow_count, "flow_evictions": core.evictions,
-                "drops": drops, **self.return_paths()}
+                "drops": drops, "tunnels_rebuilt": self.tunnels_rebuilt, **self.return_paths()}
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -596,7 +624,7 @@ class Appliance:
 
 
 #: the counters of the status document's ``totals`` (``drops``: reason -> count)
-TOTALS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "flows", "flow_evictions", "drops",
+TOTALS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "flows", "flow_evictions", "drops", "tunnels_rebuilt",
           "returned_via_link", "returned_via_ip")
 
 

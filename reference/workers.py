@@ -188,6 +188,14 @@ class WorkerAppliance(Appliance):
         except OSError:
             self.request_stop()
 
+    def _tunnel_gone(self, t: Tunnel) -> None:
+        """The supervisor owns the devices: tell it, so that it retires the tunnel everywhere and builds it
+        again when a worker next needs it (this worker's request comes after this message)."""
+        if self.core.tunnels.get(t.eni_id) is t:
+            with contextlib.suppress(OSError):
+                _send(self.control, {"op": "gone", "eni": t.eni_id})
+        super()._tunnel_gone(t)
+
     def _drain_unadopted(self) -> None:
         """Queues of tunnels this worker has no flow of get no packets, but drop any that arrive."""
         for eni, h in self.remote.handles.items():
@@ -432,6 +440,11 @@ class Supervisor:
                 self.reports[k] = msg
                 self._report_count += 1
                 self._reported.notify_all()
+        elif op == "gone":  # a worker found the devices deleted under the appliance
+            t = self.tunnels.get(int(msg["eni"]))
+            if t is not None and t.state is TunnelState.READY:
+                log.warning("tunnel device %s or %s was deleted: rebuilding the tunnel", t.ingress, t.egress)
+                self._retire(t)
         elif op == "need":
             eni = int(msg["eni"])
             t = self.tunnels.get(eni)
@@ -485,13 +498,17 @@ class Supervisor:
         timeout = self.config.tunnel_timeout
         if timeout <= 0:
             return
-        for eni, t in list(self.tunnels.items()):
+        for t in list(self.tunnels.values()):
             if t.state is TunnelState.READY and now - self.last_use(t) >= timeout:
                 log.info("tunnel %s idle for %g s: destroying", t.ingress, timeout)
-                del self.tunnels[eni]
-                t.state = TunnelState.RETIRED
-                self._broadcast({"op": "retire", "eni": eni})
-                self.lifecycle.submit("destroy", t)
+                self._retire(t)
+
+    def _retire(self, t: Tunnel) -> None:
+        """Retire a tunnel in every worker, then destroy its devices (destroy hook)."""
+        del self.tunnels[t.eni_id]
+        t.state = TunnelState.RETIRED
+        self._broadcast({"op": "retire", "eni": t.eni_id})
+        self.lifecycle.submit("destroy", t)
 
     def _exit_status(self, k: int) -> int | None:
         """Worker ``k``'s exit status if it has exited (collected now), else None."""

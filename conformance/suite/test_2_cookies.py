@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+import time
+from dataclasses import dataclass, field
+
 from conformance.environment import ConformanceEnv, check
 from conformance.plugin import requirement
 from conformance.suite.helpers import cookie_of, cookie_text, raw_eni, tcp4, udp4
 from gwlbsim import geneve
+from gwlbsim.live.gwlb import Captured
 
 
 @requirement("COOKIE-1")
@@ -68,3 +73,126 @@ def test_endpoints_with_overlapping_addresses_are_never_mixed(gwlb: ConformanceE
                   f"a packet of endpoint {eni_id:016x} (attachment {att}, cookie {cookie:#x}, port {sport}) came back "
                   f"as endpoint {p.eni_id:016x}, attachment {p.attachment_id}, cookie {p.cookie:#x}, port {r.sport}",
                   r.data)
+
+
+#: COOKIE-4's load: flows per (instance, endpoint), packets per flow per round, rounds, loss tolerated
+CONCURRENT_FLOWS, PACKETS_PER_ROUND, ROUNDS, LOSS_TOLERANCE = 16, 4, 4, 0.01
+
+
+@dataclass
+class _Flow:
+    instance: int
+    eni_id: int
+    attachment: int
+    sport: int  #: GWLB's outer source port for the flow
+    port: int  #: the inner client port
+    index: int
+    headers: list[bytes] = field(default_factory=list)  #: every header sent for the flow, oldest first
+
+    def packet(self, cookie: int, seq: int) -> tuple[bytes, bytes]:
+        """(the datagram, its header): forward and reverse alternate; the inner payload names flow and seq."""
+        inner = udp4(sport=self.port, reverse=seq % 2 == 1, payload=b"C4" + struct.pack("!HH", self.index, seq))
+        data = geneve.build(inner, self.eni_id, cookie, self.attachment)
+        return data, data[:len(data) - len(inner)]
+
+
+@requirement("COOKIE-4")
+def test_many_flows_in_flight_with_cookies_renewed_mid_stream(gwlb: ConformanceEnv) -> None:
+    """Every instance gets packets of many flows of two endpoints at once, interleaved packet by packet; in some
+    rounds half of the flows get a new cookie in the middle of the round. Each return is matched to the packet it
+    answers (by its inner payload) and must come from that instance to that flow's port, with the header of its
+    own packet or a later header of its own flow (never another flow's, never an older one)."""
+    endpoints = [(raw_eni(gwlb), 0), (gwlb.fresh_eni(), 0x3C)]
+    flows = [_Flow(i, e, att, gwlb.next_sport(), 44000 + len(endpoints) * k + j, 0)
+             for i in range(len(gwlb.instances)) for j, (e, att) in enumerate(endpoints)
+             for k in range(CONCURRENT_FLOWS)]
+    for n, f in enumerate(flows):
+        f.index = n
+    sent: dict[tuple[int, int], tuple[_Flow, bytes, int]] = {}  # (flow, seq) -> flow, header, index of header
+    seen: set[tuple[int, int]] = set()
+    problems: list[tuple[str, bytes]] = []
+    apps = gwlb.topo.appliances
+    seq = 0
+    for rnd in range(ROUNDS):
+        order: list[tuple[_Flow, bytes]] = []
+        for k in range(PACKETS_PER_ROUND):
+            for f in flows:
+                renew = rnd % 2 == 1 and f.index % 2 == 0 and k == PACKETS_PER_ROUND // 2
+                if not f.headers or renew:
+                    f.headers.append(b"")
+                cookie = 0xC4000000 + f.index * 16 + len(f.headers)
+                data, header = f.packet(cookie, seq + k)
+                f.headers[-1] = header
+                sent[(f.index, seq + k)] = (f, header, len(f.headers) - 1)
+                order.append((f, data))
+        seq += PACKETS_PER_ROUND
+        returns = _send_interleaved(gwlb, order)
+        for r in returns:
+            problems.extend(_judge(r, apps, sent, seen, flows))
+        if problems:
+            break
+    total = len(sent)
+    lost = [k for k in sent if k not in seen]
+    check(not problems, f"{len(problems)} wrong return(s) with {len(flows)} flows in flight, e.g. "
+          + "; ".join(p for p, _ in problems[:3]), problems[0][1] if problems else None)
+    check(len(lost) <= LOSS_TOLERANCE * total,
+          f"{len(lost)} of {total} packets did not come back ({len(flows)} flows in flight; at most "
+          f"{LOSS_TOLERANCE:.0%} may be lost)")
+
+
+def _send_interleaved(env: ConformanceEnv, order: list[tuple[_Flow, bytes]], timeout: float = 3.0) -> list[Captured]:
+    """Send every datagram to its instance in the order given, then a marker to each instance; return every
+    datagram any instance sent until all came back, or every marker did and a little more, or the timeout."""
+    apps = env.topo.appliances
+    markers = {env.next_sport(): i for i in range(len(apps))}
+    want = len(order)
+    back_at: list[float] = []
+
+    def done(items: list[Captured]) -> bool:
+        ports = {c.sport for c in items}
+        if len(items) - sum(1 for c in items if c.sport in markers) >= want:
+            return True
+        if not back_at and all(p in ports for p in markers):
+            back_at.append(time.monotonic())
+        return bool(back_at) and time.monotonic() - back_at[0] >= 0.3
+
+    with env.collecting(lambda c: c.kind == "from_target") as col:
+        for f, data in order:
+            env.gwlb.send_raw(apps[f.instance].address, data, f.sport, apps[f.instance].gwlb_address)
+        for sport, i in markers.items():
+            env.gwlb.send_raw(apps[i].address, env.marker(order[0][0].eni_id), sport, apps[i].gwlb_address)
+        items = col.wait_for(done, timeout)
+    env.raise_if_crashed()
+    return [c for c in items if c.sport not in markers]
+
+
+def _judge(r: Captured, apps: list, sent: dict[tuple[int, int], tuple[_Flow, bytes, int]],  # type: ignore[type-arg]
+           seen: set[tuple[int, int]], flows: list[_Flow]) -> list[tuple[str, bytes]]:
+    try:
+        p = geneve.scan(r.data)
+    except geneve.GeneveError as e:
+        return [(f"a return GWLB cannot parse ({e.reason}) from {r.src}:{r.sport}", r.data)]
+    inner = r.data[p.header_len:]
+    tag = inner[-6:]
+    if len(inner) < 6 or tag[:2] != b"C4":
+        return [(f"a datagram from {r.src}:{r.sport} that answers none of the packets sent", r.data)]
+    index, seq = struct.unpack("!HH", tag[2:])
+    if (index, seq) not in sent:
+        return [(f"a datagram from {r.src}:{r.sport} that answers none of the packets sent", r.data)]
+    f, header, h = sent[(index, seq)]
+    out = []
+    if (index, seq) in seen:
+        out.append((f"packet {seq} of flow {index} came back twice", r.data))
+    seen.add((index, seq))
+    app = apps[f.instance]
+    if (r.src, r.dst, r.sport) != (app.address, app.gwlb_address, f.sport):
+        out.append((f"packet {seq} of flow {index} came back from {r.src} to {r.dst}:{r.dport} from port "
+                    f"{r.sport}, not from {app.address} to {app.gwlb_address} from {f.sport}", r.data))
+    back = r.data[:p.header_len]
+    if back not in f.headers[h:]:
+        owner = next((g for g in flows if back in g.headers), None)
+        whose = ("an older header of its own flow" if back in f.headers else
+                 f"the header of flow {owner.index}" if owner is not None else "a header never sent")
+        out.append((f"packet {seq} of flow {index} (cookie {cookie_text(geneve.scan(header).cookie)}) came back "
+                    f"with {whose} (cookie {cookie_text(p.cookie)})", r.data))
+    return out

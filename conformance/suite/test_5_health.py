@@ -6,6 +6,8 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from conformance.environment import ConformanceEnv, check, not_applicable, not_run
 from conformance.plugin import requirement
 from conformance.suite.helpers import eni, raw_eni, tcp4, udp4
@@ -122,3 +124,45 @@ def test_unhealthy_appliance_gets_no_new_flows(gwlb: ConformanceEnv) -> None:
         check(after == before, f"{after - before} new flows went to the unhealthy appliance")
     finally:
         gwlb.ensure_healthy()
+
+
+#: how long after its tunnel device is deleted an appliance has to carry the endpoint's traffic again, or
+#: to say it cannot (503)
+BLACK_HOLE_BOUND = 1.0
+
+
+@requirement("HEALTH-6")
+@pytest.mark.parametrize("which", ["ingress (gwi-)", "egress (gwo-)"])
+def test_a_deleted_tunnel_device_is_not_a_silent_black_hole(gwlb: ConformanceEnv, which: str) -> None:
+    """A tunnel device deleted under the running appliance (an operator's ``ip link del``, a network manager
+    tidying up): packets of that endpoint must be carried again within a second, or health must say 503 within
+    a second, so that GWLB moves the flows. Black-holing them while health says 200 is the failure."""
+    gwlb.not_applicable_unless_tunnels("deleting a tunnel device under the appliance")
+    e = raw_eni(gwlb)
+    sport = gwlb.next_sport()
+
+    def packet(n: int) -> bytes:
+        return geneve.build(udp4(sport=48000, payload=b"bh%d" % n), e, 0x8B00)
+
+    first = gwlb.echo(packet(0), sport=sport)
+    check(first, first.lost("a valid packet before the device was deleted"), packet(0))
+    device = eni_names.device_names(e)[0 if which.startswith("ingress") else 1]
+    ra = gwlb.instances[0]
+    check(device in gwlb.tunnel_devices()[0], f"{device} does not exist after a packet of its endpoint was carried")
+    gwlb.session.lab.run(ra.ns, ["ip", "link", "del", device])
+    deleted = time.monotonic()
+    outcome, n = "", 0
+    try:
+        while not outcome and time.monotonic() - deleted < BLACK_HOLE_BOUND:
+            n += 1
+            if gwlb.echo(packet(n), sport=sport, timeout=0.15):
+                outcome = f"carried again after {time.monotonic() - deleted:.2f} s"
+            elif gwlb.spec.health_protocol == "http" and gwlb.health_status(timeout=0.3) == 503:
+                outcome = f"health said 503 after {time.monotonic() - deleted:.2f} s"
+        took = time.monotonic() - deleted
+        check(outcome, f"after {device} was deleted, none of {n} packets of its endpoint came back for {took:.1f} s "
+              f"while health said {gwlb.health_status() if gwlb.spec.health_protocol != 'none' else 'nothing'}: a "
+              "black hole GWLB cannot see (rebuild the tunnel, or answer 503)")
+    finally:
+        if gwlb.spec.health_protocol == "http" and gwlb.health_status() != 200:
+            gwlb.restart(0)  # a correct appliance may stay at 503 until restarted: later tests need it healthy

@@ -398,3 +398,29 @@ def test_a_killed_run_leaves_nothing_after_sigterm_and_cleanup_handles_sigkill(t
             assert name in netns.list_namespaces(), "SIGKILL cannot be caught: the leftover is cleanup's job"
             assert name in netns.cleanup()
         assert name not in netns.list_namespaces()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_deleted_tunnel_device_is_rebuilt_not_black_holed(topo: Topo, workers: int) -> None:
+    """``ip link del gwi-X`` (or gwo-X) under traffic: the tunnel is rebuilt (destroy, then create hook) from
+    the endpoint's next packet, instead of health saying 200 while every packet vanishes."""
+    record = topo.tmp / "calls.txt"
+    hook = topo.tmp / "record.sh"
+    hook.write_text(f'#!/bin/sh\necho "$1 $2" >> {record}\nexec sh {PASSTHROUGH} "$@"\n')
+    topo.start("--udpthreads", str(workers), create=f"sh {hook}", destroy=f"sh {hook}")
+    gwi, gwo = eni.device_names(ENI)
+    assert roundtrip(topo, geneve.build(tcp(sport=43000), ENI, 1), sport=60500).cookie == 1
+    for device in (gwi, gwo):
+        topo.lab.run(topo.app, ["ip", "link", "del", device])
+        # the next packets are answered again within a second (the first may be the one that found it gone)
+        deadline, back = time.monotonic() + 1.0, None
+        while back is None and time.monotonic() < deadline:
+            topo.peer.send(geneve.build(tcp(sport=43001), ENI, 2), sport=60501)
+            back = topo.peer.recv(0.1)
+        assert back is not None, f"nothing came back within 1 s of deleting {device}\n{topo.log()}"
+        topo.wait_for(lambda: gwi in topo.links() and gwo in topo.links(), timeout=5, what="the devices again")
+    st = topo.status()
+    assert st["healthy"], st
+    assert st["totals"]["tunnels_rebuilt"] >= 2, st["totals"]
+    calls = record.read_text().split()
+    assert calls == ["CREATE", gwi, "DESTROY", gwi, "CREATE", gwi, "DESTROY", gwi, "CREATE", gwi], calls

@@ -7,6 +7,10 @@ Faults (each a bug real gwlbtun-style handlers have had):
   leaves-devices    tunnel teardown runs the destroy hook but leaves the TUN devices behind
   mixes-endpoints   one flow table for all endpoints: overlapping addresses share flows across ENIs
   stale-cookie      a flow's header is learnt once and never refreshed (gwlbtun before PR #15)
+  black-holes       a tunnel device deleted under it is not noticed: its packets vanish, health stays 200
+  returns-unseen    a packet of a flow it never received goes back with the tunnel's latest header
+  header-per-endpoint  returns carry the endpoint's latest header, not their own flow's (right only while
+                    one packet is in flight at a time)
 """
 
 from __future__ import annotations
@@ -63,8 +67,43 @@ def stale_cookie() -> None:
     core.ApplianceCore._remember = remember  # type: ignore[method-assign]
 
 
+def black_holes() -> None:
+    linux.Appliance._tunnel_gone = lambda self, t: None  # type: ignore[method-assign]
+
+
+def header_per_endpoint() -> None:
+    latest: dict[int, core.Flow] = {}
+    remember, outbound = core.ApplianceCore._remember, core.ApplianceCore.outbound
+
+    def remember_latest(self: core.ApplianceCore, tunnel: core.Tunnel, key: object, *args: object) -> None:
+        remember(self, tunnel, key, *args)  # type: ignore[arg-type]
+        flow = tunnel.flows.get(key)  # type: ignore[call-overload]
+        if flow is not None:
+            latest[tunnel.eni_id] = flow
+
+    def outbound_latest(self: core.ApplianceCore, tunnel: core.Tunnel, *args: object, **kw: object) -> object:
+        flow = outbound(self, tunnel, *args, **kw)  # type: ignore[arg-type]
+        return None if flow is None else latest.get(tunnel.eni_id, flow)
+
+    core.ApplianceCore._remember = remember_latest  # type: ignore[method-assign]
+    core.ApplianceCore.outbound = outbound_latest  # type: ignore[method-assign, assignment]
+
+
+def returns_unseen() -> None:
+    outbound = core.ApplianceCore.outbound
+
+    def outbound_any(self: core.ApplianceCore, tunnel: core.Tunnel, *args: object, **kw: object) -> object:
+        flow = outbound(self, tunnel, *args, **kw)  # type: ignore[arg-type]
+        if flow is None and tunnel.flows:
+            return next(reversed(tunnel.flows.values()))
+        return flow
+
+    core.ApplianceCore.outbound = outbound_any  # type: ignore[method-assign, assignment]
+
+
 FAULTS = {"never-503": never_503, "leaves-devices": leaves_devices, "mixes-endpoints": mixes_endpoints,
-          "stale-cookie": stale_cookie}
+          "stale-cookie": stale_cookie, "black-holes": black_holes, "header-per-endpoint": header_per_endpoint,
+          "returns-unseen": returns_unseen}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in FAULTS:
