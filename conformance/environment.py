@@ -595,15 +595,16 @@ class ConformanceEnv:
             return True
         return self.health_status(instance, timeout) == 200
 
-    def restart(self, instance: int = 0) -> None:
-        """Stop an instance and start it again (a restart the test asked for, not a crash)."""
+    def restart(self, instance: int = 0) -> float:
+        """Stop an instance and start it again (a restart the test asked for, not a crash). Returns when it was
+        started again (``time.monotonic()``)."""
         ra = self.instances[instance]
         self._expected_down.add(instance)
-        try:
-            ra.stop()
-            ra.start(wait=True)
-        finally:
-            self._expected_down.discard(instance)
+        ra.stop()
+        started = time.monotonic()
+        ra.start(wait=True)  # if it fails to start, the caller reports why: that is no crash of a running one
+        self._expected_down.discard(instance)
+        return started
 
     def kill(self, instance: int) -> None:
         """Kill an instance on purpose (SIGKILL); the next test starts it again."""

@@ -271,7 +271,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         lines = text.splitlines()
         rep.sections.append(("appliance log", f"instance {i}, during this test (last 60 lines):\n"
                              + "\n".join(lines[-60:])))
-        bad = next((ln for ln in lines if _ERROR_LINE.search(ln)), None)
+        at = next((n for n, ln in enumerate(lines) if _ERROR_LINE.search(ln)), None)
+        bad = None if at is None else lines[at]
+        if bad is not None and bad.lstrip().startswith("Traceback"):  # a Python traceback: its last line says why
+            bad = next((ln for ln in lines[at + 1:] if ln and not ln[0].isspace()), bad)
         if bad:
             found.append(f"instance {i} logged: {bad.strip()[:200]}")
     before = item.stash.get(_devices_key, [])

@@ -60,8 +60,9 @@ _ALL = [
     Requirement("TRAFFIC-2", MUST, "Traffic", "UDP exchanges end to end, IPv4 and IPv6", AWS_GW),
     Requirement("TRAFFIC-3", MUST, "Traffic", "ICMP and ICMPv6 echo end to end", AWS_GW),
     Requirement("TRAFFIC-4", MUST, "Traffic", "Other IP protocols (GRE, ESP, SCTP, ...) are carried as 3-tuple "
-                "flows", "AWS GWLB docs (3-tuple stickiness for non-TCP/UDP)"),
-    Requirement("TRAFFIC-5", MUST, "Traffic", "IPv6 with extension headers and fragments is carried",
+                "flows, both directions", "AWS GWLB docs (3-tuple stickiness for non-TCP/UDP)"),
+    Requirement("TRAFFIC-5", MUST, "Traffic", "IPv6 extension headers, and IPv4 and IPv6 fragments (first, "
+                "middle and last, out of order, both directions), are carried",
                 f"{AWS_GW} (dualstack)"),
     Requirement("TRAFFIC-6", MUST, "Traffic", "Inner packets up to 8500 bytes are carried", f"{AWS_GW} (MTU 8500)"),
     Requirement("TRAFFIC-7", MUST, "Traffic", "Generated flows of every kind (protocols, sizes, option layouts) "

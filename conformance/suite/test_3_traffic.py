@@ -13,6 +13,9 @@ from scapy.all import (
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
+    Packet,
+    fragment,
+    fragment6,
     raw,
 )
 from scapy.layers.inet6 import ICMPv6EchoRequest
@@ -59,27 +62,58 @@ def _carried(env: ConformanceEnv, inner: bytes, what: str) -> None:
     check(delivered, f"{what}: not returned by the appliance (or returned changed)", sent[0].data)
 
 
+def _both_ways(pkt: Packet) -> list[tuple[str, Packet]]:
+    """The packet as the client sends it, and the server's answer (addresses, and ports if any, swapped)."""
+    back = pkt.copy()
+    back.src, back.dst = pkt.dst, pkt.src
+    l4 = back.payload
+    if hasattr(l4, "sport") and hasattr(l4, "dport"):
+        l4.sport, l4.dport = pkt.payload.dport, pkt.payload.sport
+    for layer in (back, l4):
+        for f in ("chksum", "len", "plen"):
+            if f in layer.fields:
+                del layer.fields[f]
+    return [("client to server", pkt), ("server to client", back)]
+
+
 @requirement("TRAFFIC-4")
 def test_other_ip_protocols(gwlb: ConformanceEnv) -> None:
+    """Each protocol as a 3-tuple flow, both ways: the client's packets and the server's answers, twice each."""
     base = IP(src="10.10.0.2", dst="10.20.0.2")
     for what, pkt in (("GRE", base / GRE() / IP(dst="1.1.1.1")), ("ESP", base / ESP(spi=7, seq=1, data=b"x" * 40)),
                       ("SCTP", base / SCTP(sport=1, dport=2)), ("protocol 253", IP(src="10.10.0.2", dst="10.20.0.2",
                                                                                  proto=253) / (b"e" * 30))):
-        _carried(gwlb, raw(pkt), what)
+        for _ in range(2):
+            for way, p in _both_ways(pkt):
+                _carried(gwlb, raw(p), f"{what}, {way}")
+
+
+def _fragments(pkt: Packet, size: int) -> list[bytes]:
+    if pkt.version == 4:
+        return [raw(f) for f in fragment(pkt, fragsize=size)]
+    return [raw(f) for f in fragment6(pkt, size)]
 
 
 @requirement("TRAFFIC-5")
-def test_ipv6_extension_headers(gwlb: ConformanceEnv) -> None:
+def test_ipv6_extension_headers_and_fragments(gwlb: ConformanceEnv) -> None:
     v6 = IPv6(src="fd00:10::2", dst="fd00:20::2")
     cases = {
         "hop-by-hop": v6 / IPv6ExtHdrHopByHop() / UDP(sport=1, dport=2) / b"a",
         "destination options": v6 / IPv6ExtHdrDestOpt() / UDP(sport=1, dport=2) / b"b",
         "routing": v6 / IPv6ExtHdrRouting(addresses=["fd00:99::1"]) / UDP(sport=1, dport=2),
-        "fragment": v6 / IPv6ExtHdrFragment(id=5, m=1) / UDP(sport=1, dport=2) / (b"c" * 64),
         "chain": v6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / ICMPv6EchoRequest(),
     }
     for what, pkt in cases.items():
         _carried(gwlb, raw(pkt), f"IPv6 with {what}")
+    # fragments of a datagram, each direction, the last fragment first (as they can arrive); none is reassembled
+    v4 = IP(src="10.10.0.2", dst="10.20.0.2", id=0x4242)
+    for family, whole in (("IPv4", v4 / UDP(sport=4100, dport=4200) / (b"f" * 2400)),
+                          ("IPv6", v6 / IPv6ExtHdrFragment(id=0x4343) / UDP(sport=4101, dport=4201) / (b"g" * 2400))):
+        for way, p in _both_ways(whole):
+            frags = _fragments(p, 1000)
+            for n, frag in reversed(list(enumerate(frags))):
+                kind = "first" if n == 0 else "last" if n == len(frags) - 1 else "middle"
+                _carried(gwlb, frag, f"{family} {kind} fragment ({n + 1} of {len(frags)}), {way}")
 
 
 @requirement("TRAFFIC-6")

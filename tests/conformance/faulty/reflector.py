@@ -51,6 +51,11 @@ FAULTS = {
     "originate": "also sends packets of flows it never received",
     "no-validation": "forwards whatever arrives, malformed or not",
     "crash-on-oversize": "dies on a datagram over 9000 bytes",
+    "drop-non-first-fragments": "drops inner IPv4 and IPv6 fragments other than the first",
+    "one-way-3tuple": "keys flows of protocols other than TCP and UDP one way: the answering side is dropped",
+    "drops-some-pings": "drops every second ICMP and ICMPv6 echo reply",
+    "no-reuseaddr": "binds its health port without SO_REUSEADDR (cannot restart while a TIME_WAIT is there)",
+    "slow-restart": "takes 8 s to start",
 }
 
 #: The codec's reasons that concern the inner packet only, which ``--inner-lenient`` does not act on.
@@ -287,9 +292,9 @@ class RawReceiver:
 # ------------------------------------------------------------------------------------------------ health
 
 
-def _listener(port: int) -> socket.socket:
+def _listener(port: int, reuse: bool = True) -> socket.socket:
     lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse))
     lst.bind(("0.0.0.0", port))
     lst.listen(128)
     return lst
@@ -330,9 +335,9 @@ def _close_at_once(conn: socket.socket) -> None:
     conn.close()
 
 
-def start_health(port: int, mode: str) -> tuple[int, Callable[[], None]]:
+def start_health(port: int, mode: str, reuse: bool = True) -> tuple[int, Callable[[], None]]:
     """Listen on ``port`` (0: any) and serve health there from a thread (``mode``: http, lf or tcp); returns
-    the port and how to stop listening."""
+    the port and how to stop listening. ``reuse``: bind with SO_REUSEADDR (as every server should)."""
     if mode == "http":
         class Health(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -347,8 +352,10 @@ def start_health(port: int, mode: str) -> tuple[int, Callable[[], None]]:
             def log_message(self, *a: object) -> None:
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        srv = ThreadingHTTPServer(("0.0.0.0", port), Health)
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = reuse
+
+        srv = Server(("0.0.0.0", port), Health)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
 
         def stop() -> None:
@@ -356,7 +363,7 @@ def start_health(port: int, mode: str) -> tuple[int, Callable[[], None]]:
             srv.server_close()
 
         return srv.server_address[1], stop
-    lst = _listener(port)
+    lst = _listener(port, reuse)
     handle, threaded = (_answer_lf, True) if mode == "lf" else (_close_at_once, False)
     threading.Thread(target=_accept_loop, args=(lst, handle, threaded), daemon=True).start()
 
@@ -372,6 +379,34 @@ def start_health(port: int, mode: str) -> tuple[int, Callable[[], None]]:
 
 
 # --------------------------------------------------------------------------------------------------- main
+
+
+INNER_FAULTS = frozenset({"drop-non-first-fragments", "one-way-3tuple", "drops-some-pings"})
+_PINGS = [0]
+
+
+def faulty_drop(fault: set[str], data: bytes, a: Accepted, initiators: dict[tuple[int, SymKey], bytes]) -> bool:
+    """Whether one of the inner-packet faults drops this packet."""
+    try:
+        ft, l4 = flow_of(data, a.header_len, a.inner_end)
+    except InnerError:
+        return False
+    inner = data[a.header_len:a.inner_end]
+    v6 = inner[0] >> 4 == 6
+    if "drop-non-first-fragments" in fault and l4 < 0:
+        if not v6 and _U16.unpack_from(inner, 6)[0] & 0x1FFF:
+            return True
+        if v6 and inner[6] == 44 and _U16.unpack_from(inner, 42)[0] & 0xFFF8:
+            return True
+    if "one-way-3tuple" in fault and ft.proto not in (6, 17) and not (v6 and ft.proto == 58) and ft.proto != 1:
+        first = initiators.setdefault((a.eni_id, ft.symmetric()), inner[12:16] if not v6 else inner[8:24])
+        if first != (inner[12:16] if not v6 else inner[8:24]):
+            return True
+    if "drops-some-pings" in fault and l4 >= 0 and ((ft.proto == 1 and data[l4] == 0)
+                                                    or (ft.proto == 58 and data[l4] == 129)):
+        _PINGS[0] += 1
+        return _PINGS[0] % 2 == 0
+    return False
 
 
 def rewrite(data: bytes, fault: set[str]) -> bytes:
@@ -427,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
             rx = RawReceiver(stats) if args.raw_receive else UdpReceiver()
             rawsock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
             mode = "lf" if args.health_lf else "tcp" if args.health_tcp else "http"
-            start_health(args.health_port, mode)
+            if "slow-restart" in fault:
+                time.sleep(8)
+            start_health(args.health_port, mode, reuse="no-reuseaddr" not in fault)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         switches = [s for s in ("stateful", "health_lf", "health_tcp", "inner_lenient", "raw_receive")
@@ -435,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         print("reflector ready", FAULTS.keys() & fault, "switches:", " ".join(switches) or "none",
               f"health: {mode} on port {args.health_port}", flush=True)
         rng = random.Random(1)
+        initiators: dict[tuple[int, SymKey], bytes] = {}
         while True:
             got = rx.recv()
             if got is None:
@@ -454,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
             if accepted is not None and "no-validation" not in fault \
                     and accepted.inner_end - accepted.header_len > geneve.GWLB_MTU:
                 stats.drops["over_mtu"] += 1
+                continue
+            if accepted is not None and fault & INNER_FAULTS and faulty_drop(fault, data, accepted, initiators):
+                stats.drops["fault"] += 1
                 continue
             if firewall is not None and accepted is not None \
                     and not firewall.allow(accepted.eni_id, data, accepted.header_len, accepted.inner_end):
