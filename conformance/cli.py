@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-path", default="/")
     p.add_argument("--instances", type=cliargs.whole_within(1, 8), default=2,
                    help="instances to run, 1-8 (symmetry and failover need 2; default 2)")
+    p.add_argument("--nodes", type=cliargs.whole_within(1, 4), default=2,
+                   help="GWLB nodes (zones), 1-4, with cross-zone load balancing: every instance gets traffic "
+                        "from every node and must answer each at its own address (default 2)")
     p.add_argument("--ready-timeout", type=cliargs.number_within(0.5, 600), default=20.0, metavar="SECS",
                    help="seconds an instance may take to become healthy (0.5-600)")
     p.add_argument("--flow-timeout", type=cliargs.number_within(0.5, 86400), metavar="SECS",
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     pa = [str(SUITE_DIR), "--gwlb-conformance", "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",
           "--gwlb-health-protocol", args.health_protocol, "--gwlb-health-port", str(args.health_port),
           "--gwlb-health-path", args.health_path, "--gwlb-instances", str(args.instances),
+          "--gwlb-nodes", str(args.nodes),
           "--gwlb-ready-timeout", str(args.ready_timeout), "--gwlb-rate", str(args.rate),
           "--gwlb-duration", str(args.duration), "--gwlb-examples", str(args.examples),
           "--gwlb-artifacts", str(args.artifacts), "--gwlb-kind", args.kind, "--rootdir", str(Path(__file__).parent)]

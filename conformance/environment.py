@@ -26,9 +26,10 @@ from fuzz.inner import udp_packet
 from gwlbsim import eni as eni_names
 from gwlbsim import geneve
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
+from gwlbsim.config import GwlbConfig
 from gwlbsim.flowkey import InnerError, symmetric_key
 from gwlbsim.live.gwlb import Captured, LiveGwlb
-from gwlbsim.live.session import GwlbSession, SessionOptions
+from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
 from gwlbsim.live.topology import Topology
 from gwlbsim.model import Encapsulation, GwlbModel
 from gwlbsim.outer import OuterError, parse_ipv4_udp
@@ -57,6 +58,7 @@ def hexdump(data: bytes) -> str:
 class Options:
     spec: ApplianceSpec
     instances: int = 2
+    nodes: int = 2  #: GWLB nodes, one per zone; with more than one, cross-zone load balancing is on
     artifacts: Path | None = None
     rate: float = 2000.0  #: packets/s for the sustained-traffic check
     duration: float = 5.0  #: seconds of sustained traffic
@@ -224,7 +226,10 @@ class ConformanceEnv:
         self.options = options
         self.workdir = workdir
         # the shipped hooks log their calls there (TIMEOUT-3 reads it)
+        # every node reaches every instance (cross-zone): an appliance must answer each node at its own address
+        config = GwlbConfig(health_check=health_check_for(options.spec), cross_zone=options.nodes > 1)
         self.session = GwlbSession(SessionOptions(appliances=options.instances, endpoints=2, spec=options.spec,
+                                                  zones=options.nodes, config=config,
                                                   workdir=workdir,
                                                   appliance_env={"GWLBSIM_HOOK_LOG": str(workdir / "hooks.log")}))
         self.auditor = Auditor()
@@ -454,11 +459,13 @@ class ConformanceEnv:
             return self.test_eni or self.topo.endpoints[0].eni_id
 
     def send_batch(self, datagrams: list[tuple[bytes, int]], instance: int = 0, timeout: float = 3.0,
-                   count: int | None = None) -> Echo:
-        """Send (payload, source port) datagrams to an instance, then a marker; wait until ``count`` datagrams
-        came back from those ports (default: one each), or the marker came back and a little more, or the
-        timeout. Every datagram from the appliance side in that window is kept."""
+                   count: int | None = None, node: str | None = None) -> Echo:
+        """Send (payload, source port) datagrams to an instance from a GWLB node (default: its zone's), then a
+        marker; wait until ``count`` datagrams came back from those ports (default: one each), or the marker
+        came back and a little more, or the timeout. Every datagram from the appliance side in that window is
+        kept, whichever node it went to."""
         app = self.topo.appliances[instance]
+        node = node or app.gwlb_address
         ports = {sport for _, sport in datagrams}
         want = len(datagrams) if count is None else count
         sent_inners = [inner_of(p) for p, _ in datagrams]
@@ -490,8 +497,8 @@ class ConformanceEnv:
             timeout = min(timeout, STALLED_WAIT)
         with self.collecting(lambda c: c.kind == "from_target") as col:
             for payload, sport in datagrams:
-                self.gwlb.send_raw(app.address, payload, sport, app.gwlb_address)
-            self.gwlb.send_raw(app.address, marker, msport, app.gwlb_address)
+                self.gwlb.send_raw(app.address, payload, sport, node)
+            self.gwlb.send_raw(app.address, marker, msport, node)
             items = col.wait_for(done, timeout)
         self.raise_if_crashed()
         mine = [c for c in items if ours(c)]
@@ -527,9 +534,9 @@ class ConformanceEnv:
         return found
 
     def echo(self, payload: bytes, instance: int = 0, sport: int | None = None, timeout: float = 3.0,
-             count: int = 1) -> Echo:
+             count: int = 1, node: str | None = None) -> Echo:
         """Send a crafted GENEVE payload to an appliance; the datagrams it returns from that source port."""
-        return self.send_batch([(payload, sport or self.next_sport())], instance, timeout, count)
+        return self.send_batch([(payload, sport or self.next_sport())], instance, timeout, count, node)
 
     def burst(self, datagrams: list[tuple[bytes, int]], instance: int = 0, timeout: float = 3.0) -> Echo:
         """Send several (payload, source port) back to back; what came back from those ports."""

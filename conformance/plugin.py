@@ -44,6 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gwlb-health-port", type=int, default=8080)
     g.addoption("--gwlb-health-path", default="/")
     g.addoption("--gwlb-instances", type=int, default=2, help="appliance instances (symmetry and failover need 2)")
+    g.addoption("--gwlb-nodes", type=int, default=2, help="GWLB nodes (one per zone, cross-zone balancing on)")
     g.addoption("--gwlb-ready-timeout", type=float, default=20.0, help="seconds for an instance to become healthy")
     g.addoption("--gwlb-flow-timeout", type=float, default=None,
                 help="the flow timeout the appliance is configured with (reference default here: 5)")
@@ -158,6 +159,7 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     config = request.config
     opts = Options(spec=spec_from(config), instances=config.getoption("--gwlb-instances"),
+                   nodes=config.getoption("--gwlb-nodes"),
                    artifacts=config.getoption("--gwlb-artifacts"), rate=config.getoption("--gwlb-rate"),
                    duration=config.getoption("--gwlb-duration"),
                    hypothesis_examples=config.getoption("--gwlb-examples"), kind=config.getoption("--gwlb-kind"),

@@ -90,6 +90,10 @@ class Topology:
         return "\n".join(lines)
 
 
+#: every GWLB node address (10.100.<zone>.1) and appliance address (10.100.<zone>.<10 + i>) is in here
+NODES_CIDR = "10.100.0.0/16"
+
+
 def build(lab: Lab, *, zones: int = 1, appliances: int = 2, endpoints: int = 1) -> Topology:
     """Create every namespace and link; nothing runs yet."""
     if not 1 <= zones <= 9:
@@ -112,6 +116,8 @@ def build(lab: Lab, *, zones: int = 1, appliances: int = 2, endpoints: int = 1) 
         addr = f"10.100.{topo.zones.index(z) + 1}.{10 + i}"
         lab.veth(ns, "eth0", gwlb, f"a{i}", addr_a=f"{addr}/24", mtu=LINK_MTU)
         lab.enslave(gwlb, f"a{i}", z.bridge)
+        if zones > 1:  # the other zones' GWLB nodes are reached through this zone's, as through a VPC router
+            lab.route(ns, NODES_CIDR, gateway=z.node)
         topo.appliances.append(ApplianceSlot(i, ns, addr, z.name, z.node))
     for e in range(endpoints):
         topo.endpoints.append(_endpoint(lab, e, topo.zones[e % zones].name))

@@ -56,6 +56,7 @@ FAULTS = {
     "drops-some-pings": "drops every second ICMP and ICMPv6 echo reply",
     "no-reuseaddr": "binds its health port without SO_REUSEADDR (cannot restart while a TIME_WAIT is there)",
     "slow-restart": "takes 8 s to start",
+    "first-node-only": "returns everything to the first GWLB node it heard from (one rule per node address)",
 }
 
 #: The codec's reasons that concern the inner packet only, which ``--inner-lenient`` does not act on.
@@ -473,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
               f"health: {mode} on port {args.health_port}", flush=True)
         rng = random.Random(1)
         initiators: dict[tuple[int, SymKey], bytes] = {}
+        first_node = ""
         while True:
             got = rx.recv()
             if got is None:
@@ -504,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
             except geneve.GeneveError:
                 out = data
             s_port, d_port = (geneve.GENEVE_PORT, sport) if "swap-ports" in fault else (sport, geneve.GENEVE_PORT)
+            if "first-node-only" in fault:
+                src = first_node = first_node or src
             try:
                 rawsock.sendto(build_ipv4_udp(local, src, s_port, d_port, out, ttl=64), (src, 0))
                 stats.reflected += 1
