@@ -100,6 +100,11 @@ _ALL = [
                 f"{RFC}; gwlbtun"),
     Requirement("ROBUST-5", SHOULD, "Robustness", "Sustained traffic at the configured rate for a bounded time "
                 "passes with zero loss", f"{OBSERVED}"),
+    Requirement("ROBUST-7", SHOULD, "Robustness", "Datagrams the appliance carries are not also answered with ICMP "
+                "errors toward GWLB (port unreachable from a kernel with no UDP socket on 6081)",
+                "RFC 1122 3.2.2.1 and RFC 792 (Port Unreachable says no process received the datagram, which is "
+                "false for a datagram the appliance carried); GWLB's handling of ICMP is not documented, hence "
+                "SHOULD"),
     Requirement("ROBUST-6", SHOULD, "Robustness", "Malformed inner packets (an IP length claiming more bytes than "
                 "are present, an inner header cut short, an IP version that contradicts the protocol type) are not "
                 "passed through", "RFC 1812 5.2.2 (IP header validation before forwarding); neither RFC 8926 nor AWS "

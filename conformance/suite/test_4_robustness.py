@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -198,3 +199,50 @@ def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
         gwlb.gwlb.remove_tap(count)
     check(sent > 0, "nothing was sent")
     check(delivered == sent, f"{sent - delivered} of {sent} packets lost at {rate:g} packets/s for {duration:g} s")
+
+
+_ICMP_ERRORS = {3: "destination unreachable", 11: "time exceeded", 12: "parameter problem"}
+_UNREACHABLE = {0: "net", 1: "host", 2: "protocol", 3: "port", 4: "fragmentation needed", 13: "prohibited"}
+
+
+def _icmp_errors_from(env: ConformanceEnv, since: float, addresses: set[str]) -> list[tuple[str, bytes]]:
+    """ICMP errors on the wire from an appliance address to a GWLB node, about a datagram to port 6081."""
+    assert env.capture is not None
+    time.sleep(0.05)  # the capture thread may be a frame behind
+    nodes = set(env.topo.nodes.values())
+    found = []
+    for _, frame in env.capture.since(since):
+        ip = frame[14:]
+        if frame[12:14] != b"\x08\x00" or len(ip) < 20 + 8 + 28 or ip[9] != 1:
+            continue
+        src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+        icmp = ip[(ip[0] & 0x0F) * 4:]
+        if src not in addresses or dst not in nodes or icmp[0] not in _ICMP_ERRORS:
+            continue
+        quoted = icmp[8:]
+        qudp = quoted[(quoted[0] & 0x0F) * 4:]
+        if quoted[9] != 17 or len(qudp) < 4 or int.from_bytes(qudp[2:4], "big") != geneve.GENEVE_PORT:
+            continue
+        what = _ICMP_ERRORS[icmp[0]] + (f" ({_UNREACHABLE.get(icmp[1], icmp[1])})" if icmp[0] == 3 else "")
+        found.append((f"ICMP {what} from {src} to {dst}", frame[14:]))
+    return found
+
+
+@requirement("ROBUST-7")
+def test_no_icmp_errors_about_datagrams_it_processed(gwlb: ConformanceEnv) -> None:
+    """Valid datagrams to every instance from every node: the appliance (or its kernel) must not answer them
+    with ICMP errors (port unreachable for each datagram when GENEVE is read from a raw socket and no UDP
+    socket is bound on 6081)."""
+    since = time.time()
+    sent = 0
+    for i in range(len(gwlb.instances)):
+        for node in gwlb.topo.nodes.values():
+            batch = [(geneve.build(udp4(sport=6100 + n), raw_eni(gwlb), 0x7700 + n), gwlb.next_sport())
+                     for n in range(10)]
+            got = gwlb.send_batch(batch, i, node=node)
+            check(got, got.lost("valid datagrams"), batch[0][0])
+            sent += len(batch)
+    errors = _icmp_errors_from(gwlb, since, {a.address for a in gwlb.topo.appliances})
+    check(not errors, f"{len(errors)} ICMP error(s) about {sent} valid datagrams the appliance processed, e.g. "
+          f"{errors[0][0] if errors else ''}: it reports as undeliverable traffic it carried",
+          errors[0][1] if errors else None)
