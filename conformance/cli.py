@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=cliargs.number_within(0.5, 600), default=20.0, metavar="SECS",
                    help="seconds an instance may take to become healthy (0.5-600)")
     p.add_argument("--flow-timeout", type=cliargs.number_within(0.5, 86400), metavar="SECS",
-                   help="the appliance's configured flow timeout")
+                   help="the appliance's configured flow timeout (TCP flows; also the others unless "
+                        "--other-flow-timeout says otherwise)")
+    p.add_argument("--other-flow-timeout", type=cliargs.number_within(0.5, 86400), metavar="SECS",
+                   help="the appliance's flow timeout for non-TCP flows, if it differs")
+    p.add_argument("--long", action="store_true",
+                   help="also run the checks that wait for minutes (an idle flow of up to GWLB's 350 s)")
     p.add_argument("--tunnel-timeout", type=cliargs.number_within(0, 86400), metavar="SECS",
                    help="the appliance's configured tunnel idle timeout (0: none)")
     p.add_argument("--rate", type=cliargs.number_within(1, 1_000_000), default=2000.0,
@@ -204,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         pa += ["--gwlb-appliance", args.appliance]
     if args.flow_timeout is not None:
         pa += ["--gwlb-flow-timeout", str(args.flow_timeout)]
+    if args.other_flow_timeout is not None:
+        pa += ["--gwlb-other-flow-timeout", str(args.other_flow_timeout)]
+    if args.long:
+        pa += ["--gwlb-long"]
     if args.tunnel_timeout is not None:
         pa += ["--gwlb-tunnel-timeout", str(args.tunnel_timeout)]
     if args.requirements:

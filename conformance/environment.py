@@ -65,6 +65,9 @@ class Options:
     hypothesis_examples: int = 30
     kind: str = "auto"  #: "gwlbtun", "reflector" or "auto" (detected)
     tunnel_timeout: float | None = None  #: as declared by the user (None: not given)
+    #: the appliance's flow timeouts for TCP and for other flows, as declared (None: not given)
+    flow_timeouts: tuple[float | None, float | None] = (None, None)
+    long: bool = False  #: run the checks that wait for minutes
 
 
 class InstanceCrashed(ConformanceFailure):

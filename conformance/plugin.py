@@ -48,6 +48,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gwlb-ready-timeout", type=float, default=20.0, help="seconds for an instance to become healthy")
     g.addoption("--gwlb-flow-timeout", type=float, default=None,
                 help="the flow timeout the appliance is configured with (reference default here: 5)")
+    g.addoption("--gwlb-other-flow-timeout", type=float, default=None,
+                help="the appliance's flow timeout for non-TCP flows, if not the same as --gwlb-flow-timeout")
+    g.addoption("--gwlb-long", action="store_true", default=False,
+                help="run the checks that need real waits of minutes (idle timeouts up to GWLB's 350 s)")
     g.addoption("--gwlb-tunnel-timeout", type=float, default=None,
                 help="the tunnel idle timeout it is configured with; 0 = none (reference default here: 3)")
     g.addoption("--gwlb-rate", type=float, default=2000.0, help="packets/s of the sustained-traffic check")
@@ -80,6 +84,15 @@ def pytest_configure(config: pytest.Config) -> None:
     wanted = config.getoption("--gwlb-requirements")
     config.stash[results.RESULTS] = results.Results(
         requested=frozenset(x.strip() for x in wanted.split(",")) if wanted else None)
+
+
+def declared_flow_timeouts(config: pytest.Config) -> tuple[float | None, float | None]:
+    """The appliance's flow timeouts (TCP, other) as declared; the reference's when it is the appliance."""
+    tcp = config.getoption("--gwlb-flow-timeout")
+    if tcp is None and config.getoption("--gwlb-appliance") is None:
+        tcp = spec_from(config).flow_timeout
+    other = config.getoption("--gwlb-other-flow-timeout")
+    return tcp, tcp if other is None else other
 
 
 def spec_from(config: pytest.Config) -> ApplianceSpec:
@@ -163,7 +176,8 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
                    artifacts=config.getoption("--gwlb-artifacts"), rate=config.getoption("--gwlb-rate"),
                    duration=config.getoption("--gwlb-duration"),
                    hypothesis_examples=config.getoption("--gwlb-examples"), kind=config.getoption("--gwlb-kind"),
-                   tunnel_timeout=declared_tunnel_timeout(config))
+                   tunnel_timeout=declared_tunnel_timeout(config),
+                   flow_timeouts=declared_flow_timeouts(config), long=config.getoption("--gwlb-long"))
     with owned_tempdir("gwlb-conformance-") as tmp:
         env = ConformanceEnv(opts, tmp)
         try:

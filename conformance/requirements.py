@@ -65,8 +65,8 @@ _ALL = [
                 "middle and last, out of order, both directions), are carried",
                 f"{AWS_GW} (dualstack)"),
     Requirement("TRAFFIC-6", MUST, "Traffic", "Inner packets up to 8500 bytes are carried", f"{AWS_GW} (MTU 8500)"),
-    Requirement("TRAFFIC-7", MUST, "Traffic", "Generated flows of every kind (protocols, sizes, option layouts) "
-                "come back right (Hypothesis)", AWS_GW),
+    Requirement("TRAFFIC-7", MUST, "Traffic", "Generated inner packets of every kind (protocols, sizes, IPv4 and "
+                "IPv6) come back right through GWLB (Hypothesis; option layouts are ECHO-4's)", AWS_GW),
     Requirement("TRAFFIC-8", SHOULD, "Traffic", "A TCP flow that GWLB hands over mid-stream (no SYN seen, as after "
                 "a failover rebalance) is carried", "AWS GWLB docs, target failover (rebalance moves existing flows "
                 "to healthy targets)"),
