@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="packets/s for the sustained-traffic check")
     p.add_argument("--duration", type=cliargs.number_within(0.5, 3600), default=5.0,
                    help="seconds of sustained traffic")
+    p.add_argument("--flows", type=cliargs.whole_within(1000, 10_000_000), default=100_000,
+                   help="distinct flows driven through each instance, 1000-10000000 (default 100000)")
+    p.add_argument("--flow-rate", type=cliargs.number_within(100, 10_000_000), default=5_000.0, metavar="N",
+                   help="new flows per second per instance the appliance takes (default 5000)")
     p.add_argument("--examples", type=cliargs.whole_within(1, 100_000), default=30,
                    help="Hypothesis examples per property")
     p.add_argument("--requirements", metavar="IDS", type=_requirement_ids,
@@ -203,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
           "--gwlb-health-path", args.health_path, "--gwlb-instances", str(args.instances),
           "--gwlb-nodes", str(args.nodes),
           "--gwlb-ready-timeout", str(args.ready_timeout), "--gwlb-rate", str(args.rate),
-          "--gwlb-duration", str(args.duration), "--gwlb-examples", str(args.examples),
+          "--gwlb-duration", str(args.duration),
+          "--gwlb-flows", str(args.flows), "--gwlb-flow-rate", str(args.flow_rate),
+          "--gwlb-examples", str(args.examples),
           "--gwlb-artifacts", str(args.artifacts), "--gwlb-kind", args.kind, "--rootdir", str(Path(__file__).parent)]
     if args.appliance is not None:
         pa += ["--gwlb-appliance", args.appliance]

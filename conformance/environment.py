@@ -62,6 +62,8 @@ class Options:
     artifacts: Path | None = None
     rate: float = 2000.0  #: packets/s for the sustained-traffic check
     duration: float = 5.0  #: seconds of sustained traffic
+    flows: int = 100_000  #: distinct flows driven through each instance (ROBUST-8)
+    flow_rate: float = 5_000.0  #: new flows per second per instance, as the appliance declares it takes
     hypothesis_examples: int = 30
     kind: str = "auto"  #: "gwlbtun", "reflector" or "auto" (detected)
     tunnel_timeout: float | None = None  #: as declared by the user (None: not given)

@@ -56,6 +56,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="the tunnel idle timeout it is configured with; 0 = none (reference default here: 3)")
     g.addoption("--gwlb-rate", type=float, default=2000.0, help="packets/s of the sustained-traffic check")
     g.addoption("--gwlb-duration", type=float, default=5.0, help="seconds of the sustained-traffic check")
+    g.addoption("--gwlb-flows", type=int, default=100_000, help="distinct flows driven through each instance")
+    g.addoption("--gwlb-flow-rate", type=float, default=5_000.0, help="new flows per second per instance")
     g.addoption("--gwlb-examples", type=int, default=30, help="Hypothesis examples per property")
     g.addoption("--gwlb-artifacts", type=Path, default=None, help="directory for pcaps and hex dumps of failures")
     g.addoption("--gwlb-json", type=Path, default=None, help="write results as JSON")
@@ -174,7 +176,8 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
     opts = Options(spec=spec_from(config), instances=config.getoption("--gwlb-instances"),
                    nodes=config.getoption("--gwlb-nodes"),
                    artifacts=config.getoption("--gwlb-artifacts"), rate=config.getoption("--gwlb-rate"),
-                   duration=config.getoption("--gwlb-duration"),
+                   duration=config.getoption("--gwlb-duration"), flows=config.getoption("--gwlb-flows"),
+                   flow_rate=config.getoption("--gwlb-flow-rate"),
                    hypothesis_examples=config.getoption("--gwlb-examples"), kind=config.getoption("--gwlb-kind"),
                    tunnel_timeout=declared_tunnel_timeout(config),
                    flow_timeouts=declared_flow_timeouts(config), long=config.getoption("--gwlb-long"))

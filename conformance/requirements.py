@@ -105,6 +105,10 @@ _ALL = [
                 "RFC 1122 3.2.2.1 and RFC 792 (Port Unreachable says no process received the datagram, which is "
                 "false for a datagram the appliance carried); GWLB's handling of ICMP is not documented, hence "
                 "SHOULD"),
+    Requirement("ROBUST-8", MUST, "Robustness", "Many distinct flows (100,000 per instance by default, at the rate "
+                "the appliance declares, some renewed with new cookies) leave every instance alive, healthy and "
+                "correct: each return carries its own flow's header, at most 1 % is lost, old and new flows work "
+                "afterwards", f"{AWS_GW} (a flow per 5-tuple, each to one target); {AWS_TG} (a cookie per flow)"),
     Requirement("ROBUST-6", SHOULD, "Robustness", "Malformed inner packets (an IP length claiming more bytes than "
                 "are present, an inner header cut short, an IP version that contradicts the protocol type) are not "
                 "passed through", "RFC 1812 5.2.2 (IP header validation before forwarding); neither RFC 8926 nor AWS "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import Counter
 
 import pytest
 from hypothesis import given
@@ -19,7 +20,9 @@ from conformance.suite.helpers import eni, property_settings, raw_eni, tcp4, udp
 from fuzz import strategies as gst
 from fuzz.malformations import MALFORMATIONS
 from gwlbsim import geneve
+from gwlbsim.checksum import internet_checksum
 from gwlbsim.geneve import INNER_REASONS
+from gwlbsim.live.gwlb import Captured
 
 GENEVE_MALFORMATIONS = [k for k, m in MALFORMATIONS.items() if m.reason not in INNER_REASONS]
 INNER_MALFORMATIONS = [k for k, m in MALFORMATIONS.items() if m.reason in INNER_REASONS]
@@ -160,27 +163,36 @@ def test_generated_malformed_traffic_is_never_forwarded(gwlb: ConformanceEnv) ->
 
 @requirement("ROBUST-5")
 def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
+    """64 TCP flows opened through GWLB (spread over every instance), then data at ``--rate`` for
+    ``--duration``: every packet numbered (IP id per flow), so each one is accounted for (a duplicate cannot hide
+    a loss), and every instance alive must have carried flows."""
     rate, duration = gwlb.options.rate, gwlb.options.duration
-    flows = [tcp4(sport=20000 + i, flags="A", payload=b"s" * 64) for i in range(64)]
-    delivered = 0
-    lock = threading.Lock()
-
-    def count(c) -> None:  # type: ignore[no-untyped-def]
-        nonlocal delivered
-        if c.kind == "delivered" and c.eni_id == eni(gwlb) and len(c.data) == len(flows[0]) \
-                and c.data[20:22] in keys:
-            with lock:
-                delivered += 1
-
-    keys = {f[20:22] for f in flows}
-    syns = [tcp4(sport=int.from_bytes(f[20:22], "big"), flags="S") for f in flows]
+    nflows = 64
+    templates = [bytearray(tcp4(sport=20000 + i, flags="A", payload=b"s" * 64)) for i in range(nflows)]
+    size = len(templates[0])
+    ports = {bytes(t[20:22]): i for i, t in enumerate(templates)}
+    syns = [tcp4(sport=20000 + i, flags="S") for i in range(nflows)]
     with gwlb.collecting(lambda c: c.kind == "delivered" and c.eni_id == eni(gwlb) and len(c.data) == len(syns[0])
-                         and c.data[20:22] in keys) as opened:
+                         and c.data[20:22] in ports) as opened:
         for syn in syns:  # open the flows (SYN) first, all at once, so GWLB has them
             gwlb.gwlb.inject(eni(gwlb), syn)
-        got = opened.wait(len(syns), timeout=5)
-    check(len(got) == len(syns), f"only {len(got)} of {len(syns)} flows could be opened (their SYN came back "
+        got = opened.wait(nflows, timeout=5)
+    check(len(got) == nflows, f"only {len(got)} of {nflows} flows could be opened (their SYN came back "
           "through GWLB) before the sustained traffic")
+    delivered: Counter[tuple[int, int]] = Counter()
+    carriers: dict[str, set[int]] = {}
+    lock = threading.Lock()
+
+    def count(c: Captured) -> None:
+        if c.eni_id != eni(gwlb):
+            return
+        if c.kind == "delivered" and len(c.data) == size and bytes(c.data[20:22]) in ports:
+            with lock:
+                delivered[(ports[bytes(c.data[20:22])], int.from_bytes(c.data[4:6], "big"))] += 1
+        elif c.kind == "to_target" and len(c.data) > size and bytes(c.data[-size + 20:-size + 22]) in ports:
+            with lock:
+                carriers.setdefault(c.dst, set()).add(ports[bytes(c.data[-size + 20:-size + 22])])
+
     gwlb.gwlb.add_tap(count)
     try:
         sent = 0
@@ -188,17 +200,29 @@ def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
         while (elapsed := time.monotonic() - start) < duration:
             due = int(elapsed * rate)
             while sent < due:
-                gwlb.gwlb.inject(eni(gwlb), flows[sent % len(flows)])
+                flow, seq = sent % nflows, (sent // nflows) & 0xFFFF
+                pkt = templates[flow]
+                pkt[4:6] = seq.to_bytes(2, "big")  # the IP id numbers the packet; its header checksum follows
+                pkt[10:12] = b"\0\0"
+                pkt[10:12] = internet_checksum(bytes(pkt[:20])).to_bytes(2, "big")
+                gwlb.gwlb.inject(eni(gwlb), bytes(pkt))
                 sent += 1
             time.sleep(0.002)
             gwlb.raise_if_crashed()
         deadline = time.monotonic() + 5
-        while delivered < sent and time.monotonic() < deadline:
+        while sum(min(n, 1) for n in delivered.values()) < sent and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         gwlb.gwlb.remove_tap(count)
     check(sent > 0, "nothing was sent")
-    check(delivered == sent, f"{sent - delivered} of {sent} packets lost at {rate:g} packets/s for {duration:g} s")
+    unique = len(delivered)
+    dups = sum(n - 1 for n in delivered.values())
+    check(unique == sent and not dups, f"{sent - unique} of {sent} packets lost"
+          + (f" and {dups} delivered twice" if dups else "") + f" at {rate:g} packets/s for {duration:g} s")
+    for i, app in enumerate(gwlb.topo.appliances):
+        check(gwlb.alive(i), f"instance {i} died during the sustained traffic")
+        check(carriers.get(app.address), f"instance {i} carried none of the {nflows} flows (GWLB saw it "
+              f"{gwlb.session.target_states().get(app.id, '?')}): every instance must carry its share")
 
 
 _ICMP_ERRORS = {3: "destination unreachable", 11: "time exceeded", 12: "parameter problem"}

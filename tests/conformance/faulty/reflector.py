@@ -34,7 +34,7 @@ import struct
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -56,6 +56,8 @@ FAULTS = {
     "drops-some-pings": "drops every second ICMP and ICMPv6 echo reply",
     "no-reuseaddr": "binds its health port without SO_REUSEADDR (cannot restart while a TIME_WAIT is there)",
     "slow-restart": "takes 8 s to start",
+    "dies-at-1025-flows": "exits at the 1025th distinct flow cookie (a fixed-size flow table)",
+    "loses-under-load": "above 500 datagrams/s, drops one in 50 and sends another one twice (counts still match)",
     "first-node-only": "returns everything to the first GWLB node it heard from (one rule per node address)",
 }
 
@@ -475,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(1)
         initiators: dict[tuple[int, SymKey], bytes] = {}
         first_node = ""
+        cookies: set[int] = set()
+        recent: deque[float] = deque()
         while True:
             got = rx.recv()
             if got is None:
@@ -495,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
                     and accepted.inner_end - accepted.header_len > geneve.GWLB_MTU:
                 stats.drops["over_mtu"] += 1
                 continue
+            if accepted is not None and "dies-at-1025-flows" in fault:
+                cookies.add(geneve.scan(data).cookie)
+                if len(cookies) > 1024:
+                    print("flow table full", flush=True)
+                    os._exit(4)
             if accepted is not None and fault & INNER_FAULTS and faulty_drop(fault, data, accepted, initiators):
                 stats.drops["fault"] += 1
                 continue
@@ -508,8 +517,17 @@ def main(argv: list[str] | None = None) -> int:
             s_port, d_port = (geneve.GENEVE_PORT, sport) if "swap-ports" in fault else (sport, geneve.GENEVE_PORT)
             if "first-node-only" in fault:
                 src = first_node = first_node or src
+            copies = 1
+            if "loses-under-load" in fault:
+                now = time.monotonic()
+                recent.append(now)
+                while recent and recent[0] < now - 1:
+                    recent.popleft()
+                if len(recent) > 500:
+                    copies = 0 if count % 50 == 0 else 2 if count % 50 == 25 else 1
             try:
-                rawsock.sendto(build_ipv4_udp(local, src, s_port, d_port, out, ttl=64), (src, 0))
+                for _ in range(copies):
+                    rawsock.sendto(build_ipv4_udp(local, src, s_port, d_port, out, ttl=64), (src, 0))
                 stats.reflected += 1
             except OSError as e:
                 stats.send_errors += 1
