@@ -176,6 +176,8 @@ class Echo:
     waited: float
     strays: list[str] = field(default_factory=list)  #: the probe on the wire from the appliance, not to GWLB's 6081
     stale: list[Captured] = field(default_factory=list)  #: a probe's inner packet back on another outer port
+    #: datagrams from the instance on a probe's port that are no probe's return (changed on the way through)
+    changed: list[Captured] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.returns)
@@ -191,6 +193,13 @@ class Echo:
 
     def lost(self, what: str = "the packet") -> str:
         """Why nothing (or too little) came back, as observed."""
+        if self.changed:
+            c = self.changed[0]
+            inner = inner_of(c.data)
+            what_changed = ("GWLB cannot parse it" if inner is None and _flow_id(c.data) is None
+                            else "its inner packet is not the one sent")
+            return (f"{what}: came back changed, on its own port {c.sport} ({what_changed}; "
+                    f"{len(self.changed)} such datagram(s))")
         if self.strays:
             return (f"{what}: came back {self.strays[0]}, which GWLB never receives (returns must go to GWLB's "
                     f"address, port 6081, from the port GWLB sent from)")
@@ -513,9 +522,10 @@ class ConformanceEnv:
         strays = [] if len(mine) >= want else self.strays(wall, app.address, [p for p, _ in datagrams])
         # a probe's inner packet back on another port: an earlier packet's of its flow, or another flow's (the
         # marker's included: a return given the header of the latest packet received, whatever its flow)
+        changed = [c for c in others if c.src == app.address and c.sport in ports]
         stale = [c for c in items if c.src == app.address and not ours(c) and any(
             s is not None and (b := inner_of(c.data)) is not None and same_inner(s, b) for s in sent_inners)]
-        return Echo(mine, back, others, time.monotonic() - start, strays, stale)
+        return Echo(mine, back, others, time.monotonic() - start, strays, stale, changed)
 
     def strays(self, since: float, address: str, payloads: list[bytes]) -> list[str]:
         """Datagrams on the wire from an appliance that carry one of ``payloads`` but not to GWLB's GENEVE

@@ -145,7 +145,7 @@ def test_unhealthy_appliance_gets_no_new_flows(gwlb: ConformanceEnv) -> None:
         gwlb.pause(0)  # a stalled appliance: HTTP checks time out
     try:
         try:
-            gwlb.session.wait_state(victim.id, "unhealthy", 60)
+            gwlb.session.wait_state(victim.id, "unhealthy", 30)
         except TimeoutError as e:
             check(False, f"GWLB never saw the stopped appliance as unhealthy: {e}")
         before = gwlb.call(lambda m: m.targets[victim.id].flows)

@@ -8,6 +8,7 @@ Faults (each a bug real gwlbtun-style handlers have had):
   mixes-endpoints   one flow table for all endpoints: overlapping addresses share flows across ENIs
   stale-cookie      a flow's header is learnt once and never refreshed (gwlbtun before PR #15)
   black-holes       a tunnel device deleted under it is not noticed: its packets vanish, health stays 200
+  loses-after-recreate  once an endpoint's tunnel was re-created, nothing out of it is returned any more
   returns-unseen    a packet of a flow it never received goes back with the tunnel's latest header
   header-per-endpoint  returns carry the endpoint's latest header, not their own flow's (right only while
                     one packet is in flight at a time)
@@ -101,9 +102,25 @@ def returns_unseen() -> None:
     core.ApplianceCore.outbound = outbound_any  # type: ignore[method-assign, assignment]
 
 
+def loses_after_recreate() -> None:
+    on_tun = linux.Appliance._on_tun
+
+    def lose(self: linux.Appliance, t: core.Tunnel, fd: int, now: float) -> None:
+        if t.generation > 1:
+            try:
+                while linux.os.read(fd, 65536):
+                    pass
+            except OSError:
+                pass
+            return
+        on_tun(self, t, fd, now)
+
+    linux.Appliance._on_tun = lose  # type: ignore[method-assign]
+
+
 FAULTS = {"never-503": never_503, "leaves-devices": leaves_devices, "mixes-endpoints": mixes_endpoints,
           "stale-cookie": stale_cookie, "black-holes": black_holes, "header-per-endpoint": header_per_endpoint,
-          "returns-unseen": returns_unseen}
+          "returns-unseen": returns_unseen, "loses-after-recreate": loses_after_recreate}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in FAULTS:

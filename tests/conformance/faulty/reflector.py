@@ -36,7 +36,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from types import FrameType
 from typing import NamedTuple
 
@@ -58,6 +58,18 @@ FAULTS = {
     "slow-restart": "takes 8 s to start",
     "dies-at-1025-flows": "exits at the 1025th distinct flow cookie (a fixed-size flow table)",
     "loses-under-load": "above 500 datagrams/s, drops one in 50 and sends another one twice (counts still match)",
+    "mangles-inner": "changes the last byte of every inner packet",
+    "rejects-foreign-options": "drops datagrams carrying options of a class other than AWS's 0x0108",
+    "drops-server-answers": "drops inner UDP from a lower port to a higher one (servers' answers)",
+    "spoofs-neighbour": "sends its returns from the address next to its own (another instance's)",
+    "drops-tcp-payload": "drops TCP segments that carry data and no SYN",
+    "small-mtu": "drops inner packets over 1500 bytes",
+    "drops-ipv4-options": "drops inner IPv4 packets with IP options",
+    "forgets-idle-flows": "with --stateful: forgets a TCP flow idle for a second",
+    "health-no-close": "HTTP health answers 200 but keeps the connection open",
+    "slow-serial-health": "HTTP health answers one probe at a time, 0.3 s each",
+    "health-sidecar": "HTTP health served by a separate process that keeps answering when the datapath stops",
+    "forwards-control": "reflects control packets (O bit) and unknown critical options",
     "first-node-only": "returns everything to the first GWLB node it heard from (one rule per node address)",
 }
 
@@ -153,8 +165,10 @@ class Firewall:
     header chain, or with ``--inner-lenient`` an inner header cut short) is dropped as ``unclassifiable``.
     """
 
-    def __init__(self, capacity: int = 1 << 20) -> None:
+    def __init__(self, capacity: int = 1 << 20, idle: float | None = None) -> None:
         self.capacity = capacity
+        self.idle = idle  #: forget a flow idle for this long (None: never)
+        self.last: dict[tuple[int, SymKey], float] = {}
         self.flows: dict[tuple[int, SymKey], None] = {}  # insertion ordered: the oldest first
         self.hosts: dict[tuple[int, SymKey], None] = {}  # address pairs of open TCP flows (for fragments)
         self.drops: Counter[str] = Counter()
@@ -174,6 +188,12 @@ class Firewall:
             self.drops["tcp_fragment_without_flow"] += 1
             return False
         key = (eni_id, ft.symmetric())
+        if key in self.flows and self.idle is not None:
+            now = time.monotonic()
+            if now - self.last.get(key, now) > self.idle:
+                del self.flows[key]
+            else:
+                self.last[key] = now
         if key in self.flows:
             return True
         if tcp_flags(buf, l4, end) & (TCP_SYN | TCP_ACK) == TCP_SYN:
@@ -184,6 +204,8 @@ class Firewall:
 
     def _open(self, key: tuple[int, SymKey], hosts: tuple[int, SymKey]) -> None:
         self.flows[key] = None
+        if self.idle is not None:
+            self.last[key] = time.monotonic()
         self.hosts[hosts] = None
         self.opened += 1
         for table in (self.flows, self.hosts):
@@ -338,24 +360,36 @@ def _close_at_once(conn: socket.socket) -> None:
     conn.close()
 
 
-def start_health(port: int, mode: str, reuse: bool = True) -> tuple[int, Callable[[], None]]:
+def start_health(port: int, mode: str, reuse: bool = True, fault: frozenset[str] = frozenset()
+                 ) -> tuple[int, Callable[[], None]]:
     """Listen on ``port`` (0: any) and serve health there from a thread (``mode``: http, lf or tcp); returns
-    the port and how to stop listening. ``reuse``: bind with SO_REUSEADDR (as every server should)."""
+    the port and how to stop listening. ``reuse``: bind with SO_REUSEADDR (as every server should);
+    ``fault``: the health faults to have."""
     if mode == "http":
+        keep_open, serial = "health-no-close" in fault, "slow-serial-health" in fault
+
         class Health(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 10
 
             def do_GET(self) -> None:
+                if serial:
+                    time.sleep(0.3)
                 self.send_response(200)
                 self.send_header("Content-Length", "3")
-                self.send_header("Connection", "close")
+                if not keep_open:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(b"ok\n")
+                if keep_open:
+                    self.close_connection = False  # whatever the client asked for
 
             def log_message(self, *a: object) -> None:
                 pass
 
-        class Server(ThreadingHTTPServer):
+        base = HTTPServer if serial else ThreadingHTTPServer
+
+        class Server(base):  # type: ignore[valid-type, misc]
             allow_reuse_address = reuse
 
         srv = Server(("0.0.0.0", port), Health)
@@ -384,7 +418,8 @@ def start_health(port: int, mode: str, reuse: bool = True) -> tuple[int, Callabl
 # --------------------------------------------------------------------------------------------------- main
 
 
-INNER_FAULTS = frozenset({"drop-non-first-fragments", "one-way-3tuple", "drops-some-pings"})
+INNER_FAULTS = frozenset({"drop-non-first-fragments", "one-way-3tuple", "drops-some-pings", "rejects-foreign-options",
+                          "drops-server-answers", "drops-tcp-payload", "small-mtu", "drops-ipv4-options"})
 _PINGS = [0]
 
 
@@ -396,6 +431,19 @@ def faulty_drop(fault: set[str], data: bytes, a: Accepted, initiators: dict[tupl
         return False
     inner = data[a.header_len:a.inner_end]
     v6 = inner[0] >> 4 == 6
+    if "rejects-foreign-options" in fault:
+        options = geneve.GeneveHeader.from_bytes(data[:a.header_len]).options
+        if any(o.option_class != geneve.AWS_OPTION_CLASS for o in options):
+            return True
+    if "small-mtu" in fault and len(inner) > 1500:
+        return True
+    if "drops-ipv4-options" in fault and not v6 and inner[0] & 0x0F > 5:
+        return True
+    if "drops-server-answers" in fault and ft.proto == 17 and l4 >= 0 and ft.sport < ft.dport:
+        return True
+    if "drops-tcp-payload" in fault and ft.proto == IPPROTO_TCP and l4 >= 0 \
+            and not tcp_flags(data, l4, a.inner_end) & TCP_SYN and a.inner_end > l4 + (data[l4 + 12] >> 4) * 4:
+        return True
     if "drop-non-first-fragments" in fault and l4 < 0:
         if not v6 and _U16.unpack_from(inner, 6)[0] & 0x1FFF:
             return True
@@ -410,6 +458,22 @@ def faulty_drop(fault: set[str], data: bytes, a: Accepted, initiators: dict[tupl
         _PINGS[0] += 1
         return _PINGS[0] % 2 == 0
     return False
+
+
+def _health_sidecar(port: int, mode: str) -> None:
+    """Serve health from a child in a session of its own: stopping the reflector's process group leaves it
+    answering. It dies with the reflector (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    if os.fork() == 0:
+        os.setsid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        start_health(port, mode)
+        while True:
+            time.sleep(3600)
 
 
 def rewrite(data: bytes, fault: set[str]) -> bytes:
@@ -452,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     fault = set(args.fault)
 
     stats = Stats()
-    firewall = Firewall() if args.stateful else None
+    firewall = Firewall(idle=1.0 if "forgets-idle-flows" in fault else None) if args.stateful else None
     rx: UdpReceiver | RawReceiver | None = None
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
@@ -467,7 +531,10 @@ def main(argv: list[str] | None = None) -> int:
             mode = "lf" if args.health_lf else "tcp" if args.health_tcp else "http"
             if "slow-restart" in fault:
                 time.sleep(8)
-            start_health(args.health_port, mode, reuse="no-reuseaddr" not in fault)
+            if "health-sidecar" in fault:
+                _health_sidecar(args.health_port, mode)
+            else:
+                start_health(args.health_port, mode, reuse="no-reuseaddr" not in fault, fault=frozenset(fault))
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         switches = [s for s in ("stateful", "health_lf", "health_tcp", "inner_lenient", "raw_receive")
@@ -492,7 +559,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 accepted = validate(data, args.inner_lenient)
             except geneve.GeneveError as e:
-                if "no-validation" not in fault:
+                if "forwards-control" in fault and e.reason in ("control_packet", "unknown_critical_option"):
+                    accepted = Accepted(geneve.BASE_HEADER_LEN + (data[0] & 0x3F) * 4, len(data), 0)
+                elif "no-validation" not in fault:
                     stats.drops[e.reason] += 1
                     continue
             if accepted is not None and "no-validation" not in fault \
@@ -515,6 +584,12 @@ def main(argv: list[str] | None = None) -> int:
             except geneve.GeneveError:
                 out = data
             s_port, d_port = (geneve.GENEVE_PORT, sport) if "swap-ports" in fault else (sport, geneve.GENEVE_PORT)
+            if "mangles-inner" in fault and accepted is not None and accepted.inner_end > accepted.header_len:
+                out = out[:accepted.inner_end - 1] + bytes([out[accepted.inner_end - 1] ^ 0xFF]) \
+                    + out[accepted.inner_end:]
+            if "spoofs-neighbour" in fault:
+                a, b, c, d = local.split(".")
+                local = f"{a}.{b}.{c}.{int(d) ^ 1}"
             if "first-node-only" in fault:
                 src = first_node = first_node or src
             copies = 1
