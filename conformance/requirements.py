@@ -115,6 +115,119 @@ _ALL = [
                 "asks a GENEVE endpoint to validate inner packets, hence SHOULD"),
 ]
 
+#: How each requirement is provoked and observed (the README's table shows it).
+HOW: dict[str, str] = {
+    "ECHO-1": "Provoked: a valid datagram to each instance from each GWLB node (two, cross-zone), on its own port. "
+        "Observed: it returns from that port to the sending node's 6081; returns to a wrong port or address "
+        "are found in the capture.",
+    "ECHO-2": "Provoked: 4 header layouts to instance 0 (GWLB options reordered, foreign-class options, other VNIs, "
+        "reserved flag bits and reserved byte set). Observed: the returned GENEVE header must equal the one "
+        "sent, byte for byte.",
+    "ECHO-3": "Provoked: 4 crafted flows to instance 0 (TCP SYN with 100 B of data, 1000 B UDP, ICMP echo, IPv6 "
+        "UDP), one cookie each. Observed: the returned inner packet must equal the one sent; only a "
+        "TTL/hop-limit decrement is allowed.",
+    "ECHO-4": "Provoked: Hypothesis-generated valid datagrams (any option order, extra options, VNI, flags; inner "
+        "up to 1500 B, SYN first for TCP). Observed: header back byte for byte; inner same apart from a TTL "
+        "decrement.",
+    "COOKIE-1": "Provoked: 8 UDP flows, each with its own cookie and port; 16 forward and reverse packets sent back "
+        "to back, 3 rounds. Observed: all 16 come back each round, each with its own flow's cookie (looked up "
+        "by port).",
+    "COOKIE-2": "Provoked: the SYN and SYN-ACK of one TCP 5-tuple on one outer port, reopened 4 times with cookies "
+        "0x6001 to 0x6004. Observed: every return carries the cookie that was just sent, never an earlier "
+        "one.",
+    "COOKIE-3": "Provoked: 2 ENI ids (attachment 0, 77), same inner UDP 5-tuple both ways, 4 packets interleaved per "
+        "round, 5 rounds. Observed: each return (by payload tag) has its own ENI id, attachment id, cookie "
+        "and port.",
+    "COOKIE-4": "Provoked: per instance 16 flows x 2 endpoints, 4 packets each interleaved, 4 rounds; half renew "
+        "cookie mid-round in rounds 2, 4. Observed: right instance, node, port; own or newer header of its "
+        "flow; no dup; loss at most 1%.",
+    "SYM-1": "Provoked: 40 concurrent real UDP query/answer flows through the fake GWLB (2+ instances). Observed: "
+        "by cookie, each flow goes to one instance and returns only from it; all 40 answered; Auditor sees "
+        "nothing unparseable.",
+    "SYM-2": "Provoked: 20 concurrent real UDP query/answer flows through the fake GWLB over all instances. "
+        "Observed: Auditor sees no return of a flow sent to another instance and nothing unparseable; "
+        "wrong_target drops unchanged.",
+    "SYM-3": "Provoked: after 10 real flows, never-seen UDP/TCP/ICMP/IPv6 packets written into every gwi-/gwo- "
+        "device of every instance (tunnel kind), then 2 s idle. Observed: Auditor logs no return of an "
+        "unreceived flow, none unparseable.",
+    "TRAFFIC-1": "Provoked: a real TCP connection through GWLB on endpoint 0, IPv4 and IPv6: client sends 300 KB, "
+        "server sends back the last 1000 B. Observed: the handshake completes; all bytes and the answer "
+        "arrive unchanged.",
+    "TRAFFIC-2": "Provoked: 5 real UDP exchanges over IPv4 and 5 over IPv6 through GWLB; the client sends a 500 B "
+        "datagram and the server answers with it reversed. Observed: the client gets back exactly the "
+        "reversed payload.",
+    "TRAFFIC-3": "Provoked: ping -c 3 from the client namespace to the server's IPv4 and IPv6 addresses, through GWLB. "
+        "Observed: ping reports 3 received for each address.",
+    "TRAFFIC-4": "Provoked: GRE, ESP, SCTP and protocol-253 packets injected at endpoint 0 via through(), both ways, "
+        "twice each. Observed: the fake GWLB sends each to an appliance and delivers its return unchanged "
+        "(TTL decrement allowed).",
+    "TRAFFIC-5": "Provoked: IPv6 with hop-by-hop, dest-options, routing headers or a chain; 2400 B UDP cut into 1000 B "
+        "IPv4/IPv6 fragments, both ways, last first; via through(). Observed: each delivered back unchanged "
+        "(TTL decrement allowed).",
+    "TRAFFIC-6": "Provoked: inner IPv4 UDP packets of 1500, 4000, 8000 and 8500 bytes, and an 8500-byte IPv6 one, "
+        "injected at endpoint 0 with through(). Observed: the fake GWLB delivers each one back unchanged (TTL "
+        "decrement allowed).",
+    "TRAFFIC-7": "Provoked: Hypothesis-generated unfragmented inner packets of many protocols, up to 8500 B (SYN first "
+        "for TCP), injected via through(). Observed: the fake GWLB delivers each back unchanged apart from a "
+        "TTL decrement.",
+    "TRAFFIC-8": "Provoked: client ACK+data, server ACK+data, client FIN of a TCP flow whose SYN was never sent, to "
+        "instance 0 on one port and cookie. Observed: each one comes back, inner unchanged apart from a TTL "
+        "decrement.",
+    "TIMEOUT-1": "Provoked: for TCP and non-TCP apart, a flow opened to instance 0, left idle past the declared flow "
+        "timeout (+1.5 s; up to 60 s, any with --long), then resumed both ways. Observed: both come back; a "
+        "longer timeout below GWLB's fails as declared.",
+    "TIMEOUT-2": "Provoked: a UDP packet injected at endpoint 0; the fake GWLB forgets all flows (as after its idle "
+        "timeout); reverse and forward packets injected again. Observed: they carry a new cookie and their "
+        "returns are delivered.",
+    "TIMEOUT-3": "Provoked: one packet of a fresh endpoint to instance 0, then idle for the declared --tunnel-timeout "
+        "(tunnel kind only). Observed: its gwi-/gwo- devices appear, then go within timeout + 5 s; hook log "
+        "has DESTROY gwi gwo eni.",
+    "TIMEOUT-4": "Provoked: 4 cycles of 6 IPv4/IPv6 UDP packets (own cookie and port each) to one fresh endpoint, "
+        "waiting for idle teardown after each. Observed: all 6 return every cycle with their cookies; devices "
+        "gone within timeout + 5 s.",
+    "HEALTH-1": "Provoked: a health probe to each instance; for HTTP also a raw GET with Connection: close from the "
+        "GWLB namespace. Observed: the probe succeeds with 200 (TCP: connect accepted); the server sends "
+        "HTTP/1.x and closes.",
+    "HEALTH-2": "Provoked: 48 health probes to instance 0 from 16 concurrent threads. Observed: every probe succeeds, "
+        "and over HTTP every one answers 200.",
+    "HEALTH-3": "Provoked: a veth that takes the gwi- name of a fresh ENI is created in instance 0, then a packet of "
+        "that ENI is sent (HTTP health and tunnel kind only). Observed: health status, polled for 10 s, must "
+        "become 503.",
+    "HEALTH-4": "Provoked: a health check leaves a TIME_WAIT on the health port, then instance 0 is stopped and "
+        "started again. Observed: HTTP health answers 200 and a valid packet comes back, all within 5 s of "
+        "the restart.",
+    "HEALTH-5": "Provoked: instance 0 paused (SIGSTOP; SIGKILL for TCP health) until the fake GWLB marks it "
+        "unhealthy, then 100 new TCP SYN flows injected at endpoint 0. Observed: that instance's flow count "
+        "in the fake GWLB stays the same.",
+    "HEALTH-6": "Provoked: after a packet of a fresh endpoint is carried, its gwi- device (one case) or gwo- device "
+        "(the other) is deleted in instance 0 with ip link del. Observed: within 1 s a repeated packet "
+        "returns, or health says 503.",
+    "ROBUST-1": "Provoked: 15 malformed datagrams to instance 0 (empty, truncated, version 1/3, bad option lengths, "
+        "wrong protocol type, GWLB option missing or wrong size, no inner, no options). Observed: none "
+        "forwarded; alive, healthy.",
+    "ROBUST-2": "Provoked: a valid packet, then the same with the O (control) bit, an unknown critical option, or the "
+        "critical bit on a GWLB option type. Observed: the valid one returns; the bad one is not forwarded; "
+        "still healthy.",
+    "ROBUST-3": "Provoked: well-formed datagrams of 9000, 16000, 32000 and 65000 bytes, then zero-filled garbage of "
+        "each size, to instance 0. Observed: any return is byte-identical; instances alive and healthy; a "
+        "valid packet returns.",
+    "ROBUST-4": "Provoked: Hypothesis-generated malformed GENEVE datagrams (GENEVE and option malformation classes) "
+        "to instance 0. Observed: no instance forwards one before the marker behind it returns; then all "
+        "alive and healthy.",
+    "ROBUST-5": "Provoked: 64 TCP flows opened by SYN through GWLB, then 64 B segments at --rate pkt/s for --duration "
+        "s, each numbered by its IP id. Observed: every packet delivered exactly once; every instance alive "
+        "and carrying flows.",
+    "ROBUST-6": "Provoked: 5 crafted cases (IPv6 type over IPv4 inner, inner version 5, IPv4/IPv6 length overclaims, "
+        "IPv4 header cut short) and Hypothesis-generated inner malformations. Observed: none forwarded before "
+        "its marker; healthy.",
+    "ROBUST-7": "Provoked: 10 valid datagrams to each instance from each GWLB node. Observed: all come back, and the "
+        "capture shows no ICMP error (unreachable, time exceeded, parameter problem) from an appliance about "
+        "a datagram to 6081.",
+    "ROBUST-8": "Provoked: --flows distinct UDP flows (100,000) to every instance at once at --flow-rate, every tenth "
+        "renewed with a new cookie. Observed: each return has its flow's cookie, no dup, loss at most 1%; "
+        "alive, healthy; old and new flows right after.",
+}
+
 REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in _ALL}
 
 
@@ -126,7 +239,8 @@ def get(req_id: str) -> Requirement:
 
 
 def markdown_table() -> str:
-    lines = ["| Id | Level | Area | Requirement | Source |", "|---|---|---|---|---|"]
+    lines = ["| Id | Level | Area | Requirement | How it is provoked and observed | Source |",
+             "|---|---|---|---|---|---|"]
     for r in _ALL:
-        lines.append(f"| {r.id} | {r.level} | {r.area} | {r.title} | {r.source} |")
+        lines.append(f"| {r.id} | {r.level} | {r.area} | {r.title} | {HOW[r.id]} | {r.source} |")
     return "\n".join(lines)
