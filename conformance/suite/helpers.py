@@ -79,11 +79,17 @@ def cookie_text(cookie: int | None) -> str:
 
 
 def opening_syn(inner: bytes) -> bytes | None:
-    """For a TCP packet other than a SYN: a SYN of the same flow (GWLB delivers no TCP flow without one)."""
+    """For a TCP packet other than a SYN: a SYN of the same flow (GWLB delivers no TCP flow without one). For
+    a TCP fragment (no ports to be seen): a SYN between the same two hosts, as the fragmented segment's flow
+    would have begun with."""
     try:
         ft, l4 = flow_of(inner)
     except InnerError:
         return None
-    if ft.proto != IPPROTO_TCP or l4 < 0 or tcp_flags(inner, l4, len(inner)) & 0x12 == 0x02:
+    if ft.proto != IPPROTO_TCP:
+        return None
+    if l4 < 0:
+        return tcp_packet(str(address(ft.src)), str(address(ft.dst)), 1024, 80, flags=0x02).data
+    if tcp_flags(inner, l4, len(inner)) & 0x12 == 0x02:
         return None
     return tcp_packet(str(address(ft.src)), str(address(ft.dst)), ft.sport, ft.dport, flags=0x02).data

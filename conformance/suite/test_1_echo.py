@@ -75,7 +75,7 @@ def test_any_valid_layout_is_echoed(gwlb: ConformanceEnv) -> None:
 
     @property_settings(gwlb)
     @given(vp=gst.valid_packets(eni_ids=st.just(fresh), cookies=st.integers(1, 2**32 - 1),
-                                inner=gst.inner_packets(max_size=1500, fragments=False, routable=True)))
+                                inner=gst.inner_packets(max_size=8500, routable=True)))
     def echoed(vp) -> None:  # type: ignore[no-untyped-def]
         sport = next(sports)
         syn = opening_syn(vp.inner)

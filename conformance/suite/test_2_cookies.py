@@ -11,6 +11,7 @@ from conformance.plugin import requirement
 from conformance.suite.helpers import cookie_of, cookie_text, raw_eni, tcp4, udp4
 from gwlbsim import geneve
 from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.topology import ApplianceSlot
 
 
 @requirement("COOKIE-1")
@@ -166,7 +167,7 @@ def _send_interleaved(env: ConformanceEnv, order: list[tuple[_Flow, bytes]], tim
     return [c for c in items if c.sport not in markers]
 
 
-def _judge(r: Captured, apps: list, sent: dict[tuple[int, int], tuple[_Flow, bytes, int]],  # type: ignore[type-arg]
+def _judge(r: Captured, apps: list[ApplianceSlot], sent: dict[tuple[int, int], tuple[_Flow, bytes, int]],
            seen: set[tuple[int, int]], flows: list[_Flow]) -> list[tuple[str, bytes]]:
     try:
         p = geneve.scan(r.data)

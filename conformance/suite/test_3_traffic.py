@@ -128,7 +128,7 @@ def test_inner_packets_up_to_8500_bytes(gwlb: ConformanceEnv) -> None:
 @requirement("TRAFFIC-7")
 def test_generated_flows_of_every_kind(gwlb: ConformanceEnv) -> None:
     @property_settings(gwlb)
-    @given(p=gst.inner_packets(max_size=8500, fragments=False, routable=True))
+    @given(p=gst.inner_packets(max_size=8500, routable=True))
     def carried(p) -> None:  # type: ignore[no-untyped-def]
         syn = opening_syn(p.data)
         if syn is not None:

@@ -10,7 +10,7 @@ from conformance.environment import ConformanceEnv, check, not_run
 from conformance.plugin import requirement
 from conformance.suite.helpers import cookie_of, cookie_text, raw_eni, udp4
 from gwlbsim import geneve
-from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.topology import ApplianceSlot
 
 #: every RENEW-th flow is sent again later with a new cookie (GWLB re-created the flow)
 RENEW = 10
@@ -141,10 +141,8 @@ def _gwlb_receive_overflows(env: ConformanceEnv) -> int:
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
-def _send(env: ConformanceEnv, app: object, fl: _Flows, n: int, renewed: bool,
+def _send(env: ConformanceEnv, app: ApplianceSlot, fl: _Flows, n: int, renewed: bool,
           sent: Counter[tuple[int, int]]) -> None:
-    env.gwlb.send_raw(app.address, fl.datagram(n, renewed), 10_000 + n % 50_000, app.gwlb_address)  # type: ignore[attr-defined]
+    env.gwlb.send_raw(app.address, fl.datagram(n, renewed), 10_000 + n % 50_000, app.gwlb_address)
     sent[(n, fl.cookie(n, renewed))] += 1
 
-
-__all__ = ["Captured"]
