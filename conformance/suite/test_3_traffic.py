@@ -127,8 +127,10 @@ def test_inner_packets_up_to_8500_bytes(gwlb: ConformanceEnv) -> None:
 
 @requirement("TRAFFIC-7")
 def test_generated_flows_of_every_kind(gwlb: ConformanceEnv) -> None:
+    # a TCP fragment has no flags: the fake GWLB keys it by its hosts and delivers it only within a
+    # flow it knows, which no SYN of ports it cannot see opens; ECHO-4 sends TCP fragments to the appliance directly
     @property_settings(gwlb)
-    @given(p=gst.inner_packets(max_size=8500, routable=True))
+    @given(p=gst.inner_packets(max_size=8500, routable=True).filter(lambda p: not (p.fragmented and p.proto == 6)))
     def carried(p) -> None:  # type: ignore[no-untyped-def]
         syn = opening_syn(p.data)
         if syn is not None:
