@@ -182,9 +182,9 @@ HOW: dict[str, str] = {
     "TIMEOUT-3": "Provoked: one packet of a fresh endpoint to instance 0, then idle for the declared --tunnel-timeout "
         "(tunnel kind only). Observed: its gwi-/gwo- devices appear, then go within timeout + 5 s; hook log "
         "has DESTROY gwi gwo eni.",
-    "TIMEOUT-4": "Provoked: 4 cycles of 6 IPv4/IPv6 UDP packets (own cookie and port each) to one fresh endpoint, "
-        "waiting for idle teardown after each. Observed: all 6 return every cycle with their cookies; devices "
-        "gone within timeout + 5 s.",
+    "TIMEOUT-4": "Provoked: 4 cycles of 6 IPv4/IPv6 UDP packets (own cookie and port each) to one fresh endpoint; "
+        "cycles 2 and 4 are sent just as the tunnel is due for teardown. Observed: all 6 return every cycle "
+        "with their cookies; devices go within timeout + 5 s.",
     "HEALTH-1": "Provoked: a health probe to each instance; for HTTP also a raw GET with Connection: close from the "
         "GWLB namespace. Observed: the probe succeeds with 200 (TCP: connect accepted); the server sends "
         "HTTP/1.x and closes.",
