@@ -127,6 +127,9 @@ class Collector:
         return self.wait_for(lambda items: len(items) >= count, timeout)
 
 
+TAIL = 24  #: bytes that tell a broken return from a datagram made up
+
+
 @dataclass
 class Auditor:
     """Watches every return: it must belong to a flow that was sent to that very appliance (SYM-2, SYM-3)."""
@@ -134,18 +137,24 @@ class Auditor:
     sent: dict[str, set[tuple[int, int, tuple[int, int, int]]]] = field(default_factory=dict)
     violations: list[tuple[str, str, bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the last bytes of every datagram sent to an appliance: an unparseable datagram ending like one of them
+    #: is a broken return of it (the echo requirements judge that), one that does not came from nowhere
+    tails: set[bytes] = field(default_factory=set)
 
     def __call__(self, c: Captured) -> None:
         if c.kind in ("to_target", "raw_to_target"):
             key = _flow_id(c.data)
-            if key:
-                with self.lock:
+            with self.lock:
+                if len(c.data) >= TAIL:
+                    self.tails.add(c.data[-TAIL:])
+                if key:
                     self.sent.setdefault(c.dst, set()).add(key)
         elif c.kind == "from_target":
             key = _flow_id(c.data)
             with self.lock:
-                if key is None:
-                    self.violations.append((c.src, "returned a datagram GWLB cannot parse", c.data))
+                if key is None and (len(c.data) < TAIL or c.data[-TAIL:] not in self.tails):
+                    self.violations.append((c.src, "sent a datagram GWLB cannot parse, carrying nothing it received",
+                                            c.data))
                 elif key and key not in self.sent.get(c.src, ()):
                     seen_elsewhere = [t for t, keys in self.sent.items() if key in keys]
                     what = (f"returned a flow sent to {', '.join(seen_elsewhere)} instead" if seen_elsewhere

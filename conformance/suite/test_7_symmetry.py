@@ -57,7 +57,9 @@ def _exchange_many(env: ConformanceEnv, ports: range, timeout: float = 3.0) -> t
 
 
 def _unparseable(env: ConformanceEnv, since: int) -> list[tuple[str, str, bytes]]:
-    return [v for v in env.auditor.violations[since:] if v[1].startswith("returned a datagram GWLB cannot parse")]
+    """Datagrams GWLB cannot parse that carry nothing sent to the appliance (broken returns are the echo
+    requirements' to judge)."""
+    return [v for v in env.auditor.violations[since:] if v[1].startswith("sent a datagram GWLB cannot parse")]
 
 
 @requirement("SYM-1")
@@ -66,7 +68,6 @@ def test_both_directions_return_through_the_receiving_appliance(gwlb: Conformanc
         not_run("needs at least two appliance instances to tell symmetry from luck (--instances 2)")
     sent: dict[int, set[str]] = defaultdict(set)
     back: dict[int, set[str]] = defaultdict(set)
-    since = len(gwlb.auditor.violations)
 
     def tap(c: Captured) -> None:
         if c.kind in ("to_target", "from_target"):
@@ -87,9 +88,6 @@ def test_both_directions_return_through_the_receiving_appliance(gwlb: Conformanc
         check(len(targets) == 1, f"GWLB sent flow {cookie:#x} to several appliances: {targets}")
         check(back.get(cookie, targets) == targets, f"flow {cookie:#x} went to {', '.join(targets)} but came back "
               f"from {', '.join(sorted(back[cookie]))}")
-    bad = _unparseable(gwlb, since)
-    check(not bad, f"appliance {bad[0][0] if bad else ''} returned {len(bad)} datagram(s) GWLB cannot parse",
-          bad[0][2] if bad else None)
     # both directions of every flow: each query reached the server and each answer reached the client
     check(answered == asked, f"{asked - answered} of {asked} UDP exchanges through GWLB were not completed (a "
           "query or its answer was lost): both directions of every flow must come back")
@@ -105,9 +103,6 @@ def test_no_appliance_returns_a_flow_sent_to_another(gwlb: ConformanceEnv) -> No
     drops = gwlb.call(lambda m: m.metrics.drops.get("wrong_target", 0)) - drops_before
     check(not wrong and not drops, f"appliance {wrong[0][0] if wrong else '?'} returned flows sent to another "
           f"({len(wrong)} seen, GWLB dropped {drops} as wrong_target)", wrong[0][2] if wrong else None)
-    bad = _unparseable(gwlb, since)
-    check(not bad, f"appliance {bad[0][0] if bad else ''} returned {len(bad)} datagram(s) GWLB cannot parse",
-          bad[0][2] if bad else None)
 
 
 def _unseen_flows() -> list[tuple[str, bytes]]:
