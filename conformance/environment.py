@@ -32,6 +32,7 @@ from gwlbsim.live.gwlb import Captured, LiveGwlb
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
 from gwlbsim.live.topology import Topology
 from gwlbsim.model import Encapsulation, GwlbModel
+from gwlbsim.netns import Lab
 from gwlbsim.outer import OuterError, parse_ipv4_udp
 
 
@@ -147,7 +148,7 @@ class Auditor:
             with self.lock:
                 if len(c.data) >= TAIL:
                     self.tails.add(c.data[-TAIL:])
-                if key:
+                if isinstance(key, tuple):
                     self.sent.setdefault(c.dst, set()).add(key)
         elif c.kind == "from_target":
             key = _flow_id(c.data)
@@ -155,7 +156,7 @@ class Auditor:
                 if key is None and (len(c.data) < TAIL or c.data[-TAIL:] not in self.tails):
                     self.violations.append((c.src, "sent a datagram GWLB cannot parse, carrying nothing it received",
                                             c.data))
-                elif key and key not in self.sent.get(c.src, ()):
+                elif isinstance(key, tuple) and key not in self.sent.get(c.src, ()):
                     seen_elsewhere = [t for t, keys in self.sent.items() if key in keys]
                     what = (f"returned a flow sent to {', '.join(seen_elsewhere)} instead" if seen_elsewhere
                             else "returned a flow it never received")
@@ -302,6 +303,12 @@ class ConformanceEnv:
     def gwlb(self) -> LiveGwlb:
         assert self.session.gwlb is not None, "the fake GWLB is not running"
         return self.session.gwlb
+
+    @property
+    def lab(self) -> Lab:
+        """The namespaces of the running session."""
+        assert self.session.lab is not None, "the session is not running"
+        return self.session.lab
 
     @property
     def topo(self) -> Topology:

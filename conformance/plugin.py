@@ -12,10 +12,11 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pluggy
 import pytest
 
 from conformance import results
@@ -133,7 +134,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"unknown requirement(s) {sorted(unknown)}; see gwlb-conformance --list")
     policy = config.getoption("--gwlb-policy-drops")
     declared = {x.strip() for x in policy.split(",")} if policy else set()
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         m = item.get_closest_marker(MARKER)
         if m is None:
@@ -255,7 +257,8 @@ _ERROR_LINE = re.compile(r"error|fail|cannot|can't|exclusiv|traceback|denied|abo
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                               ) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     rep: pytest.TestReport = outcome.get_result()
     if rep.when != "call" or item.get_closest_marker(MARKER) is None:
@@ -292,7 +295,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                              + "\n".join(lines[-60:])))
         at = next((n for n, ln in enumerate(lines) if _ERROR_LINE.search(ln)), None)
         bad = None if at is None else lines[at]
-        if bad is not None and bad.lstrip().startswith("Traceback"):  # a Python traceback: its last line says why
+        if at is not None and lines[at].lstrip().startswith("Traceback"):  # its last line says why
             bad = next((ln for ln in lines[at + 1:] if ln and not ln[0].isspace()), bad)
         if bad:
             found.append(f"instance {i} logged: {bad.strip()[:200]}")

@@ -66,8 +66,8 @@ class Results:
     restarts: list[str] = field(default_factory=list)
 
     def add(self, report: pytest.TestReport) -> None:
-        props = dict(report.user_properties)
-        req = props.get("requirement")
+        props = {str(k): v for k, v in report.user_properties}
+        req = str(props["requirement"]) if "requirement" in props else None
         if report.when == "call" or (report.when in ("setup", "teardown") and (report.failed or report.skipped)):
             outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
             message = _first_line(report) if outcome != "passed" else ""

@@ -354,8 +354,9 @@ class NetworkFuzzer:
                 batch = 0
                 while sent < due and batch < 256:  # after a stall, catch up gradually
                     if self.o.oversize > 0 and big.random() < self.o.oversize:
-                        pool = self.pool.valid if self.pool.valid and big.random() < 0.5 else self.pool.malformed
-                        s = oversize(big, big.choice(pool).payload, big.choice(source.sports))
+                        base = (big.choice(self.pool.valid).payload if self.pool.valid and big.random() < 0.5
+                                else big.choice(self.pool.malformed).payload)
+                        s = oversize(big, base, big.choice(source.sports))
                     else:
                         s = source.next()
                     self._send(s, checker)

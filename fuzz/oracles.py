@@ -195,11 +195,11 @@ def _read_geneve(el: ET.Element, v: GeneveView) -> None:
                 if opt.get("name") != "geneve.option":
                     continue
                 raw = bytes.fromhex(opt.get("value", ""))
-                sub = {s.get("name"): s for s in opt.iter("field")}
-                reserved = int(sub["geneve.option.flags.reserved"].get("value", "0"), 16) \
-                    if "geneve.option.flags.reserved" in sub else raw[3] >> 5
-                v.options.append(OptionView(int(sub["geneve.option.class"].get("show", "0"), 16),
-                                            int(sub["geneve.option.type"].get("show", "0"), 16), reserved,
+                fields = {s.get("name"): s for s in opt.iter("field")}
+                reserved = int(fields["geneve.option.flags.reserved"].get("value", "0"), 16) \
+                    if "geneve.option.flags.reserved" in fields else raw[3] >> 5
+                v.options.append(OptionView(int(fields["geneve.option.class"].get("show", "0"), 16),
+                                            int(fields["geneve.option.type"].get("show", "0"), 16), reserved,
                                             raw[4:]))
 
 

@@ -78,7 +78,7 @@ def load_meta(pcap_path: Path) -> dict[str, Any] | None:
     if not meta.exists():
         return None
     try:
-        return json.loads(meta.read_text())  # type: ignore[no-any-return]
+        return json.loads(meta.read_text())
     except ValueError:
         return None
 

@@ -59,7 +59,7 @@ class GenevePeer:
 
     def recv_all(self, count: int, timeout: float = 2.0) -> list[Received]:
         """Up to ``count`` datagrams, waiting at most ``timeout`` for each."""
-        out = []
+        out: list[Received] = []
         while len(out) < count:
             r = self.recv(timeout)
             if r is None:

@@ -112,7 +112,7 @@ def gwlb_geneve(eni_id: int, cookie: int, attachment_id: int = 0, *, inner_versi
     ], **fields)
 
 
-GeneveOptions.dispatch_hook = classmethod(_dispatch)  # type: ignore[assignment]
+GeneveOptions.dispatch_hook = classmethod(_dispatch)
 register_option_class(AWS_OPTION_CLASS)
 register_option_class(TENCENT_OPTION_CLASS)
 

@@ -12,6 +12,7 @@ from typing import Any
 from gwlbsim import __version__, cliargs, geneve
 from reference.core import ApplianceCore, Config
 from reference.hooks import parse_hook
+from reference.logs import configure_logging
 
 EPILOG = """\
 Hook arguments (as gwlbtun): HOOK CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id, 16 hex digits>.
@@ -78,20 +79,6 @@ def _cpus(spec: str) -> set[int]:
         lo, _, hi = part.partition("-")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return cpus
-
-
-def configure_logging(debug: bool, spec: str | None) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    if not spec:
-        return
-    for item in spec.split(","):
-        section, _, level = item.rpartition("=")
-        name = "gwlb-reference" + (f".{section}" if section and section != "core" else "")
-        lvl = logging.getLevelName(level.strip().upper())
-        if not isinstance(lvl, int):
-            raise ValueError(f"unknown log level {level!r} in --logging")
-        logging.getLogger(name).setLevel(lvl)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from gwlbsim import geneve
 from gwlbsim.checksum import IPPROTO_UDP
@@ -135,6 +135,14 @@ class Counters:
         self.drops[reason] = self.drops.get(reason, 0) + n
 
 
+class DeviceHandle(Protocol):
+    """What a driver keeps of a tunnel's devices (``reference.linux.TunHandle``); the core never uses it."""
+
+    ingress_fd: int
+    egress_fd: int
+    queues: list[tuple[int, int]]
+
+
 @dataclass(slots=True)
 class Tunnel:
     """One GWLB endpoint (ENI id): its devices, its flows and its counters."""
@@ -148,7 +156,7 @@ class Tunnel:
     counters: Counters = field(default_factory=Counters)
     generation: int = 0  #: how many times this ENI's tunnel has been created
     failed_at: float = 0.0
-    handle: object = None  #: the driver's own data (device file descriptors); never used here
+    handle: DeviceHandle | None = None  #: the driver's own data (device file descriptors); never used here
 
     @property
     def ingress(self) -> str:

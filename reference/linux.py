@@ -392,7 +392,8 @@ class Appliance:
                     self.lifecycle.submit("create", tunnel)
                 if not queued:
                     try:
-                        write(tunnel.handle.ingress_fd, view[start:end])
+                        # not queued: the tunnel is ready, so it has its devices
+                        write(tunnel.handle.ingress_fd, view[start:end])  # type: ignore[union-attr]
                     except OSError as e:
                         if e.errno == errno.EBADFD:
                             self._drop(TUNNEL_DEVICE_GONE)
@@ -403,7 +404,7 @@ class Appliance:
                     touched[tunnel.eni_id] = tunnel
             for tunnel in touched.values():
                 if tunnel.handle is not None and self.core.tunnels.get(tunnel.eni_id) is tunnel:
-                    self._on_tun(tunnel, tunnel.handle.egress_fd, now)  # type: ignore[attr-defined]
+                    self._on_tun(tunnel, tunnel.handle.egress_fd, now)
             if n < rx.batch:
                 break
         if rx.truncated:
@@ -505,8 +506,10 @@ class Appliance:
             except queue.Empty:
                 break
             if what == "ready" and handle is not None:
-                if self.core.tunnels.get(t.eni_id) is not t:  # retired meanwhile: its destroy job closes it
+                current = self.core.tunnels.get(t.eni_id)
+                if current is None or current is not t:  # retired meanwhile: its destroy job closes it
                     continue
+                t = current
                 t.handle = handle
                 for fd in (handle.ingress_fd, handle.egress_fd):
                     self._fd_tunnel[fd] = t

@@ -65,6 +65,7 @@ from reference.linux import (
     status_document,
     tunnel_counters,
 )
+from reference.logs import configure_logging
 
 log = logging.getLogger("gwlb-reference")
 
@@ -243,7 +244,6 @@ def worker_main(argv: list[str]) -> int:
         print("usage: python -m reference.workers SPEC UDP_FD CONTROL_FD (started by gwlb-reference's supervisor)",
               file=sys.stderr)
         return 2
-    from reference.cli import configure_logging
 
     spec = json.loads(argv[0])
     configure_logging(bool(spec.get("debug")), None)

@@ -63,7 +63,7 @@ def _cap_shrinking() -> None:
     with contextlib.suppress(ImportError, AttributeError):
         from hypothesis.internal.conjecture import engine
 
-        engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS  # type: ignore[misc]
+        engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS
 
 
 def cookie_of(payload: bytes) -> int | None:

@@ -76,7 +76,7 @@ def test_any_valid_layout_is_echoed(gwlb: ConformanceEnv) -> None:
     @property_settings(gwlb)
     @given(vp=gst.valid_packets(eni_ids=st.just(fresh), cookies=st.integers(1, 2**32 - 1),
                                 inner=gst.inner_packets(max_size=8500, routable=True)))
-    def echoed(vp) -> None:  # type: ignore[no-untyped-def]
+    def echoed(vp) -> None:
         sport = next(sports)
         syn = opening_syn(vp.inner)
         if syn is not None:  # open the flow with the same header, as GWLB would have

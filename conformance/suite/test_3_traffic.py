@@ -131,7 +131,7 @@ def test_generated_flows_of_every_kind(gwlb: ConformanceEnv) -> None:
     # flow it knows, which no SYN of ports it cannot see opens; ECHO-4 sends TCP fragments to the appliance directly
     @property_settings(gwlb)
     @given(p=gst.inner_packets(max_size=8500, routable=True).filter(lambda p: not (p.fragmented and p.proto == 6)))
-    def carried(p) -> None:  # type: ignore[no-untyped-def]
+    def carried(p) -> None:
         syn = opening_syn(p.data)
         if syn is not None:
             _carried(gwlb, syn, f"generated {p.kind} (its SYN)")

@@ -100,7 +100,7 @@ def test_malformed_inner_packets_are_not_passed_through(gwlb: ConformanceEnv, ca
 def test_generated_malformed_inner_packets_are_not_passed_through(gwlb: ConformanceEnv) -> None:
     @property_settings(gwlb)
     @given(mp=gst.malformed_packets(malformations=INNER_MALFORMATIONS, vectors=False))
-    def dropped(mp) -> None:  # type: ignore[no-untyped-def]
+    def dropped(mp) -> None:
         _never_forwarded(gwlb, f"malformed inner packet ({mp.malformation}: {mp.detail})", mp.payload)
 
     dropped()
@@ -154,7 +154,7 @@ def test_generated_malformed_traffic_is_never_forwarded(gwlb: ConformanceEnv) ->
     @property_settings(gwlb)
     @given(mp=gst.malformed_packets(malformations=GENEVE_MALFORMATIONS)
            .filter(lambda mp: mp.reason not in INNER_REASONS))
-    def dropped(mp) -> None:  # type: ignore[no-untyped-def]
+    def dropped(mp) -> None:
         _never_forwarded(gwlb, f"malformed datagram ({mp.malformation}: {mp.detail})", mp.payload)
 
     dropped()

@@ -30,7 +30,7 @@ def test_healthy_answers_200_with_a_complete_exchange(gwlb: ConformanceEnv) -> N
         if gwlb.spec.health_protocol == "http":
             check(r.status == 200, f"instance {i}: health answered {r.status}, not 200")
             # the server must end the exchange: GWLB closes after each check, and so must the answer
-            s = gwlb.session.lab.socket(gwlb.topo.gwlb_ns, socket.AF_INET, socket.SOCK_STREAM)
+            s = gwlb.lab.socket(gwlb.topo.gwlb_ns, socket.AF_INET, socket.SOCK_STREAM)
             s.settimeout(5)
             try:
                 s.connect((ra.address, gwlb.spec.health_port))
@@ -64,7 +64,7 @@ def test_503_when_a_tunnel_cannot_be_created(gwlb: ConformanceEnv) -> None:
     blocked = gwlb.fresh_eni()
     gwi, _ = eni_names.device_names(blocked)
     ra = gwlb.instances[0]
-    gwlb.session.lab.run(ra.ns, ["ip", "link", "add", gwi, "type", "veth", "peer", "name", "gwlbsim-blk"])
+    gwlb.lab.run(ra.ns, ["ip", "link", "add", gwi, "type", "veth", "peer", "name", "gwlbsim-blk"])
     try:
         gwlb.echo(geneve.build(udp4(), blocked, 1), timeout=1)
         deadline = time.monotonic() + 10
@@ -74,7 +74,7 @@ def test_503_when_a_tunnel_cannot_be_created(gwlb: ConformanceEnv) -> None:
             status = gwlb.health_status()
         check(status == 503, f"the appliance cannot create the tunnel for an endpoint, yet health says {status}")
     finally:
-        gwlb.session.lab.run(ra.ns, ["ip", "link", "del", gwi], check=False)
+        gwlb.lab.run(ra.ns, ["ip", "link", "del", gwi], check=False)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # recovery: traffic for that endpoint once the obstacle is gone
             gwlb.echo(geneve.build(udp4(), blocked, 1), timeout=0.5)
@@ -92,7 +92,7 @@ def _leave_time_wait(env: ConformanceEnv) -> bool:
     """Close a health connection the way GWLB's checks end: the server closes first, so the server's side of
     the connection stays in TIME_WAIT on the health port (for a minute). True if one is there now."""
     ra = env.instances[0]
-    s = env.session.lab.socket(env.topo.gwlb_ns, socket.AF_INET, socket.SOCK_STREAM)
+    s = env.lab.socket(env.topo.gwlb_ns, socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(5)
     try:
         s.connect((ra.address, env.spec.health_port))
@@ -104,7 +104,7 @@ def _leave_time_wait(env: ConformanceEnv) -> bool:
         pass
     finally:
         s.close()
-    out = env.session.lab.run(ra.ns, ["ss", "-Htan", "state", "time-wait", f"sport = :{env.spec.health_port}"],
+    out = env.lab.run(ra.ns, ["ss", "-Htan", "state", "time-wait", f"sport = :{env.spec.health_port}"],
                               check=False).stdout.decode()
     return bool(out.strip())
 
@@ -182,7 +182,7 @@ def test_a_deleted_tunnel_device_is_not_a_silent_black_hole(gwlb: ConformanceEnv
     device = eni_names.device_names(e)[0 if which.startswith("ingress") else 1]
     ra = gwlb.instances[0]
     check(device in gwlb.tunnel_devices()[0], f"{device} does not exist after a packet of its endpoint was carried")
-    gwlb.session.lab.run(ra.ns, ["ip", "link", "del", device])
+    gwlb.lab.run(ra.ns, ["ip", "link", "del", device])
     deleted = time.monotonic()
     outcome, n = "", 0
     try:

@@ -117,7 +117,7 @@ def _write_into(env: ConformanceEnv, instance: int, device: str, packet: bytes) 
     """Hand ``packet`` to the appliance as if its OS had sent it out of ``device`` (an AF_PACKET send on a TUN
     device reaches the appliance's reader). False if the device cannot take it (gone, or down)."""
     ethertype = 0x86DD if packet[0] >> 4 == 6 else 0x0800
-    s = env.session.lab.socket(env.instances[instance].ns, socket.AF_PACKET, socket.SOCK_DGRAM,
+    s = env.lab.socket(env.instances[instance].ns, socket.AF_PACKET, socket.SOCK_DGRAM,
                                socket.htons(ethertype))
     try:
         s.sendto(packet, (device, ethertype))

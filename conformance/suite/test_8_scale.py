@@ -84,22 +84,23 @@ def test_many_distinct_flows_leave_the_appliance_right(gwlb: ConformanceEnv) -> 
     wrong: list[tuple[str, bytes]] = []
     by_address = {a.address: i for i, a in enumerate(apps)}
     for c in items:
-        i = by_address.get(c.src)
-        if i is None:
+        at = by_address.get(c.src)
+        if at is None:
             continue
+        i = at
         try:
             s = geneve.scan(c.data)
         except geneve.GeneveError as err:
             wrong.append((f"a return GWLB cannot parse ({err.reason})", c.data))
             continue
-        n = makers[i].flow_of(c.data, s.header_len)
-        if n is None:
+        flow = makers[i].flow_of(c.data, s.header_len)
+        if flow is None:
             continue  # not one of this test's flows (a marker, a late return of an earlier test)
-        key = (n, s.cookie)
+        key = (flow, s.cookie)
         if key not in sent[i]:
-            wrong.append((f"instance {i}: flow {n} came back with cookie {cookie_text(s.cookie)}, which GWLB never "
-                          f"sent for it (its cookies: {makers[i].cookie(n, False):#x}"
-                          + (f", then {makers[i].cookie(n, True):#x})" if n % RENEW == 0 else ")"), c.data))
+            wrong.append((f"instance {i}: flow {flow} came back with cookie {cookie_text(s.cookie)}, which GWLB "
+                          f"never sent for it (its cookies: {makers[i].cookie(flow, False):#x}"
+                          + (f", then {makers[i].cookie(flow, True):#x})" if flow % RENEW == 0 else ")"), c.data))
             continue
         back[i][key] += 1
     dups = sum(max(0, back[i][k] - sent[i][k]) for i in range(len(apps)) for k in back[i])
@@ -134,7 +135,7 @@ def test_many_distinct_flows_leave_the_appliance_right(gwlb: ConformanceEnv) -> 
 
 def _gwlb_receive_overflows(env: ConformanceEnv) -> int:
     """UDP receive-buffer overflows in the fake GWLB's namespace so far (its own sockets' drops)."""
-    out = env.session.lab.run(env.topo.gwlb_ns, ["cat", "/proc/net/snmp"], check=False).stdout.decode()
+    out = env.lab.run(env.topo.gwlb_ns, ["cat", "/proc/net/snmp"], check=False).stdout.decode()
     rows = [line.split()[1:] for line in out.splitlines() if line.startswith("Udp:")]
     if len(rows) < 2 or "RcvbufErrors" not in rows[0]:
         return 0

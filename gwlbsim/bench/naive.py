@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     flows: dict[tuple[int, tuple[int, int, int]], tuple[bytes, str, int, str]] = {}  # -> header, GWLB addr,
     # GWLB port, our address
     while True:
-        readable, _, _ = select.select([udp, *fd_eni, *([health] if health else [])], [], [])
+        sources: list[socket.socket | int] = [udp, *fd_eni, *([health] if health else [])]
+        readable, _, _ = select.select(sources, [], [])
         for r in readable:
             if r is udp:
                 data, (src, sport) = udp.recvfrom(65535)
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 me = args.listen if args.listen != "0.0.0.0" else _local_address(src)
                 flows[(s.eni_id, key)] = (data[:s.header_len], src, sport, me)
                 os.write(tunnels[s.eni_id][0], inner)
-            elif r is health:
-                conn, _ = health.accept()
+            elif isinstance(r, socket.socket):  # the health listener
+                conn, _ = r.accept()
                 conn.close()
             else:
                 pkt = os.read(r, 65535)
