@@ -49,12 +49,6 @@ def check(cond: object, message: str, packet: bytes | None = None) -> None:
         raise ConformanceFailure(message, packet)
 
 
-def hexdump(data: bytes) -> str:
-    return "\n".join(f"{i:04x}  {data[i:i + 16].hex(' '):<47}  "
-                     + "".join(chr(b) if 32 <= b < 127 else "." for b in data[i:i + 16])
-                     for i in range(0, len(data), 16))
-
-
 @dataclass
 class Options:
     spec: ApplianceSpec

@@ -22,6 +22,7 @@ import pytest
 from conformance import results
 from conformance.requirements import REQUIREMENTS
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec
+from gwlbsim.hexdump import hexdump
 
 SUITE_DIR = Path(__file__).parent / "suite"
 MARKER = "gwlb_requirement"
@@ -282,7 +283,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         return
     exc = call.excinfo.value if call.excinfo else None
     packet = getattr(exc, "packet", None)
-    from conformance.environment import hexdump
 
     if packet:
         rep.sections.append(("offending packet", hexdump(packet)))

@@ -39,6 +39,7 @@ from typing import Any
 
 from gwlbsim import __version__, linkpath
 from gwlbsim.fastio import BatchReceiver, BatchSender, set_buffer, sockaddr
+from gwlbsim.hexdump import hexdump
 from gwlbsim.tun import TunError, exists, open_tun
 from reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
 from reference.hooks import HookResult, run_hook
@@ -375,15 +376,15 @@ class Appliance:
         rx, inbound, write = self.rx, self.core.inbound, os.write
         views, lengths, source, destination = rx.views, rx.lengths, rx.source, rx.destination
         port = self.core.config.geneve_port
-        listen, hexdump = self.opts.listen, self.opts.hexdump
+        listen, dumping = self.opts.listen, self.opts.hexdump
         for _ in range(UDP_BATCHES):
             n = rx.recv()
             touched: dict[int, Tunnel] = {}  # by ENI
             for i in range(n):
                 src, sport = source(i)
                 view = views[i]
-                if hexdump:
-                    log.debug("GENEVE from %s:%d:\n%s", src, sport, _hex(view[:lengths[i]]))
+                if dumping:
+                    log.debug("GENEVE from %s:%d:\n%s", src, sport, hexdump(view[:lengths[i]], "  "))
                 v = inbound(view, 0, lengths[i], src, destination(i) or listen, sport, port, now)
                 if v is None:
                     continue
@@ -427,7 +428,7 @@ class Appliance:
         of it there, send the slots in batches."""
         outbound, tx, reads = self.core.outbound, self.tx, self._tun_reads
         views, destinations = tx.views, self._destinations
-        readv, hexdump = os.readv, self.opts.hexdump
+        readv, dumping = os.readv, self.opts.hexdump
         for _ in range(TUN_READ_BUDGET):
             i = tx.count
             try:
@@ -441,9 +442,9 @@ class Appliance:
                     log.warning("read from %s failed: %s", t.ingress, e.strerror)
                 break
             view = views[i]
-            if hexdump:
+            if dumping:
                 log.debug("from %s (%d bytes):\n%s", t.ingress if fd == t.handle.ingress_fd else t.egress,  # type: ignore[union-attr]
-                          n, _hex(view[HEADROOM:HEADROOM + n]))
+                          n, hexdump(view[HEADROOM:HEADROOM + n], "  "))
             flow = outbound(t, view, now, HEADROOM, HEADROOM + n)
             if flow is None:
                 continue
@@ -684,7 +685,3 @@ def health_server(opts: Options, status: Callable[[], dict[str, Any]]) -> Any:
         raise OSError(e.errno, f"cannot listen for health checks on {opts.health_bind}:{opts.health_port}: "
                                f"{e.strerror}") from e
 
-
-def _hex(data: bytes | memoryview) -> str:
-    b = bytes(data)
-    return "\n".join(f"  {i:04x}  {b[i:i + 16].hex(' ')}" for i in range(0, len(b), 16))
