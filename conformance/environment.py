@@ -301,8 +301,7 @@ class ConformanceEnv:
     @property
     def lab(self) -> Lab:
         """The namespaces of the running session."""
-        assert self.session.lab is not None, "the session is not running"
-        return self.session.lab
+        return self.session.running()[0]
 
     @property
     def topo(self) -> Topology:

@@ -145,6 +145,10 @@ class Report:
 
 
 class Simulation:
+    """The fake GWLB and reference appliance cores wired together in virtual time, with no namespaces: flows
+    of many endpoints through several targets, health flaps, failover and idle timeouts, run as fast as the
+    CPU goes (a million flows in seconds)."""
+
     def __init__(self, config: GwlbConfig | None = None, targets: int = 4, zones: int = 1,
                  core_config: Config | None = None, seed: int = 1) -> None:
         self.config = config or GwlbConfig()

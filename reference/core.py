@@ -186,6 +186,11 @@ _CREATING, _FAILED = TunnelState.CREATING, TunnelState.FAILED
 
 
 class ApplianceCore:
+    """The reference appliance's datapath logic, with no I/O: GENEVE in (:meth:`inbound`: validate, remember
+    the flow's header and route, pick the endpoint's tunnel), packets out of a tunnel (:meth:`outbound`: the
+    flow they belong to, or a counted drop), and the tunnels' lifecycle (:meth:`tick`, :meth:`retire`). Time is
+    the caller's ``now``; every drop is counted with its reason in ``totals`` and the tunnel's counters."""
+
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         self.tunnels: dict[int, Tunnel] = {}

@@ -101,8 +101,9 @@ def live(opts: argparse.Namespace) -> dict[str, Any]:
     flows = 256
     with GwlbSession(SessionOptions(appliances=1, spec=spec)) as s:
         s.wait_healthy(60)
-        slot = s.topo.endpoints[0]  # type: ignore[union-attr]
-        raw = s.lab.socket(slot.client_ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # type: ignore[union-attr]
+        lab, topo = s.running()
+        slot = topo.endpoints[0]
+        raw = lab.socket(slot.client_ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         packets = []
         for i in range(flows):
             p = bytearray(_inner(i))

@@ -59,6 +59,11 @@ Tap = Callable[[Captured], None]
 
 
 class LiveGwlb:
+    """The fake GWLB on real sockets: one datapath thread reads the endpoints' TUN devices and GENEVE returns
+    on port 6081, asks the model (:class:`GwlbModel`, under a lock) and carries out its actions; a health
+    thread probes the targets. Tests watch it through taps (``Captured`` records) and send crafted datagrams
+    with :meth:`send_raw`."""
+
     def __init__(self, topo: Topology, model: GwlbModel, clock: Callable[[], float] = time.monotonic) -> None:
         self.topo = topo
         self.model = model

@@ -54,6 +54,9 @@ def health_check_for(spec: ApplianceSpec, base: HealthCheck | None = None) -> He
 
 
 class GwlbSession:
+    """A running world: the namespaces (:class:`Lab`, topology), the fake GWLB (model and :class:`LiveGwlb`)
+    and the appliance instances under test, started and stopped together (``with GwlbSession(...)``)."""
+
     def __init__(self, options: SessionOptions | None = None) -> None:
         self.options = options or SessionOptions()
         self.lab: Lab | None = None
@@ -129,12 +132,18 @@ class GwlbSession:
         assert self.gwlb is not None
         return self.gwlb.call(fn)
 
+    def running(self) -> tuple[Lab, Topology]:
+        """The namespaces and topology of the started session."""
+        if self.lab is None or self.topo is None:
+            raise RuntimeError("the session is not started")
+        return self.lab, self.topo
+
     def target_states(self) -> dict[str, str]:
         return self.call(lambda m: {t.id: t.state for t in m.targets.values()})
 
     def wait_healthy(self, timeout: float = 60.0, targets: list[str] | None = None) -> None:
         """Wait until the GWLB sees the targets (all by default) as healthy."""
-        want = set(targets or [a.id for a in self.topo.appliances])  # type: ignore[union-attr]
+        want = set(targets or [a.id for a in self.running()[1].appliances])
         deadline = time.monotonic() + timeout
         while True:
             states = self.target_states()
@@ -153,16 +162,20 @@ class GwlbSession:
             time.sleep(0.1)
 
     def client_socket(self, e: int = 0, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM) -> socket.socket:
-        return self.lab.socket(self.topo.endpoints[e].client_ns, family, type)  # type: ignore[union-attr]
+        lab, topo = self.running()
+        return lab.socket(topo.endpoints[e].client_ns, family, type)
 
     def server_socket(self, e: int = 0, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM) -> socket.socket:
-        return self.lab.socket(self.topo.endpoints[e].server_ns, family, type)  # type: ignore[union-attr]
+        lab, topo = self.running()
+        return lab.socket(topo.endpoints[e].server_ns, family, type)
 
     def run_client(self, e: int, argv: list[str], **kw: Any) -> Any:
-        return self.lab.run(self.topo.endpoints[e].client_ns, argv, **kw)  # type: ignore[union-attr]
+        lab, topo = self.running()
+        return lab.run(topo.endpoints[e].client_ns, argv, **kw)
 
     def run_server(self, e: int, argv: list[str], **kw: Any) -> Any:
-        return self.lab.run(self.topo.endpoints[e].server_ns, argv, **kw)  # type: ignore[union-attr]
+        lab, topo = self.running()
+        return lab.run(topo.endpoints[e].server_ns, argv, **kw)
 
     def report(self) -> str:
         """Targets, flows per target and CloudWatch metrics, as text."""

@@ -180,6 +180,11 @@ class Event:
 
 
 class GwlbModel:
+    """The fake GWLB's decisions, with no I/O and an injected clock: endpoints and targets, the flow table
+    (stickiness, cookies, idle timeouts), health checks' outcomes and failover. :meth:`from_endpoint` and
+    :meth:`from_target` return the actions to take (``ToTarget``, ``ToEndpoint``); drops are counted in
+    ``metrics``. ``gwlbsim.live.gwlb.LiveGwlb`` runs it on real sockets, ``gwlbsim.simulate`` in virtual time."""
+
     def __init__(self, config: GwlbConfig | None = None, zones: dict[str, str] | None = None,
                  encapsulation: Encapsulation | None = None, rng: random.Random | None = None) -> None:
         self.config = config or GwlbConfig()
