@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fuzz.findings import CATALOGUE, MUST, Finding, order
-from fuzz.progress import Progress
 from fuzz.watchdog import Limits
 from gwlbsim import cliargs, geneve
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.netns import NetnsError, require_root, sigterm_raises
+from gwlbsim.progress import Progress
 
 if TYPE_CHECKING:
     from fuzz.netfuzz import Found
@@ -134,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       limits=Limits(args.max_fd_growth, args.max_device_growth, args.health_timeout),
                       minimize=not args.no_minimize, minimize_seconds=args.minimize_time,
                       option_class=args.option_class)
-    progress = Progress(sys.stderr)
-    fuzzer = NetworkFuzzer(options, progress, say=lambda m: progress.message(f"gwlb-fuzz: {m}"))
+    progress = Progress(stream=sys.stderr)
+    fuzzer = NetworkFuzzer(options, progress, say=lambda m: progress.note(f"gwlb-fuzz: {m}"))
     fuzzer.summary.command = describe_command(spec)
     try:
         with sigterm_raises():

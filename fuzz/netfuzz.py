@@ -37,7 +37,6 @@ from fuzz import reproducer
 from fuzz.findings import MUST, PROBE_KINDS, Finding, matches, order
 from fuzz.minimize import Budget, minimize
 from fuzz.packets import GwlbFlow
-from fuzz.progress import Progress
 from fuzz.reproducer import Sent
 from fuzz.traffic_pool import PROBE_ENIS, TrafficPool, TrafficSource
 from fuzz.watchdog import Limits, ReturnChecker, Watchdog
@@ -46,6 +45,7 @@ from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
 from gwlbsim.flowkey import InnerError, symmetric_key
 from gwlbsim.netns import Lab
 from gwlbsim.probe import GenevePeer
+from gwlbsim.progress import Progress
 
 GWLB_IP, APP_IP = "10.99.0.1", "10.99.0.2"
 LINK_MTU = 9001
@@ -241,7 +241,7 @@ class NetworkFuzzer:
                  say: Callable[[str], None] | None = None) -> None:
         self.o = options
         self.progress = progress or Progress()
-        self.say = say or self.progress.message
+        self.say = say or self.progress.note
         self.summary = Summary(command=options.appliance.command, seed=options.seed)
         self._cookie = random.Random(options.seed).randrange(1 << 32)
         self._history: deque[Sent] = deque(maxlen=options.history)
@@ -427,7 +427,7 @@ class NetworkFuzzer:
         s = self.summary
         elapsed = time.monotonic() - self._fuzz_start
         findings = f", findings {len(self._records)}" if self._records else ""
-        self.progress.update(f"[{elapsed:5.1f}/{self.o.duration:g} s] sent {s.total:,} "
+        self.progress.line(f"[{elapsed:5.1f}/{self.o.duration:g} s] sent {s.total:,} "
                              f"(valid {s.sent['valid'] + s.sent['probe']:,}, havoc {s.sent['havoc']:,}), "
                              f"returns {s.returns:,}, checks {s.checks}, fds {s.fds[1]}, devices {s.devices[1]}"
                              f"{findings}", force=final)
@@ -492,7 +492,7 @@ class NetworkFuzzer:
         def fails(seq: list[Sent]) -> bool:
             found = self.replay(seq, probes=probes)
             shown = ", ".join(sorted({f.kind for f in found})) or "no finding"
-            self.progress.update(f"reproducing {target.kind} ({target.reason}): replay {budget.tests} of at most "
+            self.progress.line(f"reproducing {target.kind} ({target.reason}): replay {budget.tests} of at most "
                                  f"{budget.max_tests}: {len(seq):,} packets -> {shown}", force=True)
             return matches(found, target)
 

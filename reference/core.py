@@ -210,23 +210,23 @@ class ApplianceCore:
         totals.in_bytes += end - start
         cfg = self.config
         if dport != cfg.geneve_port:
-            totals.drop(NOT_TO_GENEVE_PORT)
+            self._drop(None, NOT_TO_GENEVE_PORT)
             return None
         try:
             header_len, inner_len, _protocol, eni_id, _attachment, _cookie = geneve.scan(buf, start, end,
                                                                                         cfg.option_class)
         except geneve.GeneveError as e:
-            totals.drop(e.reason)
+            self._drop(None, e.reason)
             return None
         inner_start = start + header_len
         inner_end = inner_start + inner_len
         if inner_len > cfg.mtu:
-            totals.drop(OVERSIZE_INBOUND)
+            self._drop(None, OVERSIZE_INBOUND)
             return None
         try:
             key = symmetric_key(buf, inner_start, inner_end)
         except InnerError:
-            totals.drop(BAD_INNER_PACKET)
+            self._drop(None, BAD_INNER_PACKET)
             return None
 
         tunnel = self.tunnels.get(eni_id)
@@ -236,8 +236,7 @@ class ApplianceCore:
             new_tunnel = True
         elif tunnel.state is _FAILED:
             if now - tunnel.failed_at < cfg.retry_interval:
-                tunnel.counters.drop(TUNNEL_CREATE_FAILED)
-                totals.drop(TUNNEL_CREATE_FAILED)
+                self._drop(tunnel.counters, TUNNEL_CREATE_FAILED)
                 return None
             tunnel = self._start_tunnel(eni_id, now)
             new_tunnel = True
@@ -259,8 +258,7 @@ class ApplianceCore:
 
         if tunnel.state is _CREATING:
             if len(tunnel.pending) >= cfg.pending_limit:
-                c.drop(TUNNEL_PENDING_OVERFLOW)
-                totals.drop(TUNNEL_PENDING_OVERFLOW)
+                self._drop(c, TUNNEL_PENDING_OVERFLOW)
                 return None
             tunnel.pending.append(bytes(buf[inner_start:inner_end]))
             return _inbound(Inbound, (tunnel, inner_start, inner_end, new_tunnel, True))
@@ -285,8 +283,7 @@ class ApplianceCore:
         flow = flows.get(key)
         if flow is None:
             if self.flow_count >= self.config.max_flows and not self._make_room(now):
-                tunnel.counters.drop(FLOW_CACHE_FULL)
-                self.totals.drop(FLOW_CACHE_FULL)
+                self._drop(tunnel.counters, FLOW_CACHE_FULL)
                 return
             self.flow_count += 1
         else:  # a new header or addressing for a known flow: rebuilt below, moved to the end
@@ -327,6 +324,12 @@ class ApplianceCore:
 
     # ------------------------------------------------------------------------------------- tunnel lifecycle
 
+    def _drop(self, counters: Counters | None, reason: str, n: int = 1) -> None:
+        """Count a drop: in the totals, and on the tunnel's counters when it has one (every drop comes here)."""
+        if counters is not None:
+            counters.drop(reason, n)
+        self.totals.drop(reason, n)
+
     def tunnel_ready(self, eni_id: int, now: float) -> list[bytes]:
         """The driver created the devices and the hook ran: returns the queued inner packets to write."""
         t = self.tunnels.get(eni_id)
@@ -347,8 +350,7 @@ class ApplianceCore:
         n = len(t.pending)
         t.pending.clear()
         if n:
-            t.counters.drop(TUNNEL_CREATE_FAILED, n)
-            self.totals.drop(TUNNEL_CREATE_FAILED, n)
+            self._drop(t.counters, TUNNEL_CREATE_FAILED, n)
 
     def tick(self, now: float) -> list[Tunnel]:
         """Periodic work. Returns the tunnels retired for idleness: the driver destroys them."""
@@ -412,33 +414,28 @@ class ApplianceCore:
             end = len(pkt)
         n = end - start
         if n > self.config.mtu:
-            c.drop(OVERSIZE_RETURN)
-            self.totals.drop(OVERSIZE_RETURN)
+            self._drop(c, OVERSIZE_RETURN)
             return None
         try:
             key = symmetric_key(pkt, start, end)
         except InnerError:
-            c.drop(BAD_RETURN_PACKET)
-            self.totals.drop(BAD_RETURN_PACKET)
+            self._drop(c, BAD_RETURN_PACKET)
             return None
         # the IP header's own length must fit what the OS handed over, or GWLB drops the return
         version = pkt[start] >> 4
         if (version == 4 and _TOTAL_LEN.unpack_from(pkt, start + 2)[0] > n) or \
                 (version == 6 and 40 + _TOTAL_LEN.unpack_from(pkt, start + 4)[0] > n):
-            c.drop(BAD_RETURN_PACKET)
-            self.totals.drop(BAD_RETURN_PACKET)
+            self._drop(c, BAD_RETURN_PACKET)
             return None
         flows = tunnel.flows
         flow = flows.get(key)
         if flow is None:
-            c.drop(NO_FLOW)
-            self.totals.drop(NO_FLOW)
+            self._drop(c, NO_FLOW)
             return None
         if now - flow.last_seen > self.config.flow_timeout:
             del flows[key]
             self.flow_count -= 1
-            c.drop(EXPIRED_FLOW)
-            self.totals.drop(EXPIRED_FLOW)
+            self._drop(c, EXPIRED_FLOW)
             return None
         if flow.last_seen != now:  # re-inserted last: dict order stays least recently used first (sweeps, eviction)
             del flows[key]

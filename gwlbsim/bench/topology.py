@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gwlbsim.appliance import ApplianceSpec, RunningAppliance
+from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec, RunningAppliance
 from gwlbsim.bench.traffic import INNER_DPORT, INNER_DST
 from gwlbsim.geneve import GENEVE_PORT
 from gwlbsim.netns import Lab
 
 MTU = 9001
 
-REFERENCE = "{python} -m reference.cli -c 'sh {hook}' -p {health_port} -j"
+REFERENCE = REFERENCE_COMMAND  #: the reference as the suite runs it (flow and tunnel timeouts at their defaults)
 NAIVE = "{python} -m gwlbsim.bench.naive -c 'sh {hook}' -p {health_port}"
 
 

@@ -26,7 +26,7 @@ from gwlbsim.fastio import BatchReceiver
 from gwlbsim.geneve import GENEVE_PORT
 from gwlbsim.httpprobe import http_probe, tcp_probe
 from gwlbsim.live.topology import LINK_MTU, Topology, plumb_endpoint
-from gwlbsim.model import GwlbModel, ProbeRequest, ToEndpoint, ToTarget
+from gwlbsim.model import Dropped, GwlbModel, ProbeRequest, ToEndpoint, ToTarget
 from gwlbsim.outer import OuterTemplate, fragment_ipv4
 from gwlbsim.tun import open_tun
 
@@ -174,30 +174,21 @@ class LiveGwlb:
             except Exception:  # a broken tap must not stop the GWLB
                 log.exception("tap failed")
 
-    def _drops(self) -> dict[str, int]:
-        return dict(self.model.metrics.drops)
-
-    def _verdict(self, before: dict[str, int] | None) -> str:
-        if before is None:
-            return ""
-        after = self.model.metrics.drops
-        return next((k for k, v in after.items() if v != before.get(k, 0)), "")
-
     def _from_endpoint(self, eni_id: int, inner: bytes, now: float) -> None:
         with self.lock:
-            before = self._drops() if self.taps else None
-            actions = self.model.from_endpoint(eni_id, inner, now)
+            v = self.model.decide_from_endpoint(eni_id, inner, now)
             if self.taps:
-                self._tap(Captured(now, "from_endpoint", "", 0, "", 0, inner, self._verdict(before), eni_id))
-            self._act(actions, now)
+                self._tap(Captured(now, "from_endpoint", "", 0, "", 0, inner, _reason(v), eni_id))
+            if not isinstance(v, Dropped):
+                self._act(v, now)
 
     def _from_target(self, src: str, sport: int, dst: str, payload: bytes, now: float) -> None:
         with self.lock:
-            before = self._drops() if self.taps else None
-            actions = self.model.from_target(src, sport, dst, GENEVE_PORT, payload, now)
+            v = self.model.decide_from_target(src, sport, dst, GENEVE_PORT, payload, now)
             if self.taps:
-                self._tap(Captured(now, "from_target", src, sport, dst, GENEVE_PORT, payload, self._verdict(before)))
-            self._act(actions, now)
+                self._tap(Captured(now, "from_target", src, sport, dst, GENEVE_PORT, payload, _reason(v)))
+            if not isinstance(v, Dropped):
+                self._act(v, now)
 
     def _act(self, actions: list[ToTarget | ToEndpoint], now: float) -> None:
         for a in actions:
@@ -329,3 +320,8 @@ class LiveGwlb:
             ok = self.model.probe_ok(r.status, r.ok)
             self.model.probe_result(t.id, req.checker, ok, self.clock(),
                                     r.error or (f"HTTP {r.status}" if r.status else "connected"))
+
+
+def _reason(verdict: object) -> str:
+    """A tap's verdict: the reason the model dropped the packet, or "" when it went on."""
+    return verdict.reason if isinstance(verdict, Dropped) else ""

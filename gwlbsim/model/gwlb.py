@@ -165,6 +165,22 @@ class ToEndpoint(NamedTuple):
     inner: bytes
 
 
+class Reset(NamedTuple):
+    """GWLB answers the packet with a TCP reset instead of forwarding it (its flow is forgotten)."""
+
+
+class Dropped(NamedTuple):
+    """GWLB drops the packet (counted in ``metrics`` under ``reason``; ``target`` when one was chosen)."""
+
+    reason: str
+    target: Target | None = None
+
+
+#: what :meth:`GwlbModel.route` decides for a packet: the flow to forward it on, a reset, or a drop
+Verdict = Flow | Reset | Dropped
+RESET = Reset()
+
+
 class ProbeRequest(NamedTuple):
     target: Target
     checker: int
@@ -268,35 +284,37 @@ class GwlbModel:
     # ------------------------------------------------------------------------------------ consumer -> target
 
     def from_endpoint(self, eni_id: int, inner: bytes, now: float) -> list[Action]:
-        m = self.metrics
+        """A packet from the consumer side of endpoint ``eni_id``: what to send (nothing if dropped)."""
+        v = self.decide_from_endpoint(eni_id, inner, now)
+        return [] if isinstance(v, Dropped) else v
+
+    def decide_from_endpoint(self, eni_id: int, inner: bytes, now: float) -> list[Action] | Dropped:
+        """:meth:`from_endpoint`, with a drop returned as the :class:`Dropped` it was counted as."""
         n = len(inner)
         ep = self.endpoints.get(eni_id)
         if ep is None:
-            m.drop(NO_ENDPOINT)
-            return []
+            return self._dropped(NO_ENDPOINT)
         if n > self.sim.mtu and self.sim.oversize == "drop":
-            m.drop(OVERSIZE)
-            return []
+            return self._dropped(OVERSIZE)
         try:
             ft, l4 = flow_of(inner, 0, n)
         except InnerError:
-            m.drop(BAD_INNER)
-            return []
+            return self._dropped(BAD_INNER)
         flags = tcp_flags(inner, l4, n) if ft.proto == IPPROTO_TCP else 0
         flow = self.route(ep, ft, flags, now, n)
-        if flow is None:
-            return []
-        if not isinstance(flow, Flow):  # a reset to send instead: answer the packet that triggered it
+        if isinstance(flow, Dropped):
+            return flow
+        if isinstance(flow, Reset):  # answer the packet that triggered it
             rst = reset_for(inner)
-            return [ToEndpoint(eni_id, rst)] if rst is not None else []
+            return [ToEndpoint(eni_id, rst)] if rst is not None else []  # nothing to answer: no drop either
         return [ToTarget(flow.target, flow.node, flow.sport, self._header(flow, inner[0] >> 4), inner, flow)]
 
-    def route(self, ep: Endpoint, ft: FiveTuple, flags: int, now: float, size: int = 0) -> Flow | bool | None:
+    def route(self, ep: Endpoint, ft: FiveTuple, flags: int, now: float, size: int = 0) -> Verdict:
         """GWLB's decision for a packet of flow ``ft`` (TCP ``flags``) entering through ``ep``.
 
-        Returns the flow to forward it on, ``True`` when GWLB answers with a TCP reset instead, or None when
-        the packet is dropped (counted). :meth:`from_endpoint` is this plus parsing and encapsulation; the
-        virtual-time mode's flow level calls it directly.
+        Returns the flow to forward it on, :data:`RESET` when GWLB answers with a TCP reset instead, or
+        :class:`Dropped` with the reason it was counted under. :meth:`from_endpoint` is this plus parsing and
+        encapsulation; the virtual-time mode's flow level calls it directly.
         """
         m = self.metrics
         key = self._key(ep.eni_id, ft)
@@ -312,23 +330,22 @@ class GwlbModel:
             return self._reset(flow, flags)
         if flow is None:
             if ft.proto == IPPROTO_TCP and not (flags & TCP_SYN and not flags & TCP_ACK):
-                m.drop(TCP_NO_FLOW)
+                dropped = self._dropped(TCP_NO_FLOW)
                 if self.config.rst_on_idle_timeout and not flags & TCP_RST:
                     m.resets += 1
-                    return True
-                return None
-            flow = self._new_flow(key, ep, ft, now)
-            if flow is None:
-                return None
+                    return RESET
+                return dropped
+            new = self._new_flow(key, ep, ft, now)
+            if isinstance(new, Dropped):
+                return new
+            flow = new
         target = flow.target
         if target.state == UNHEALTHY and self.config.rst_on_unhealthy and ft.proto == IPPROTO_TCP \
                 and target.unhealthy_since is not None \
                 and now >= target.unhealthy_since + self.config.deregistration_delay:
             return self._reset(flow, flags)
         if target.state == UNUSED:
-            m.drop(TARGET_GONE)
-            target.drop(TARGET_GONE)
-            return None
+            return self._dropped(TARGET_GONE, target)
         flow.last_seen = now
         if ft.proto == IPPROTO_TCP:
             self._track_tcp(flow, ft, flags, now)
@@ -371,7 +388,7 @@ class GwlbModel:
             flow.headers[version] = h
         return h
 
-    def _new_flow(self, key: tuple[object, ...], ep: Endpoint, ft: FiveTuple, now: float) -> Flow | None:
+    def _new_flow(self, key: tuple[object, ...], ep: Endpoint, ft: FiveTuple, now: float) -> Flow | Dropped:
         m = self.metrics
         h = _mix(hash(key[1:]) & _MASK64)
         healthy = self._routable_in(ep.zone)
@@ -382,11 +399,9 @@ class GwlbModel:
             candidates = [t for t in self.targets.values() if t.state in (UNHEALTHY, INITIAL)
                           and (self.config.cross_zone or t.zone == ep.zone)]
             if not candidates:
-                m.drop(NO_TARGET)
-                return None
+                return self._dropped(NO_TARGET)
             if self.sim.fail_open == "drop":
-                m.drop(FAIL_OPEN_DROP)
-                return None
+                return self._dropped(FAIL_OPEN_DROP)
             m.fail_open_flows += 1
             target = self.rng.choice(candidates)
         cookie = self._cookie(ep.eni_id)
@@ -432,15 +447,21 @@ class GwlbModel:
         if flow.closing_at is not None:
             self._schedule(flow)  # its deadline moved earlier
 
-    def _reset(self, flow: Flow, flags: int) -> bool | None:
+    def _dropped(self, reason: str, target: Target | None = None) -> Dropped:
+        """Every drop of the model is counted here, and returned as the value it is."""
+        self.metrics.drop(reason)
+        if target is not None:
+            target.drop(reason)
+        return Dropped(reason, target)
+
+    def _reset(self, flow: Flow, flags: int) -> Reset | Dropped:
         """The packet gets a TCP reset instead of being forwarded; the flow is forgotten."""
         self._remove(flow, 0.0)
-        self.metrics.drop(RESET_SENT)
-        flow.target.drop(RESET_SENT)
+        dropped = self._dropped(RESET_SENT, flow.target)
         if flags & TCP_RST:
-            return None  # a reset is not answered with a reset
+            return dropped  # a reset is not answered with a reset
         self.metrics.resets += 1
-        return True
+        return RESET
 
     # -------------------------------------------------------------------------------------- flow lifetime
 
@@ -489,22 +510,22 @@ class GwlbModel:
 
     def from_target(self, src: str, sport: int, dst: str, dport: int, payload: bytes | memoryview,
                     now: float) -> list[Action]:
-        m = self.metrics
+        """A datagram from a target to GWLB: what to deliver to the consumer side (nothing if dropped)."""
+        v = self.decide_from_target(src, sport, dst, dport, payload, now)
+        return [] if isinstance(v, Dropped) else v
+
+    def decide_from_target(self, src: str, sport: int, dst: str, dport: int, payload: bytes | memoryview,
+                           now: float) -> list[Action] | Dropped:
+        """:meth:`from_target`, with a drop returned as the :class:`Dropped` it was counted as."""
         target = self._by_address.get(src)
         if dst not in self.node_addresses or dport != geneve.GENEVE_PORT:
-            m.drop(NOT_TO_NODE)
-            if target:
-                target.drop(NOT_TO_NODE)
-            return []
+            return self._dropped(NOT_TO_NODE, target)
         if target is None:
-            m.drop(UNKNOWN_SOURCE)
-            return []
+            return self._dropped(UNKNOWN_SOURCE)
         try:
             s = geneve.scan(payload, 0, len(payload), self.sim.option_class)
         except geneve.GeneveError as e:
-            m.drop(e.reason)
-            target.drop(e.reason)
-            return []
+            return self._dropped(e.reason, target)
         ck = (s.eni_id, s.cookie)
         flow = self.by_cookie.get(ck)
         if flow is not None and self._dead(flow, now):
@@ -513,38 +534,24 @@ class GwlbModel:
         if flow is None:
             reason = STALE_COOKIE if ck in self._retired_cookies else \
                 UNKNOWN_COOKIE if s.eni_id in self.endpoints else NO_ENDPOINT
-            m.drop(reason)
-            target.drop(reason)
-            return []
+            return self._dropped(reason, target)
         if flow.target is not target:
-            m.drop(WRONG_TARGET)
-            target.drop(WRONG_TARGET)
-            return []
+            return self._dropped(WRONG_TARGET, target)
         if s.attachment_id != flow.endpoint.attachment_id:
-            m.drop(ATTACHMENT_MISMATCH)
-            target.drop(ATTACHMENT_MISMATCH)
-            return []
+            return self._dropped(ATTACHMENT_MISMATCH, target)
         if sport != flow.sport and self.sim.return_port_check == "drop":
-            m.drop(PORT_MISMATCH)
-            target.drop(PORT_MISMATCH)
-            return []
+            return self._dropped(PORT_MISMATCH, target)
         start = s.header_len
         end = start + s.inner_len
         if s.inner_len > self.sim.mtu and self.sim.oversize == "drop":
-            m.drop(OVERSIZE)
-            target.drop(OVERSIZE)
-            return []
+            return self._dropped(OVERSIZE, target)
         inner = bytes(payload[start:end])
         try:
             ft, l4 = flow_of(inner, 0, len(inner))
         except InnerError:
-            m.drop(BAD_INNER)
-            target.drop(BAD_INNER)
-            return []
+            return self._dropped(BAD_INNER, target)
         if self.sim.return_validation == "strict" and self._key(s.eni_id, ft) != flow.key:
-            m.drop(TUPLE_MISMATCH)
-            target.drop(TUPLE_MISMATCH)
-            return []
+            return self._dropped(TUPLE_MISMATCH, target)
         self.accept_return(flow, ft, tcp_flags(inner, l4, len(inner)) if ft.proto == IPPROTO_TCP else 0,
                            len(inner), now)
         return [ToEndpoint(s.eni_id, inner)]

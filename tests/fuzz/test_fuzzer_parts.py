@@ -15,12 +15,12 @@ from fuzz.cli import exit_status
 from fuzz.findings import CATALOGUE, INNER_REASONS, MUST, SHOULD, Finding, matches, order, rate
 from fuzz.malformations import MALFORMATIONS
 from fuzz.netfuzz import OVERSIZE_MAX, OVERSIZE_MIN, Found, Summary, oversize, worst
-from fuzz.progress import Progress
 from fuzz.reproducer import SCRIPT, Sent, load_meta, read_pcap, recorded_finding, verdict, write
 from fuzz.traffic_pool import MAX_PAYLOAD, TrafficPool, TrafficSource, mutate
 from fuzz.watchdog import ReturnChecker, exit_reason, without_cookie
 from gwlbsim import geneve
 from gwlbsim.outer import build_ipv4_udp
+from gwlbsim.progress import Progress
 
 
 def test_traffic_source_mixes_every_class_and_keeps_valid_mutants_on_known_endpoints() -> None:
@@ -75,18 +75,18 @@ def test_reproducer_files_round_trip(tmp_path: Path) -> None:
 
 def test_progress_rewrites_one_line_on_a_terminal_and_prints_lines_otherwise() -> None:
     tty = io.StringIO()
-    p = Progress(tty, tty=True)
-    p.update("sent 10", force=True)
-    p.update("sent 2", force=True)
-    p.message("FAILURE")
-    p.update("minimizing", force=True)
+    p = Progress(stream=tty, tty=True)
+    p.line("sent 10", force=True)
+    p.line("sent 2", force=True)
+    p.note("FAILURE")
+    p.line("minimizing", force=True)
     p.done()
     assert tty.getvalue() == "\rsent 10\rsent 2 \r      \rFAILURE\n\rminimizing\n"
     plain = io.StringIO()
-    q = Progress(plain, tty=False, interval=3600)
-    q.update("first")
-    q.update("throttled")
-    q.update("forced", force=True)
+    q = Progress(stream=plain, tty=False, every=3600)
+    q.line("first")
+    q.line("throttled")
+    q.line("forced", force=True)
     q.done()
     assert plain.getvalue() == "first\nforced\n"
 

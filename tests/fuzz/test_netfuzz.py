@@ -14,9 +14,9 @@ import pytest
 from fuzz import cli
 from fuzz.malformations import MALFORMATIONS
 from fuzz.netfuzz import NetworkFuzzer, Options
-from fuzz.progress import Progress
 from fuzz.reproducer import load_meta, read_pcap, verdict
 from gwlbsim.appliance import ApplianceSpec
+from gwlbsim.progress import Progress
 
 from .broken_appliance import is_control, overruns
 
@@ -52,7 +52,7 @@ def only_reproducer(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_reference_appliance_survives_a_bounded_run(tmp_path: Path) -> None:
     fuzzer = NetworkFuzzer(Options(duration=20, rate=500, pool_size=150, out=tmp_path, seed=7),
-                           Progress(sys.stderr, tty=False))
+                           Progress(stream=sys.stderr, tty=False))
     summary = fuzzer.run()
     print(summary.render())
     assert summary.found == [], summary.render()
@@ -120,7 +120,7 @@ def test_non_fatal_finding_is_recorded_and_fuzzing_goes_on_to_the_crash_which_is
     not a stop) and dies on datagrams of more than 9000 bytes (fatal: found later, reported first)."""
     fuzzer = NetworkFuzzer(Options(appliance=ApplianceSpec(command=broken("pass-bad-inner", "crash-on-oversize=9000")),
                                    duration=20, rate=300, check_interval=0.5, settle=0.3, pool_size=150, seed=0,
-                                   out=tmp_path / "out"), Progress(sys.stderr, tty=False))
+                                   out=tmp_path / "out"), Progress(stream=sys.stderr, tty=False))
     summary = fuzzer.run()
     print(summary.render())
     crash, *others = summary.found
