@@ -125,8 +125,9 @@ def swapped(pkt: bytes) -> bytes:
 
 
 def check(data: bytes) -> None:
+    # (type: ignore below) CONFIG: settings of several types
     core = ApplianceCore(Config(max_flows=1_000_000, **CONFIG))  # type: ignore[arg-type]
-    model = ApplianceModel(**CONFIG)  # type: ignore[arg-type]
+    model = ApplianceModel(**CONFIG)  # type: ignore[arg-type]  # CONFIG: settings of several types
     now = 0.0
     seen: list[bytes] = []
     for op in decode(data):

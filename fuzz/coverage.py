@@ -126,7 +126,7 @@ def run_target(target: str, *, seconds: float, work_root: Path, crash_root: Path
     log = open(work_root / f"{target}.log", "wb")  # noqa: SIM115 - owned by the child, closed after wait()
     proc = subprocess.Popen([sys.executable, "-m", "fuzz.coverage", "--child", target, "--", *args],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    proc.log_file = log  # type: ignore[attr-defined]
+    proc.log_file = log  # type: ignore[attr-defined]  # the log travels with its process
     return proc
 
 
@@ -149,7 +149,7 @@ def fuzz(targets: Sequence[str], *, seconds: float, work_root: Path, crash_root:
                     if time.monotonic() - started > seconds + 120:  # libFuzzer ignores its limit: stop it
                         _kill(proc)
                     continue
-                proc.log_file.close()  # type: ignore[attr-defined]
+                proc.log_file.close()  # type: ignore[attr-defined]  # set at its start, above
                 log = work_root / f"{t}.log"
                 r = parse_output(t, log.read_text(errors="replace"), proc.returncode, time.monotonic() - started)
                 r.log = log

@@ -15,7 +15,7 @@ def short_bytes(data: bytes, keep: int = 48) -> str:
 def short_repr(self: object) -> str:
     """A dataclass ``__repr__`` that abbreviates its bytes fields with :func:`short_bytes`."""
     parts = []
-    for f in fields(self):  # type: ignore[arg-type]
+    for f in fields(self):  # type: ignore[arg-type]  # a mixin of dataclasses
         v = getattr(self, f.name)
         parts.append(f"{f.name}={short_bytes(v) if isinstance(v, bytes) else repr(v)}")
     return f"{type(self).__name__}({', '.join(parts)})"
@@ -23,4 +23,4 @@ def short_repr(self: object) -> str:
 
 def pretty_short(self: object, printer: object, cycle: bool) -> None:
     """Hypothesis's pretty-printer hook (``_repr_pretty_``), so falsifying examples are shown abbreviated too."""
-    printer.text(short_repr(self))  # type: ignore[attr-defined]
+    printer.text(short_repr(self))  # type: ignore[attr-defined]  # a mixin of dataclasses

@@ -462,6 +462,7 @@ def flows(draw: st.DrawFn, *, eni_ids: st.SearchStrategy[int] | None = None,
 
 def flow_lists(*, min_size: int = 1, max_size: int = 8, **flow_args: object) -> st.SearchStrategy[list[GwlbFlow]]:
     """Lists of :func:`flows` (same keyword arguments) with distinct flow keys per ENI and distinct ports."""
+    # (type: ignore below) keyword arguments of several types, passed on
     return st.lists(flows(**flow_args), min_size=min_size, max_size=max_size,  # type: ignore[arg-type]
                     unique_by=(lambda f: (f.eni_id, f.key), lambda f: f.sport))
 

@@ -154,7 +154,8 @@ class RunningAppliance:
         last: ProbeResult | None = None
         while time.monotonic() < deadline:
             if not self.alive():
-                raise ApplianceError(f"appliance {self.index} exited with status {self.proc.returncode} "  # type: ignore[union-attr]
+                status = self.proc.returncode if self.proc is not None else None
+                raise ApplianceError(f"appliance {self.index} exited with status {status} "
                                      f"before becoming ready; its output:\n{self.output_tail()}")
             if self.spec.health_protocol == "none":
                 time.sleep(min(1.0, self.spec.ready_timeout))
@@ -186,10 +187,10 @@ class RunningAppliance:
 
     def fd_count(self) -> int:
         """Open file descriptors of the appliance process (and none if it is gone)."""
-        if not self.alive():
+        if self.proc is None or not self.alive():
             return 0
         try:
-            return len(os.listdir(f"/proc/{self.proc.pid}/fd"))  # type: ignore[union-attr]
+            return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
         except FileNotFoundError:
             return 0
 

@@ -284,16 +284,17 @@ def _inner_len(buf: bytes | bytearray | memoryview, inner: int, avail: int, prot
         if avail < 20:
             raise TruncatedInner(f"inner IPv4 header needs 20 bytes, {avail} present")
         ihl = (buf[inner] & 0x0F) * 4
-        total = _U16.unpack_from(buf, inner + 2)[0]
+        total: int = _U16.unpack_from(buf, inner + 2)[0]
         if ihl < 20 or total < ihl or total > avail:
             raise TruncatedInner(f"inner IPv4 header length {ihl}, total length {total}, {avail} bytes present")
-        inner_len = total
+        inner_len: int = total
     else:
         if version != 6:
             raise ProtocolMismatch(f"protocol type 0x86dd but inner IP version {version}")
         if avail < 40:
             raise TruncatedInner(f"inner IPv6 header needs 40 bytes, {avail} present")
-        inner_len = 40 + _U16.unpack_from(buf, inner + 4)[0]
+        payload_len: int = _U16.unpack_from(buf, inner + 4)[0]
+        inner_len = 40 + payload_len
         if inner_len > avail:
             raise TruncatedInner(f"inner IPv6 payload length claims {inner_len} bytes, {avail} present")
     return inner_len

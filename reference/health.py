@@ -51,6 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 5  # seconds to read a request: a stuck prober must not hold a thread
 
     def _answer(self, with_body: bool) -> None:
+        # (type: ignore below) socketserver says BaseServer; ours is a HealthServer
         server: HealthServer = self.server  # type: ignore[assignment]
         try:
             st = server.status_fn()

@@ -414,7 +414,7 @@ class Appliance:
 
     def _write_tun(self, t: Tunnel, pkt: bytes | memoryview) -> None:
         try:
-            os.write(t.handle.ingress_fd, pkt)  # type: ignore[union-attr]
+            os.write(t.handle.ingress_fd, pkt)  # type: ignore[union-attr]  # only ready tunnels are written to
         except OSError as e:
             if e.errno == errno.EBADFD:
                 self._drop(TUNNEL_DEVICE_GONE)
@@ -443,6 +443,7 @@ class Appliance:
                 break
             view = views[i]
             if dumping:
+                # (type: ignore below) packets come only out of a ready tunnel's devices
                 log.debug("from %s (%d bytes):\n%s", t.ingress if fd == t.handle.ingress_fd else t.egress,  # type: ignore[union-attr]
                           n, hexdump(view[HEADROOM:HEADROOM + n], "  "))
             flow = outbound(t, view, now, HEADROOM, HEADROOM + n)

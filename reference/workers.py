@@ -478,6 +478,7 @@ class Supervisor:
     def _send_ready(self, k: int, t: Tunnel) -> None:
         if k in self.exited:
             return
+        # (type: ignore below) only READY tunnels, which have devices, are announced
         gwi, gwo = t.handle.queues[k]  # type: ignore[union-attr]
         with contextlib.suppress(OSError):
             _send(self.controls[k], {"op": "ready", "eni": t.eni_id}, [gwi, gwo])

@@ -45,6 +45,7 @@ def test_header_comes_back_byte_for_byte(gwlb: ConformanceEnv) -> None:
         dict(options=(*gwlb_opts[::-1], *extras), vni=1, reserved_flags=0x3F, reserved=0xFF),
     ]
     for kw in layouts:
+        # (type: ignore below) each layout is a dict of differently typed fields
         hdr = geneve.GeneveHeader(protocol=geneve.ETH_P_IP, **kw)  # type: ignore[arg-type]
         sent = hdr.to_bytes() + udp4(payload=b"data")
         got = gwlb.echo(sent)

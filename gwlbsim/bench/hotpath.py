@@ -90,6 +90,7 @@ def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
                 inbound(views[i], 0, sizes[i], gwlb, appliance, ports[i], port, t)
             for i in flows:
                 flow = outbound(tunnel, slots[i], t, headroom, headroom + INNER)
+                # (type: ignore below) slots are memoryviews of one buffer, as the driver's
                 starts[i] = put_return_header(flow, slots[i], headroom, INNER, True)  # type: ignore[arg-type]
 
     inbounds(0.0)  # every flow known
