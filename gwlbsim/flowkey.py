@@ -14,6 +14,8 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
+from gwlbsim.reasons import DropReason
+
 IPPROTO_HOPOPTS = 0
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -40,7 +42,7 @@ _U16 = struct.Struct("!H")
 class InnerError(ValueError):
     """Not an IP packet whose flow can be told."""
 
-    reason = "bad_inner_packet"
+    reason = DropReason.BAD_INNER_PACKET
 
 
 class FiveTuple(NamedTuple):

@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
+from gwlbsim.reasons import DropReason
+
 GENEVE_PORT = 6081
 AWS_OPTION_CLASS = 0x0108
 TENCENT_OPTION_CLASS = 0x0167
@@ -59,73 +61,73 @@ GWLB_OVERHEAD = 20 + 8 + BASE_HEADER_LEN + GWLB_OPTIONS_LEN
 class GeneveError(ValueError):
     """A datagram that is not a usable GWLB GENEVE packet. ``reason`` names the drop counter."""
 
-    reason: ClassVar[str] = "malformed"
+    reason: ClassVar[str] = DropReason.MALFORMED
 
 
 class TooShort(GeneveError):
-    reason = "too_short"
+    reason = DropReason.TOO_SHORT
 
 
 class BadVersion(GeneveError):
-    reason = "bad_version"
+    reason = DropReason.BAD_VERSION
 
 
 class OptionsBeyondPacket(GeneveError):
     """The header's option length claims more bytes than the datagram holds."""
 
-    reason = "options_beyond_packet"
+    reason = DropReason.OPTIONS_BEYOND_PACKET
 
 
 class OptionOverrun(GeneveError):
     """An option's header or data runs past the end of the option area."""
 
-    reason = "option_overrun"
+    reason = DropReason.OPTION_OVERRUN
 
 
 class BadProtocolType(GeneveError):
     """Protocol type is neither IPv4 (0x0800) nor IPv6 (0x86DD): GWLB only carries bare IP packets."""
 
-    reason = "bad_protocol_type"
+    reason = DropReason.BAD_PROTOCOL_TYPE
 
 
 class ProtocolMismatch(GeneveError):
     """The inner packet's IP version does not match the protocol type."""
 
-    reason = "protocol_mismatch"
+    reason = DropReason.PROTOCOL_MISMATCH
 
 
 class MissingAwsOption(GeneveError):
-    reason = "missing_gwlb_option"
+    reason = DropReason.MISSING_GWLB_OPTION
 
 
 class BadAwsOptionLength(GeneveError):
-    reason = "bad_gwlb_option_length"
+    reason = DropReason.BAD_GWLB_OPTION_LENGTH
 
 
 class DuplicateAwsOption(GeneveError):
     """The same GWLB option twice: which cookie to echo would be a guess."""
 
-    reason = "duplicate_gwlb_option"
+    reason = DropReason.DUPLICATE_GWLB_OPTION
 
 
 class UnknownCriticalOption(GeneveError):
-    reason = "unknown_critical_option"
+    reason = DropReason.UNKNOWN_CRITICAL_OPTION
 
 
 class ControlPacket(GeneveError):
     """O bit set: a control message whose payload a tunnel endpoint must not forward (RFC 8926 3.4)."""
 
-    reason = "control_packet"
+    reason = DropReason.CONTROL_PACKET
 
 
 class NoInnerPacket(GeneveError):
-    reason = "no_inner_packet"
+    reason = DropReason.NO_INNER_PACKET
 
 
 class TruncatedInner(GeneveError):
     """The inner IP header is cut short, or its length field claims more bytes than are present."""
 
-    reason = "truncated_inner"
+    reason = DropReason.TRUNCATED_INNER
 
 
 #: Every reason, in a stable order (drop counters are reported in this order).

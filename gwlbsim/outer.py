@@ -12,6 +12,7 @@ import struct
 from typing import NamedTuple
 
 from gwlbsim.checksum import IPPROTO_UDP, internet_checksum, udp4_checksum, udp4_checksum_ok
+from gwlbsim.reasons import DropReason
 
 IPV4_HEADER_LEN = 20
 UDP_HEADER_LEN = 8
@@ -27,7 +28,7 @@ _UDP = struct.Struct("!HHHH")
 class OuterError(ValueError):
     """Not an IPv4/UDP datagram we can take apart."""
 
-    reason = "bad_outer"
+    reason = DropReason.BAD_OUTER
 
 
 class Outer(NamedTuple):

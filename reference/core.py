@@ -26,19 +26,20 @@ from gwlbsim.checksum import IPPROTO_UDP
 from gwlbsim.eni import device_names, to_hex
 from gwlbsim.flowkey import InnerError, SymKey, symmetric_key
 from gwlbsim.outer import constant_sums, finish_ipv4_udp, finish_ipv4_udp_partial, pseudo_sum
+from gwlbsim.reasons import DropReason
 
 #: Drop reasons the core adds to the codec's (``gwlbsim.geneve.REASONS``).
-NOT_TO_GENEVE_PORT = "not_geneve_port"
-OVERSIZE_INBOUND = "oversize_inbound"
-OVERSIZE_RETURN = "oversize_return"
-NO_FLOW = "no_flow"  # the OS sent a packet of a flow never seen from GWLB: appliances may not originate flows
-EXPIRED_FLOW = "expired_flow"  # ... or of a flow idle for longer than the flow timeout
-BAD_RETURN_PACKET = "bad_return_packet"  # what the OS sent is not an IP packet with a flow
+NOT_TO_GENEVE_PORT = DropReason.NOT_GENEVE_PORT
+OVERSIZE_INBOUND = DropReason.OVERSIZE_INBOUND
+OVERSIZE_RETURN = DropReason.OVERSIZE_RETURN
+NO_FLOW = DropReason.NO_FLOW  # the OS sent a packet of a flow never seen from GWLB: appliances may not originate flows
+EXPIRED_FLOW = DropReason.EXPIRED_FLOW  # ... or of a flow idle for longer than the flow timeout
+BAD_RETURN_PACKET = DropReason.BAD_RETURN_PACKET  # what the OS sent is not an IP packet with a flow
 BAD_INNER_PACKET = InnerError.reason  # GWLB sent an inner packet whose flow cannot be told
-FLOW_CACHE_FULL = "flow_cache_full"  # a new flow while the cache is at its bound and nothing could expire
-TUNNEL_PENDING_OVERFLOW = "tunnel_pending_overflow"
-TUNNEL_CREATE_FAILED = "tunnel_create_failed"
-UNKNOWN_TUNNEL = "unknown_tunnel"
+FLOW_CACHE_FULL = DropReason.FLOW_CACHE_FULL  # a new flow while the cache is at its bound and nothing could expire
+TUNNEL_PENDING_OVERFLOW = DropReason.TUNNEL_PENDING_OVERFLOW
+TUNNEL_CREATE_FAILED = DropReason.TUNNEL_CREATE_FAILED
+UNKNOWN_TUNNEL = DropReason.UNKNOWN_TUNNEL
 CORE_REASONS = (NOT_TO_GENEVE_PORT, BAD_INNER_PACKET, OVERSIZE_INBOUND, OVERSIZE_RETURN, NO_FLOW, EXPIRED_FLOW,
                 BAD_RETURN_PACKET,
                 FLOW_CACHE_FULL, TUNNEL_PENDING_OVERFLOW, TUNNEL_CREATE_FAILED, UNKNOWN_TUNNEL)

@@ -40,6 +40,7 @@ from typing import Any
 from gwlbsim import __version__, linkpath
 from gwlbsim.fastio import BatchReceiver, BatchSender, set_buffer, sockaddr
 from gwlbsim.hexdump import hexdump
+from gwlbsim.reasons import DropReason
 from gwlbsim.tun import TunError, exists, open_tun
 from reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
 from reference.hooks import HookResult, run_hook
@@ -56,12 +57,12 @@ Destination = tuple[bytes, int, "bytes | None", bool]
 _VIA_IP: Destination = (b"", 0, None, False)
 
 # Drop reasons of the driver (I/O failures), next to the core's.
-TUN_WRITE_FAILED = "tun_write_failed"
+TUN_WRITE_FAILED = DropReason.TUN_WRITE_FAILED
 #: the packet met a tunnel whose device had been deleted under the appliance (``ip link del``): the tunnel is
 #: rebuilt at once, from the next packet of its endpoint on
-TUNNEL_DEVICE_GONE = "tunnel_device_gone"
-SEND_FAILED = "send_failed"
-UDP_TRUNCATED = "udp_truncated"
+TUNNEL_DEVICE_GONE = DropReason.TUNNEL_DEVICE_GONE
+SEND_FAILED = DropReason.SEND_FAILED
+UDP_TRUNCATED = DropReason.UDP_TRUNCATED
 
 
 @dataclass

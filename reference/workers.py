@@ -49,6 +49,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from gwlbsim import __version__
+from gwlbsim.reasons import DropReason
 from reference import steering
 from reference.core import ApplianceCore, Config, Tunnel, TunnelState
 from reference.linux import (
@@ -73,7 +74,7 @@ _MSG = 1 << 16
 RESTART_DELAY = 1.0  #: seconds between a worker's death and its replacement
 MAX_RESTARTS = 5  #: replacements of one worker within RESTART_WINDOW, after which it is left down
 RESTART_WINDOW = 60.0
-UNKNOWN_TUNNEL_PACKET = "unknown_tunnel"  # a packet out of a queue whose tunnel this worker never saw
+UNKNOWN_TUNNEL_PACKET = DropReason.UNKNOWN_TUNNEL  # a packet out of a queue whose tunnel this worker never saw
 
 
 def _send(sock: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:

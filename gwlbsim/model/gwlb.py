@@ -49,24 +49,25 @@ from gwlbsim.model.targets import (
     consensus,
 )
 from gwlbsim.model.tcpreset import reset_for
+from gwlbsim.reasons import DropReason
 
 # Drop reasons (besides the codec's, for returns).
-NO_ENDPOINT = "unknown_endpoint"
+NO_ENDPOINT = DropReason.UNKNOWN_ENDPOINT
 BAD_INNER = InnerError.reason
-OVERSIZE = "oversize"
-TCP_NO_FLOW = "tcp_non_syn_without_flow"
-NO_TARGET = "no_target"
-FAIL_OPEN_DROP = "fail_open_drop"
-TARGET_GONE = "target_deregistered"
-NOT_TO_NODE = "not_to_gwlb_node"
-UNKNOWN_SOURCE = "unknown_source"
-UNKNOWN_COOKIE = "unknown_cookie"
-STALE_COOKIE = "stale_cookie"
-WRONG_TARGET = "wrong_target"
-ATTACHMENT_MISMATCH = "attachment_mismatch"
-TUPLE_MISMATCH = "tuple_mismatch"
-PORT_MISMATCH = "source_port_mismatch"
-RESET_SENT = "reset_sent"
+OVERSIZE = DropReason.OVERSIZE
+TCP_NO_FLOW = DropReason.TCP_NON_SYN_WITHOUT_FLOW
+NO_TARGET = DropReason.NO_TARGET
+FAIL_OPEN_DROP = DropReason.FAIL_OPEN_DROP
+TARGET_GONE = DropReason.TARGET_DEREGISTERED
+NOT_TO_NODE = DropReason.NOT_TO_GWLB_NODE
+UNKNOWN_SOURCE = DropReason.UNKNOWN_SOURCE
+UNKNOWN_COOKIE = DropReason.UNKNOWN_COOKIE
+STALE_COOKIE = DropReason.STALE_COOKIE
+WRONG_TARGET = DropReason.WRONG_TARGET
+ATTACHMENT_MISMATCH = DropReason.ATTACHMENT_MISMATCH
+TUPLE_MISMATCH = DropReason.TUPLE_MISMATCH
+PORT_MISMATCH = DropReason.SOURCE_PORT_MISMATCH
+RESET_SENT = DropReason.RESET_SENT
 MODEL_REASONS = (NO_ENDPOINT, BAD_INNER, OVERSIZE, TCP_NO_FLOW, NO_TARGET, FAIL_OPEN_DROP, TARGET_GONE, NOT_TO_NODE,
                  UNKNOWN_SOURCE, UNKNOWN_COOKIE, STALE_COOKIE, WRONG_TARGET, ATTACHMENT_MISMATCH, TUPLE_MISMATCH,
                  PORT_MISMATCH, RESET_SENT)
