@@ -17,6 +17,7 @@ from pathlib import Path
 from gwlbsim import netns, pcap
 
 ETH_P_ALL = 0x0003
+IDLE_POLL = 0.02  #: seconds the reader waits for frames before it notes that it has read everything
 
 
 class Capture:
@@ -29,12 +30,18 @@ class Capture:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             self._socks.append(s)
         self._stop = threading.Event()
+        self._idle = threading.Condition()
+        self._idle_at = 0.0  #: when the reader last found nothing left to read
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            r, _, _ = select.select(self._socks, [], [], 0.2)
+            r, _, _ = select.select(self._socks, [], [], IDLE_POLL)
+            if not r:
+                with self._idle:
+                    self._idle_at = time.time()
+                    self._idle.notify_all()
             for s in r:
                 with contextlib.suppress(OSError):
                     data = s.recv(65536)
@@ -43,10 +50,21 @@ class Capture:
     def since(self, t0: float) -> list[tuple[float, bytes]]:
         return [(t, d) for t, d in list(self.frames) if t >= t0]
 
+    def settle(self, timeout: float = 1.0) -> None:
+        """Return once every frame on the wire before this call has been read (the reader found its sockets
+        empty after it), or after ``timeout``."""
+        asked = time.time()
+        with self._idle:
+            self._idle.wait_for(lambda: self._idle_at >= asked, timeout)
+
+    def settled_since(self, t0: float) -> list[tuple[float, bytes]]:
+        """:meth:`since`, with the frames still in the sockets read first."""
+        self.settle()
+        return self.since(t0)
+
     def write(self, path: Path, t0: float, t1: float | None = None) -> int:
         """Write the frames captured from ``t0`` (to ``t1``) as an Ethernet pcap; returns their number."""
-        time.sleep(0.05)  # let the capture thread catch up with the last frames
-        frames = [(t, d) for t, d in self.since(t0) if t1 is None or t <= t1]
+        frames = [(t, d) for t, d in self.settled_since(t0) if t1 is None or t <= t1]
         path.parent.mkdir(parents=True, exist_ok=True)
         with pcap.Writer(path, linktype=pcap.LINKTYPE_ETHERNET) as w:
             for t, d in frames:

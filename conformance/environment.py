@@ -229,6 +229,8 @@ MARKER_GRACE = 0.15
 #: after this many probes in a row whose marker never came back, the appliance returns nothing: waits shrink to
 #: STALLED_WAIT seconds until a marker comes back again (a broken appliance fails fast, a working one never stalls)
 STALL_AFTER, STALLED_WAIT = 3, 0.5
+#: the same after the markers of a batch spread over every instance (more in flight, more reordering)
+INTERLEAVED_GRACE = 0.3
 MARKER_ENI_PORT = 9  # inner UDP destination port of marker packets (discard)
 FRESH_ENI_BASE = 0x0E57_0000_0000_0000
 
@@ -536,15 +538,39 @@ class ConformanceEnv:
             s is not None and (b := inner_of(c.data)) is not None and same_inner(s, b) for s in sent_inners)]
         return Echo(mine, back, others, time.monotonic() - start, strays, stale, changed)
 
+    def send_interleaved(self, datagrams: list[tuple[int, bytes, int]], eni_id: int,
+                         timeout: float = 3.0) -> list[Captured]:
+        """Send (instance, payload, source port) datagrams in the order given, each from its instance's node,
+        then a marker (of ``eni_id``) to every instance. Returns every datagram any instance sent until as many
+        as were sent came back, or every marker did and a little more, or the timeout (markers left out)."""
+        apps = self.topo.appliances
+        markers = {self.next_sport(): i for i in range(len(apps))}
+        back_at: list[float] = []
+
+        def done(items: list[Captured]) -> bool:
+            if sum(1 for c in items if c.sport not in markers) >= len(datagrams):
+                return True
+            if not back_at and set(markers) <= {c.sport for c in items}:
+                back_at.append(time.monotonic())
+            return bool(back_at) and time.monotonic() - back_at[0] >= INTERLEAVED_GRACE
+
+        with self.collecting(lambda c: c.kind == "from_target") as col:
+            for i, payload, sport in datagrams:
+                self.gwlb.send_raw(apps[i].address, payload, sport, apps[i].gwlb_address)
+            for sport, i in markers.items():
+                self.gwlb.send_raw(apps[i].address, self.marker(eni_id), sport, apps[i].gwlb_address)
+            items = col.wait_for(done, timeout)
+        self.raise_if_crashed()
+        return [c for c in items if c.sport not in markers]
+
     def strays(self, since: float, address: str, payloads: list[bytes]) -> list[str]:
         """Datagrams on the wire from an appliance that carry one of ``payloads`` but not to GWLB's GENEVE
         port: returns GWLB never receives (wrong ports or address), described."""
         if self.capture is None:
             return []
-        time.sleep(0.05)  # the capture thread may be a frame behind
         wanted = {p for p in payloads if p}
         found = []
-        for _, frame in self.capture.since(since):
+        for _, frame in self.capture.settled_since(since):
             if len(frame) < 14 + 28 or frame[12:14] != b"\x08\x00":
                 continue
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass, field
 
 from conformance.environment import ConformanceEnv, check
@@ -127,7 +126,7 @@ def test_many_flows_in_flight_with_cookies_renewed_mid_stream(gwlb: ConformanceE
                 sent[(f.index, seq + k)] = (f, header, len(f.headers) - 1)
                 order.append((f, data))
         seq += PACKETS_PER_ROUND
-        returns = _send_interleaved(gwlb, order)
+        returns = gwlb.send_interleaved([(f.instance, data, f.sport) for f, data in order], order[0][0].eni_id)
         for r in returns:
             problems.extend(_judge(r, apps, sent, seen, flows))
         if problems:
@@ -139,32 +138,6 @@ def test_many_flows_in_flight_with_cookies_renewed_mid_stream(gwlb: ConformanceE
     check(len(lost) <= LOSS_TOLERANCE * total,
           f"{len(lost)} of {total} packets did not come back ({len(flows)} flows in flight; at most "
           f"{LOSS_TOLERANCE:.0%} may be lost)")
-
-
-def _send_interleaved(env: ConformanceEnv, order: list[tuple[_Flow, bytes]], timeout: float = 3.0) -> list[Captured]:
-    """Send every datagram to its instance in the order given, then a marker to each instance; return every
-    datagram any instance sent until all came back, or every marker did and a little more, or the timeout."""
-    apps = env.topo.appliances
-    markers = {env.next_sport(): i for i in range(len(apps))}
-    want = len(order)
-    back_at: list[float] = []
-
-    def done(items: list[Captured]) -> bool:
-        ports = {c.sport for c in items}
-        if len(items) - sum(1 for c in items if c.sport in markers) >= want:
-            return True
-        if not back_at and all(p in ports for p in markers):
-            back_at.append(time.monotonic())
-        return bool(back_at) and time.monotonic() - back_at[0] >= 0.3
-
-    with env.collecting(lambda c: c.kind == "from_target") as col:
-        for f, data in order:
-            env.gwlb.send_raw(apps[f.instance].address, data, f.sport, apps[f.instance].gwlb_address)
-        for sport, i in markers.items():
-            env.gwlb.send_raw(apps[i].address, env.marker(order[0][0].eni_id), sport, apps[i].gwlb_address)
-        items = col.wait_for(done, timeout)
-    env.raise_if_crashed()
-    return [c for c in items if c.sport not in markers]
 
 
 def _judge(r: Captured, apps: list[ApplianceSlot], sent: dict[tuple[int, int], tuple[_Flow, bytes, int]],

@@ -12,8 +12,8 @@ from conformance.suite.helpers import cookie_of, cookie_text, raw_eni, udp4
 from gwlbsim import geneve
 from gwlbsim.live.topology import ApplianceSlot
 
-#: every RENEW-th flow is sent again later with a new cookie (GWLB re-created the flow)
-RENEW = 10
+#: every RENEW-th flow is sent again, RENEW_LAG flows later, with a new cookie (GWLB re-created the flow)
+RENEW, RENEW_LAG = 10, 500
 LOSS_TOLERANCE = 0.01
 PORTS = 60_000  #: inner source ports per destination port: flow n is (1024 + n % PORTS, 2000 + n // PORTS)
 
@@ -61,15 +61,14 @@ def test_many_distinct_flows_leave_the_appliance_right(gwlb: ConformanceEnv) -> 
     e = raw_eni(gwlb)
     makers = [_Flows(e, 0x10000000 * (i + 1)) for i in range(len(apps))]
     sent: list[Counter[tuple[int, int]]] = [Counter() for _ in apps]  # per instance: (flow, cookie) -> count
-    chunk = 500
     overflows = _gwlb_receive_overflows(gwlb)
     with gwlb.collecting(lambda c: c.kind == "from_target") as col:
         start = time.monotonic()
         for n in range(total):  # paced evenly (16 flows at a time), as GWLB spreads its flows: no bursts
             for i, app in enumerate(apps):
                 _send(gwlb, app, makers[i], n, False, sent[i])
-                if n % RENEW == 0 and n >= chunk:  # a flow sent 500 flows earlier, renewed
-                    _send(gwlb, app, makers[i], n - chunk, True, sent[i])
+                if n % RENEW == 0 and n >= RENEW_LAG:  # a flow sent RENEW_LAG flows earlier, renewed
+                    _send(gwlb, app, makers[i], n - RENEW_LAG, True, sent[i])
             if n % 16 == 15:
                 due = start + (n + 1) / rate
                 while (now := time.monotonic()) < due:

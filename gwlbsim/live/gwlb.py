@@ -179,8 +179,7 @@ class LiveGwlb:
             v = self.model.decide_from_endpoint(eni_id, inner, now)
             if self.taps:
                 self._tap(Captured(now, "from_endpoint", "", 0, "", 0, inner, _reason(v), eni_id))
-            if not isinstance(v, Dropped):
-                self._act(v, now)
+            self._act(list(v.answer) if isinstance(v, Dropped) else v, now)
 
     def _from_target(self, src: str, sport: int, dst: str, payload: bytes, now: float) -> None:
         with self.lock:

@@ -167,19 +167,23 @@ class ToEndpoint(NamedTuple):
 
 
 class Reset(NamedTuple):
-    """GWLB answers the packet with a TCP reset instead of forwarding it (its flow is forgotten)."""
-
-
-class Dropped(NamedTuple):
-    """GWLB drops the packet (counted in ``metrics`` under ``reason``; ``target`` when one was chosen)."""
+    """GWLB answers the packet with a TCP reset instead of forwarding it (counted as a drop for ``reason``)."""
 
     reason: str
     target: Target | None = None
 
 
+class Dropped(NamedTuple):
+    """GWLB drops the packet (counted in ``metrics`` under ``reason``; ``target`` when one was chosen), and
+    sends ``answer`` instead, if anything (a TCP reset)."""
+
+    reason: str
+    target: Target | None = None
+    answer: tuple[ToEndpoint, ...] = ()
+
+
 #: what :meth:`GwlbModel.route` decides for a packet: the flow to forward it on, a reset, or a drop
 Verdict = Flow | Reset | Dropped
-RESET = Reset()
 
 
 class ProbeRequest(NamedTuple):
@@ -287,7 +291,7 @@ class GwlbModel:
     def from_endpoint(self, eni_id: int, inner: bytes, now: float) -> list[Action]:
         """A packet from the consumer side of endpoint ``eni_id``: what to send (nothing if dropped)."""
         v = self.decide_from_endpoint(eni_id, inner, now)
-        return [] if isinstance(v, Dropped) else v
+        return list(v.answer) if isinstance(v, Dropped) else v
 
     def decide_from_endpoint(self, eni_id: int, inner: bytes, now: float) -> list[Action] | Dropped:
         """:meth:`from_endpoint`, with a drop returned as the :class:`Dropped` it was counted as."""
@@ -307,13 +311,13 @@ class GwlbModel:
             return flow
         if isinstance(flow, Reset):  # answer the packet that triggered it
             rst = reset_for(inner)
-            return [ToEndpoint(eni_id, rst)] if rst is not None else []  # nothing to answer: no drop either
+            return Dropped(flow.reason, flow.target, (ToEndpoint(eni_id, rst),) if rst is not None else ())
         return [ToTarget(flow.target, flow.node, flow.sport, self._header(flow, inner[0] >> 4), inner, flow)]
 
     def route(self, ep: Endpoint, ft: FiveTuple, flags: int, now: float, size: int = 0) -> Verdict:
         """GWLB's decision for a packet of flow ``ft`` (TCP ``flags``) entering through ``ep``.
 
-        Returns the flow to forward it on, :data:`RESET` when GWLB answers with a TCP reset instead, or
+        Returns the flow to forward it on, :class:`Reset` when GWLB answers with a TCP reset instead, or
         :class:`Dropped` with the reason it was counted under. :meth:`from_endpoint` is this plus parsing and
         encapsulation; the virtual-time mode's flow level calls it directly.
         """
@@ -334,7 +338,7 @@ class GwlbModel:
                 dropped = self._dropped(TCP_NO_FLOW)
                 if self.config.rst_on_idle_timeout and not flags & TCP_RST:
                     m.resets += 1
-                    return RESET
+                    return Reset(TCP_NO_FLOW)
                 return dropped
             new = self._new_flow(key, ep, ft, now)
             if isinstance(new, Dropped):
@@ -462,7 +466,7 @@ class GwlbModel:
         if flags & TCP_RST:
             return dropped  # a reset is not answered with a reset
         self.metrics.resets += 1
-        return RESET
+        return Reset(RESET_SENT, flow.target)
 
     # -------------------------------------------------------------------------------------- flow lifetime
 
