@@ -14,7 +14,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from gwlbsim import netns, pcap
+from gwlbsim.linuxio import netns
+from gwlbsim.wire import pcap
 
 ETH_P_ALL = 0x0003
 IDLE_POLL = 0.02  #: seconds the reader waits for frames before it notes that it has read everything

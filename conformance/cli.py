@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from conformance import results
+from conformance.plugin import SUITE_DIR
 from conformance.requirements import REQUIREMENTS, markdown_table
 from gwlbsim import cliargs
+from gwlbsim.appliance import ApplianceSpec
 
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
@@ -126,7 +128,6 @@ def check_options(args: argparse.Namespace) -> str | None:
     if not args.health_path.startswith("/"):
         return f"--health-path {args.health_path!r}: must start with /"
     if args.appliance is not None:
-        from gwlbsim.appliance import ApplianceSpec
 
         if not args.appliance.strip():
             return "--appliance: empty command"
@@ -142,7 +143,6 @@ def missing_command(args: argparse.Namespace) -> str | None:
     """The appliance's program, when it cannot be found (a run that could not run, not a usage error)."""
     if args.appliance is None:
         return None
-    from gwlbsim.appliance import ApplianceSpec
 
     prog = ApplianceSpec(command=args.appliance).program()
     if "/" in prog:
@@ -200,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         return results.EXIT_COULD_NOT_RUN
     import pytest
 
-    from conformance.plugin import SUITE_DIR
 
     pa = [str(SUITE_DIR), "--gwlb-conformance", "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",
           "--gwlb-health-protocol", args.health_protocol, "--gwlb-health-port", str(args.health_port),

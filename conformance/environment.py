@@ -22,18 +22,19 @@ import pytest
 
 from conformance.capture import Capture
 from conformance.results import NOT_APPLICABLE, NOT_RUN
-from fuzz.inner import udp_packet
-from gwlbsim import eni as eni_names
-from gwlbsim import geneve
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
 from gwlbsim.config import GwlbConfig
-from gwlbsim.flowkey import InnerError, symmetric_key
+from gwlbsim.linuxio.netns import Lab
 from gwlbsim.live.gwlb import Captured, LiveGwlb
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
 from gwlbsim.live.topology import Topology
 from gwlbsim.model import Encapsulation, GwlbModel
-from gwlbsim.netns import Lab
-from gwlbsim.outer import OuterError, parse_ipv4_udp
+from gwlbsim.traffic.inner import udp_packet
+from gwlbsim.traffic.record import Sent, write_pcap
+from gwlbsim.wire import eni as eni_names
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import InnerError, symmetric_key
+from gwlbsim.wire.outer import OuterError, parse_ipv4_udp
 
 
 class ConformanceFailure(AssertionError):
@@ -395,7 +396,6 @@ class ConformanceEnv:
 
     def reproducer(self, crash: Crash, directory: Path) -> Path | None:
         """The datagrams sent to the crashed instance just before it died, as a pcap and a replay script."""
-        from fuzz.reproducer import Sent, write_pcap
 
         app = self.topo.appliances[crash.instance]
         sent = [Sent(sport, data, "conformance") for t, sport, data in self.history.get(app.address, ())

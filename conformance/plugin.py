@@ -22,7 +22,7 @@ import pytest
 from conformance import results
 from conformance.requirements import REQUIREMENTS
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec
-from gwlbsim.hexdump import hexdump
+from gwlbsim.wire.hexdump import hexdump
 
 SUITE_DIR = Path(__file__).parent / "suite"
 MARKER = "gwlb_requirement"
@@ -171,9 +171,11 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The live fake GWLB with the appliance instances under test (one per pytest-xdist worker)."""
     if os.geteuid() != 0:
         pytest.skip(results.NOT_RUN + "the GWLB conformance suite needs root: it builds network namespaces")
+    # Imported here, not at the top: pytest loads this plugin in every session of every project that has gwlbsim
+    # installed, and the live world (pyroute2, the fake GWLB) adds about 50 ms more to each (python -X importtime).
     from conformance.environment import ConformanceEnv, Options
     from gwlbsim.appliance import ApplianceError
-    from gwlbsim.netns import owned_tempdir
+    from gwlbsim.linuxio.netns import owned_tempdir
 
     config = request.config
     opts = Options(spec=spec_from(config), instances=config.getoption("--gwlb-instances"),

@@ -1,8 +1,7 @@
-"""Fuzzing GENEVE parsers: ours (``gwlbsim.geneve``, ``reference.core``) and the one inside an appliance.
+"""Fuzzing GENEVE parsers: ours (``gwlbsim.wire.geneve``, ``reference.core``) and the one inside an appliance.
 
-* :mod:`fuzz.strategies`: Hypothesis strategies for valid, malformed (labelled) and flow traffic; the single
-  source of generated packets (objects in :mod:`fuzz.packets`, malformations in :mod:`fuzz.malformations`,
-  inner packets built by :mod:`fuzz.inner`).
+* the traffic (valid, malformed and flow packets and their Hypothesis strategies) is the shared layer
+  :mod:`gwlbsim.traffic`, which the conformance suite uses too.
 * :mod:`fuzz.oracles`: scapy and tshark as independent decoders; :mod:`fuzz.core_model`: a model of an
   appliance core.
 * :mod:`fuzz.coverage`: coverage-guided fuzzing with atheris (targets :mod:`fuzz.atheris_codec`,

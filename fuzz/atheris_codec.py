@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target: the GENEVE codec (``gwlbsim.geneve``) on arbitrary bytes.
+"""Coverage-guided fuzz target: the GENEVE codec (``gwlbsim.wire.geneve``) on arbitrary bytes.
 
 ``check(data)`` raises (an AssertionError, or whatever the codec raised) only if the codec misbehaves:
 
@@ -12,7 +12,7 @@ Run it with ``python -m fuzz.coverage --target codec`` (instrumented, with the s
 
 from __future__ import annotations
 
-from gwlbsim import geneve
+from gwlbsim.wire import geneve
 
 _CLASSES = (geneve.AWS_OPTION_CLASS, geneve.TENCENT_OPTION_CLASS)
 

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from fuzz.core_model import ApplianceModel, ip_length_consistent
-from gwlbsim import geneve
-from gwlbsim.outer import parse_ipv4_udp
+from gwlbsim.wire import geneve
+from gwlbsim.wire.outer import parse_ipv4_udp
 from reference.core import ApplianceCore, Config, TunnelState
 
 GWLBS = (("10.0.0.1", 60001), ("10.0.1.1", 60002))

@@ -20,17 +20,16 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fuzz.findings import CATALOGUE, MUST, Finding, order
+from fuzz.netfuzz import Found, FuzzError, NetworkFuzzer, Options, describe_command, worst
+from fuzz.reproducer import load_meta, recorded_finding, verdict
 from fuzz.watchdog import Limits
-from gwlbsim import cliargs, geneve
+from gwlbsim import cliargs
 from gwlbsim.appliance import ApplianceSpec
-from gwlbsim.netns import NetnsError, require_root, sigterm_raises
+from gwlbsim.linuxio.netns import NetnsError, require_root, sigterm_raises
 from gwlbsim.progress import Progress
-
-if TYPE_CHECKING:
-    from fuzz.netfuzz import Found
+from gwlbsim.wire import geneve
 
 _FINDINGS = "\n".join(
     f"  {k.name:<20} {'fatal, ' if k.fatal else ''}{k.level} {k.requirement}"
@@ -104,7 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replay is not None:
         if not args.replay.is_file():
             parser.error(f"--replay: no such file {args.replay}")
-        from fuzz.reproducer import load_meta
 
         meta = load_meta(args.replay)
     base = (meta or {}).get("appliance", {})
@@ -125,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gwlb-fuzz: {e}", file=sys.stderr)
         return 2
 
-    from fuzz.netfuzz import FuzzError, NetworkFuzzer, Options, describe_command
 
     seed = args.seed if args.seed is not None else int((meta or {}).get("seed", 0))
     options = Options(appliance=spec, rate=args.rate, duration=args.time, seed=seed, out=args.out,
@@ -156,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def exit_status(found: Sequence[Found], *, strict: bool = False) -> int:
     """A run's exit status from its findings: 1 fatal or MUST, 3 only SHOULD with ``strict``, else 0."""
-    from fuzz.netfuzz import worst
 
     grade = worst(found)
     if grade in ("FATAL", MUST):
@@ -165,8 +161,6 @@ def exit_status(found: Sequence[Found], *, strict: bool = False) -> int:
 
 
 def _replay(fuzzer: object, path: Path) -> int:
-    from fuzz.netfuzz import NetworkFuzzer
-    from fuzz.reproducer import load_meta, recorded_finding, verdict
 
     assert isinstance(fuzzer, NetworkFuzzer)
     packets, findings = fuzzer.replay_file(path)

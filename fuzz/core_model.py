@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from gwlbsim import geneve
-from gwlbsim.flowkey import InnerError, SymKey, symmetric_key
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import InnerError, SymKey, symmetric_key
 
 CREATING, READY, FAILED = "creating", "ready", "failed"
 

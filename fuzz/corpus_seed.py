@@ -16,15 +16,15 @@ import hashlib
 import sys
 from pathlib import Path
 
-from fuzz import strategies as gst
 from fuzz.atheris_core import CLOCK, FAILED, INBOUND, READY, REPLY, RETURN, RETURN_RAW, TICK, Op, encode
 from fuzz.coverage import CORPUS_DIR
-from fuzz.inner import tcp_packet, udp_packet
-from fuzz.malformations import MALFORMATIONS
-from fuzz.packets import MalformedPacket, ValidPacket
 from fuzz.sampling import sample
-from gwlbsim import geneve
-from gwlbsim.vectors import all_vectors, gwlb_vectors
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.inner import tcp_packet, udp_packet
+from gwlbsim.traffic.malformations import MALFORMATIONS
+from gwlbsim.traffic.packets import MalformedPacket, ValidPacket
+from gwlbsim.wire import geneve
+from gwlbsim.wire.vectors import all_vectors, gwlb_vectors
 
 
 def codec_seeds() -> list[bytes]:

@@ -203,8 +203,8 @@ def _child(target: str, args: list[str]) -> None:
     import atheris
 
     with atheris.instrument_imports(include=[*INSTRUMENTED, TARGETS[target]]):
-        for mod in ("gwlbsim.geneve", "gwlbsim.flowkey", "gwlbsim.outer", "gwlbsim.checksum", "reference.core",
-                    TARGETS[target]):
+        for mod in ("gwlbsim.wire.geneve", "gwlbsim.wire.flowkey", "gwlbsim.wire.outer", "gwlbsim.wire.checksum",
+                    "reference.core", TARGETS[target]):
             importlib.import_module(mod)
     check = load_check(target)
     atheris.Setup([sys.argv[0], *args], check)

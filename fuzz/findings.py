@@ -32,10 +32,10 @@ forwarded_bad_inner  no     SHOULD  ROBUST-6     it passed through a datagram wh
                                                  type)
 ===================  =====  ======  ===========  ====================================================================
 
-The inner-only codec reasons are the codec's own ``gwlbsim.geneve.INNER_REASONS`` (the conformance suite uses
+The inner-only codec reasons are the codec's own ``gwlbsim.wire.geneve.INNER_REASONS`` (the conformance suite uses
 the same set): ``truncated_inner`` and
 ``protocol_mismatch``. The codec finds them only after the GENEVE header and the GWLB options passed every
-check; every other reason of ``gwlbsim.geneve`` (``no_inner_packet`` included) is malformed GENEVE.
+check; every other reason of ``gwlbsim.wire.geneve`` (``no_inner_packet`` included) is malformed GENEVE.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from gwlbsim import geneve
+from gwlbsim.wire import geneve
 
 MUST, SHOULD = "MUST", "SHOULD"
 

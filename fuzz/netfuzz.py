@@ -36,16 +36,16 @@ from pathlib import Path
 from fuzz import reproducer
 from fuzz.findings import MUST, PROBE_KINDS, Finding, matches, order
 from fuzz.minimize import Budget, minimize
-from fuzz.packets import GwlbFlow
-from fuzz.reproducer import Sent
 from fuzz.traffic_pool import PROBE_ENIS, TrafficPool, TrafficSource
 from fuzz.watchdog import Limits, ReturnChecker, Watchdog
-from gwlbsim import geneve
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
-from gwlbsim.flowkey import InnerError, symmetric_key
-from gwlbsim.netns import Lab
+from gwlbsim.linuxio.netns import Lab
 from gwlbsim.probe import GenevePeer
 from gwlbsim.progress import Progress
+from gwlbsim.traffic.packets import GwlbFlow
+from gwlbsim.traffic.record import Sent
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import InnerError, symmetric_key
 
 GWLB_IP, APP_IP = "10.99.0.1", "10.99.0.2"
 LINK_MTU = 9001

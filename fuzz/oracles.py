@@ -1,8 +1,8 @@
-"""Independent decoders of GENEVE, put in one shape so they can be compared with ``gwlbsim.geneve``.
+"""Independent decoders of GENEVE, put in one shape so they can be compared with ``gwlbsim.wire.geneve``.
 
 * :func:`scapy_view` decodes a payload with scapy's ``scapy.contrib.geneve`` (>= 2.6).
 * :func:`tshark_views` decodes many payloads with one run of tshark (Wireshark's dissector): it writes
-  them as outer IPv4/UDP packets to port 6081 in a pcap (``gwlbsim.pcap``), runs ``tshark -T pdml`` and
+  them as outer IPv4/UDP packets to port 6081 in a pcap (``gwlbsim.wire.pcap``), runs ``tshark -T pdml`` and
   reads the tree back. PDML rather than ``-T fields`` because fields of repeated options do not line up
   when some are empty, and because each expert info must be tied to the protocol that raised it.
 
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fuzz.packets import MalformedPacket
-from gwlbsim import geneve, pcap
-from gwlbsim.outer import build_ipv4_udp
+from gwlbsim.traffic.packets import MalformedPacket
+from gwlbsim.wire import geneve, pcap
+from gwlbsim.wire.outer import build_ipv4_udp
 
 TSHARK = "tshark"
 

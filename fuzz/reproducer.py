@@ -19,30 +19,17 @@ import shlex
 import stat
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fuzz.reprs import pretty_short, short_repr
-from gwlbsim import geneve, pcap
-from gwlbsim.outer import build_ipv4_udp, parse_ipv4_udp
+from gwlbsim.traffic import record
+from gwlbsim.traffic.record import Sent, write_pcap
+from gwlbsim.wire import geneve
 
 SEQUENCE = "sequence.pcap"
 ORIGINAL = "original.pcap"
 META = "reproducer.json"
 SCRIPT = "replay.sh"
-
-
-@dataclass(frozen=True, repr=False)
-class Sent:
-    """A datagram the fuzzer sent to the appliance: outer UDP source port, GENEVE payload, its class."""
-
-    sport: int
-    payload: bytes
-    label: str  #: "valid", "probe", a malformation label, or "havoc"
-
-    __repr__ = short_repr
-    _repr_pretty_ = pretty_short
 
 
 def verdict(payload: bytes, option_class: int = geneve.AWS_OPTION_CLASS) -> str:
@@ -54,18 +41,9 @@ def verdict(payload: bytes, option_class: int = geneve.AWS_OPTION_CLASS) -> str:
     return "accepted"
 
 
-def write_pcap(path: Path, packets: Sequence[Sent], src: str, dst: str) -> None:
-    pcap.write(path, [(1.0 + i / 1000, build_ipv4_udp(src, dst, p.sport, geneve.GENEVE_PORT, p.payload))
-                      for i, p in enumerate(packets)])
-
-
 def read_pcap(path: Path) -> list[Sent]:
     """The datagrams of a pcap (any link type with IPv4/UDP); labels from ``reproducer.json`` if beside it."""
-    out = []
-    for rec in pcap.read(path):
-        ip = pcap.ip_packet(rec)
-        o = parse_ipv4_udp(ip)
-        out.append(Sent(o.sport, bytes(ip[o.payload_offset:o.payload_offset + o.payload_len]), ""))
+    out = record.read_pcap(path)
     meta = load_meta(path)
     labels = (meta or {}).get("labels", {}).get(path.name)
     if labels and len(labels) == len(out):

@@ -1,11 +1,12 @@
-"""The network fuzzer's traffic: pools drawn once from :mod:`fuzz.strategies`, then mixed and mutated at line rate.
+"""The network fuzzer's traffic: pools drawn once from :mod:`gwlbsim.traffic.strategies`, mixed and mutated at line
+rate.
 
 * valid packets for a few "burst" endpoints (ENI ids), plus the real GWLB captures of the option class;
 * labelled malformed packets of every class (and Suricata's vectors);
 * "probe" flows on their own endpoints, sent with a fresh cookie at every check to see that the appliance
   still returns valid traffic with the right header;
 * havoc: random byte-level mutations of pool packets (bit flips, interesting values, truncation, insertion,
-  deletion, splicing), classified by ``gwlbsim.geneve``. Mutants that happen to be valid are kept only for
+  deletion, splicing), classified by ``gwlbsim.wire.geneve``. Mutants that happen to be valid are kept only for
   the known endpoints, so that legitimate tunnels (and their devices) stay bounded.
 
 Endpoints are bounded on purpose: an appliance may create state per endpoint (gwlbtun creates two devices),
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from fuzz import strategies as gst
-from fuzz.malformations import MALFORMATIONS
-from fuzz.packets import GwlbFlow, MalformedPacket, ValidPacket
-from fuzz.reproducer import Sent
 from fuzz.sampling import sample
-from gwlbsim import geneve
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.malformations import MALFORMATIONS
+from gwlbsim.traffic.packets import GwlbFlow, MalformedPacket, ValidPacket
+from gwlbsim.traffic.record import Sent
+from gwlbsim.wire import geneve
 
 PROBE_ENIS = tuple(0x0F00_0000_0000_0001 + i for i in range(4))
 BURST_ENIS = tuple(0x0E00_0000_0000_0001 + i for i in range(4))

@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from fuzz.findings import INNER_REASONS, Finding, forwarded_kind
-from fuzz.reproducer import Sent
-from gwlbsim import geneve
 from gwlbsim.appliance import RunningAppliance
-from gwlbsim.flowkey import InnerError, SymKey, flow_of, symmetric_key
+from gwlbsim.traffic.record import Sent
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import InnerError, SymKey, flow_of, symmetric_key
 
 FlowId = tuple[int, SymKey | None]  #: ENI id and symmetric 5-tuple key (None: the inner packet has none)
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gwlbsim.httpprobe import ProbeResult, http_probe, tcp_probe
-from gwlbsim.netns import Lab
+from gwlbsim.linuxio.httpprobe import ProbeResult, http_probe, tcp_probe
+from gwlbsim.linuxio.netns import Lab
 
 HOOK_DIR = Path(__file__).parent / "data" / "hooks"
 

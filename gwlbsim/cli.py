@@ -15,9 +15,13 @@ from typing import Any
 
 from gwlbsim import __version__
 from gwlbsim.appliance import ApplianceError, ApplianceSpec
+from gwlbsim.bench.cli import main as bench_main
 from gwlbsim.config import ConfigError, GwlbConfig
-from gwlbsim.netns import NetnsError, sigterm_raises
+from gwlbsim.linuxio.netns import NetnsError, cleanup, sigterm_raises
+from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
+from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 from gwlbsim.progress import Progress
+from gwlbsim.simulate import Flap, Workload, run
 
 
 def _topology_args(p: argparse.ArgumentParser) -> None:
@@ -35,7 +39,6 @@ def _topology_args(p: argparse.ArgumentParser) -> None:
 
 
 def _session_options(args: argparse.Namespace) -> Any:
-    from gwlbsim.live.session import SessionOptions, health_check_for
 
     topo: dict[str, Any] = {}
     config = None
@@ -68,7 +71,6 @@ def _session_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from gwlbsim.live.session import GwlbSession
 
     opts = _session_options(args)
     stop = threading.Event()
@@ -110,7 +112,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gwlbsim.live.session import GwlbSession
 
     opts = _session_options(args)
     prog = Progress("demo", stream=sys.stdout)
@@ -136,7 +137,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             victim.kill()
             s.wait_state(f"app{victim.index}", "unhealthy", args.ready_timeout)
             before = s.call(lambda m: m.targets[f"app{victim.index}"].flows)
-            from gwlbsim.live.traffic import udp_exchange
 
             for port in range(20):
                 udp_exchange(s, 0, 20000 + port)
@@ -151,7 +151,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_tcp(s: Any, e: int, prog: Progress) -> bool:
-    from gwlbsim.live.traffic import tcp_transfer
 
     r = tcp_transfer(s, e, 9000, size=1 << 20)
     prog.note(f"endpoint {e}: TCP 1 MiB: {'ok, ' + r.detail if r.ok else 'FAILED: ' + r.detail}")
@@ -159,7 +158,6 @@ def _demo_tcp(s: Any, e: int, prog: Progress) -> bool:
 
 
 def _demo_udp(s: Any, e: int, prog: Progress) -> bool:
-    from gwlbsim.live.traffic import udp_exchange
 
     ok = udp_exchange(s, e, 5353) == b"gnip"
     prog.note(f"endpoint {e}: UDP exchange: {'ok' if ok else 'FAILED'}")
@@ -170,7 +168,6 @@ def _demo_udp(s: Any, e: int, prog: Progress) -> bool:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from gwlbsim.simulate import Flap, Workload, run
 
     config = GwlbConfig.from_toml(args.config) if args.config else None
     flaps = []
@@ -202,7 +199,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from gwlbsim.netns import cleanup
 
     removed = cleanup(everything=args.all)
     print(f"removed {len(removed)} leftover(s) (namespaces, working directories)"
@@ -211,11 +207,6 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        from gwlbsim.bench.cli import main as bench_main
-    except ImportError as e:
-        print(f"gwlbsim bench is not available: {e}", file=sys.stderr)
-        return 2
     return int(bench_main(args.bench_args) or 0)
 
 

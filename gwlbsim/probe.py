@@ -12,8 +12,8 @@ import socket
 import time
 from dataclasses import dataclass
 
-from gwlbsim import netns
-from gwlbsim.geneve import GENEVE_PORT
+from gwlbsim.linuxio import netns
+from gwlbsim.wire.geneve import GENEVE_PORT
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gwlbsim import geneve
 from gwlbsim.config import GwlbConfig
-from gwlbsim.flowkey import FiveTuple
 from gwlbsim.model import Flow, GwlbModel, ToEndpoint, ToTarget
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import FiveTuple
 from reference.core import ApplianceCore, Config
 
 

@@ -9,10 +9,13 @@ import signal
 import sys
 from typing import Any
 
-from gwlbsim import __version__, cliargs, geneve
+from gwlbsim import __version__, cliargs
+from gwlbsim.wire import geneve
 from reference.core import ApplianceCore, Config
 from reference.hooks import parse_hook
+from reference.linux import Appliance, Options
 from reference.logs import configure_logging
+from reference.workers import Supervisor
 
 EPILOG = """\
 Hook arguments (as gwlbtun): HOOK CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id, 16 hex digits>.
@@ -102,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("gwlb-reference")
     workers = max(args.udpthreads, args.tunthreads)
 
-    from reference.linux import Appliance, Options
 
     opts = Options(listen=args.listen, create_hook=hooks["create_hook"], destroy_hook=hooks["destroy_hook"],
                    hook_timeout=args.hook_timeout, health_port=args.health_port, health_bind=args.health_bind,
@@ -111,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     app: Any
     try:
         if workers > 1:
-            from reference.workers import Supervisor
 
             app = Supervisor(config, opts, workers, sorted(cpus) if cpus else None)
         else:

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple, Protocol
 
-from gwlbsim import geneve
-from gwlbsim.checksum import IPPROTO_UDP
-from gwlbsim.eni import device_names, to_hex
-from gwlbsim.flowkey import InnerError, SymKey, symmetric_key
-from gwlbsim.outer import constant_sums, finish_ipv4_udp, finish_ipv4_udp_partial, pseudo_sum
-from gwlbsim.reasons import DropReason
+from gwlbsim.wire import geneve
+from gwlbsim.wire.checksum import IPPROTO_UDP
+from gwlbsim.wire.eni import device_names, to_hex
+from gwlbsim.wire.flowkey import InnerError, SymKey, symmetric_key
+from gwlbsim.wire.outer import constant_sums, finish_ipv4_udp, finish_ipv4_udp_partial, pseudo_sum
+from gwlbsim.wire.reasons import DropReason
 
-#: Drop reasons the core adds to the codec's (``gwlbsim.geneve.REASONS``).
+#: Drop reasons the core adds to the codec's (``gwlbsim.wire.geneve.REASONS``).
 NOT_TO_GENEVE_PORT = DropReason.NOT_GENEVE_PORT
 OVERSIZE_INBOUND = DropReason.OVERSIZE_INBOUND
 OVERSIZE_RETURN = DropReason.OVERSIZE_RETURN
@@ -470,7 +470,7 @@ def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int, 
     Returns where the outer packet starts (``at`` minus the header length). For an odd ``n`` with UDP
     checksums on, ``buf[at + n]`` is set to zero (the checksum's padding), so it must exist. With
     ``partial`` (and UDP checksums on), the UDP checksum is left for the device to finish
-    (:func:`gwlbsim.outer.finish_ipv4_udp_partial`).
+    (:func:`gwlbsim.wire.outer.finish_ipv4_udp_partial`).
     """
     route = flow.route
     header = flow.header

@@ -8,7 +8,7 @@ Threads:
   being destroyed is gone before the same endpoint's next tunnel is created, and slow hooks never stall
   the datapath (packets for a tunnel being created wait in its pending queue);
 * the health server's threads;
-* the link resolver (gwlbsim.linkpath): every second, the route and neighbour of each GWLB address.
+* the link resolver (gwlbsim.linuxio.linkpath): every second, the route and neighbour of each GWLB address.
 
 The fast path, per batch of up to 64 GENEVE datagrams (one recvmmsg): validate each and write its inner
 packet to the tunnel's gwi- (one write each); then read what came out of the tunnels' gwo- (one readv
@@ -37,13 +37,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gwlbsim import __version__, linkpath
-from gwlbsim.fastio import BatchReceiver, BatchSender, set_buffer, sockaddr
-from gwlbsim.hexdump import hexdump
-from gwlbsim.reasons import DropReason
-from gwlbsim.tun import TunError, exists, open_tun
+from gwlbsim import __version__
+from gwlbsim.linuxio import linkpath
+from gwlbsim.linuxio.fastio import BatchReceiver, BatchSender, set_buffer, sockaddr
+from gwlbsim.linuxio.tun import TunError, exists, open_tun
+from gwlbsim.wire.hexdump import hexdump
+from gwlbsim.wire.reasons import DropReason
 from reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
+from reference.health import HealthServer
 from reference.hooks import HookResult, run_hook
+from reference.steering import attach_tun
 
 log = logging.getLogger("gwlb-reference")
 
@@ -206,7 +209,6 @@ class Lifecycle(threading.Thread):
                 fds.append(open_tun(name, mtu=mtu, rp_filter=0, ipv6_link_local=False, txqueuelen=TUN_QUEUE,
                                     multi_queue=multi))
             if multi and self.steering_fd is not None:
-                from reference.steering import attach_tun
 
                 attach_tun(fds[0], self.steering_fd)
         except (TunError, OSError):
@@ -679,7 +681,6 @@ def health_server(opts: Options, status: Callable[[], dict[str, Any]]) -> Any:
     """The health-check HTTP server of ``-p``, or None without it; clear error if the port is taken."""
     if opts.health_port is None:
         return None
-    from reference.health import HealthServer
 
     try:
         return HealthServer((opts.health_bind, opts.health_port), status, opts.health_mode)

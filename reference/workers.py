@@ -49,7 +49,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from gwlbsim import __version__
-from gwlbsim.reasons import DropReason
+from gwlbsim.wire.reasons import DropReason
 from reference import steering
 from reference.core import ApplianceCore, Config, Tunnel, TunnelState
 from reference.linux import (

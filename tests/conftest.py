@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gwlbsim import netns
+from gwlbsim.linuxio import netns
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
 from conformance.environment import ConformanceEnv
-from fuzz.inner import tcp_packet
-from gwlbsim import geneve
-from gwlbsim.flowkey import IPPROTO_TCP, InnerError, address, flow_of, tcp_flags
+from gwlbsim.traffic.inner import tcp_packet
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import IPPROTO_TCP, InnerError, address, flow_of, tcp_flags
 
 #: seconds Hypothesis may spend shrinking a failure (each example is a round trip through the appliance)
 SHRINK_SECONDS = 10

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from conformance.environment import ConformanceEnv, check, inner_of, same_inner
 from conformance.plugin import requirement
 from conformance.suite.helpers import icmp4, opening_syn, property_settings, raw_eni, tcp4, udp4, udp6
-from fuzz import strategies as gst
-from gwlbsim import geneve
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.wire import geneve
 
 
 @requirement("ECHO-1")

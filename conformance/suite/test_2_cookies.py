@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from conformance.environment import ConformanceEnv, check
 from conformance.plugin import requirement
 from conformance.suite.helpers import cookie_of, cookie_text, raw_eni, tcp4, udp4
-from gwlbsim import geneve
 from gwlbsim.live.gwlb import Captured
 from gwlbsim.live.topology import ApplianceSlot
+from gwlbsim.wire import geneve
 
 
 @requirement("COOKIE-1")

@@ -24,9 +24,9 @@ from scapy.layers.ipsec import ESP
 from conformance.environment import ConformanceEnv, check, same_inner
 from conformance.plugin import requirement
 from conformance.suite.helpers import eni, opening_syn, property_settings, raw_eni, tcp4
-from fuzz import strategies as gst
-from gwlbsim import geneve
 from gwlbsim.live.traffic import tcp_transfer, udp_exchange
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.wire import geneve
 
 
 @requirement("TRAFFIC-1")

@@ -17,12 +17,12 @@ from hypothesis import given
 from conformance.environment import ConformanceEnv, check
 from conformance.plugin import requirement
 from conformance.suite.helpers import eni, property_settings, raw_eni, tcp4, udp4, udp6
-from fuzz import strategies as gst
-from fuzz.malformations import MALFORMATIONS
-from gwlbsim import geneve
-from gwlbsim.checksum import internet_checksum
-from gwlbsim.geneve import INNER_REASONS
 from gwlbsim.live.gwlb import Captured
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.malformations import MALFORMATIONS
+from gwlbsim.wire import geneve
+from gwlbsim.wire.checksum import internet_checksum
+from gwlbsim.wire.geneve import INNER_REASONS
 
 GENEVE_MALFORMATIONS = [k for k, m in MALFORMATIONS.items() if m.reason not in INNER_REASONS]
 INNER_MALFORMATIONS = [k for k, m in MALFORMATIONS.items() if m.reason in INNER_REASONS]

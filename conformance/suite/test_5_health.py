@@ -11,9 +11,9 @@ import pytest
 from conformance.environment import ConformanceEnv, check, not_applicable, not_run
 from conformance.plugin import requirement
 from conformance.suite.helpers import eni, raw_eni, tcp4, udp4
-from gwlbsim import eni as eni_names
-from gwlbsim import geneve
-from gwlbsim.httpprobe import http_probe
+from gwlbsim.linuxio.httpprobe import http_probe
+from gwlbsim.wire import eni as eni_names
+from gwlbsim.wire import geneve
 
 
 def _has_health_check(env: ConformanceEnv) -> None:

@@ -7,9 +7,9 @@ import time
 from conformance.environment import ConformanceEnv, check, not_applicable, not_run
 from conformance.plugin import requirement
 from conformance.suite.helpers import cookie_of, cookie_text, eni, raw_eni, tcp4, udp4, udp6
-from gwlbsim import eni as eni_names
-from gwlbsim import geneve
 from gwlbsim.config import DEFAULT_TCP_IDLE_TIMEOUT, NON_TCP_IDLE_TIMEOUT
+from gwlbsim.wire import eni as eni_names
+from gwlbsim.wire import geneve
 
 MAX_WAIT = 60.0
 #: TIMEOUT-4 sends every other cycle's packets this long after the tunnel's idle deadline (the teardown race)

@@ -12,8 +12,8 @@ from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 from conformance.environment import ConformanceEnv, check, not_run
 from conformance.plugin import requirement
 from conformance.suite.helpers import raw_eni
-from gwlbsim import geneve
 from gwlbsim.live.gwlb import Captured
+from gwlbsim.wire import geneve
 
 
 def _exchange_many(env: ConformanceEnv, ports: range, timeout: float = 3.0) -> tuple[int, int]:

@@ -9,8 +9,8 @@ from collections import Counter
 from conformance.environment import ConformanceEnv, check, not_run
 from conformance.plugin import requirement
 from conformance.suite.helpers import cookie_of, cookie_text, raw_eni, udp4
-from gwlbsim import geneve
 from gwlbsim.live.topology import ApplianceSlot
+from gwlbsim.wire import geneve
 
 #: every RENEW-th flow is sent again, RENEW_LAG flows later, with a new cookie (GWLB re-created the flow)
 RENEW, RENEW_LAG = 10, 500

@@ -1,6 +1,6 @@
 """The benchmark's generator and receiver: one process each, inside a namespace, driven over stdin/stdout.
 
-Run as ``python -m gwlbsim.bench.agent`` (in a namespace, through :meth:`gwlbsim.netns.Lab.popen`). It
+Run as ``python -m gwlbsim.bench.agent`` (in a namespace, through :meth:`gwlbsim.linuxio.netns.Lab.popen`). It
 reads one JSON command per line and answers each with one JSON line:
 
 ``{"op": "gen", "traffic": {...}, "rate": R, "warmup": W, "duration": D, "batch": B, "window": N, "shm": PATH,``
@@ -36,11 +36,11 @@ from array import array
 from collections import deque
 from typing import Any
 
-from gwlbsim import linkpath
 from gwlbsim.bench import procstat
 from gwlbsim.bench.traffic import STAMP, Traffic
-from gwlbsim.fastio import BatchReceiver, PacketRing, set_buffer
-from gwlbsim.linkpath import LinkRoute
+from gwlbsim.linuxio import linkpath
+from gwlbsim.linuxio.fastio import BatchReceiver, PacketRing, set_buffer
+from gwlbsim.linuxio.linkpath import LinkRoute
 
 _SEQ_TS = struct.Struct("!IQ")  # the stamp without its flow index (which is prebuilt)
 _PORT = struct.Struct("!H")

@@ -20,9 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gwlbsim.bench import extra, report, topology
+from gwlbsim.bench import extra, memory, report, topology
+from gwlbsim.bench import gwlb as _registers_gwlb_benchmarks  # noqa: F401  (registers with extra)
+from gwlbsim.bench import hotpath as _registers_hotpath_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix
 from gwlbsim.bench.traffic import MAX_SIZE, MIN_SIZE
+from gwlbsim.linuxio.netns import Lab, sigterm_raises
 
 DEFAULT_SIZES = "64,512,1500,8500"
 DEFAULT_FLOWS = "1,64,10000"
@@ -150,7 +153,6 @@ def _meta(argv: list[str]) -> dict[str, Any]:
 
 
 def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, Any]]) -> list[Measurement]:
-    from gwlbsim.netns import Lab, sigterm_raises
 
     specs = _subjects(args)
     timing = Timing(args.warmup, args.duration, args.batch, args.window, late=args.late)
@@ -244,7 +246,6 @@ def main(argv: list[str] | None = None) -> int:
                 for ex in m.echo_error_examples[:2]:
                     print(f"  {m.subject} {m.cell.label}: {ex}")
     if "memory" in wanted and args.memory_flows > 0:
-        from gwlbsim.bench import memory
 
         mem = memory.measure(args.memory_flows, min(100_000, args.memory_flows))
         sections["memory"] = mem

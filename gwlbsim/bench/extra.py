@@ -11,23 +11,18 @@ least ``"text"`` (a line or a few for the printed report). Register it under a n
         return {"text": f"fake GWLB: {pps:,.0f} packets/s generated", "generated_pps": pps}
 
 ``gwlbsim bench --only NAME`` runs it alone; ``--with NAME`` adds it to a run; the JSON report holds its
-dict under ``"extra"`` / NAME. Registrations are looked up in the modules listed in ``PROVIDERS`` (imported
-when present, so this module never depends on them).
+dict under ``"extra"`` / NAME. The modules that register (:mod:`gwlbsim.bench.gwlb`, :mod:`gwlbsim.bench.hotpath`)
+are imported by the entry point, :mod:`gwlbsim.bench.cli`; this module depends on none of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 Benchmark = Callable[[argparse.Namespace], dict[str, Any]]
-
-#: Modules that register benchmarks when imported (missing ones are skipped).
-PROVIDERS = ("gwlbsim.live.bench", "gwlbsim.model.bench", "gwlbsim.bench.hotpath")
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -48,10 +43,5 @@ def register(name: str, description: str) -> Callable[[Benchmark], Benchmark]:
 
 
 def available() -> dict[str, Entry]:
-    for mod in PROVIDERS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name is None or not mod.startswith(e.name):
-                raise
+    """Every benchmark registered so far, by name."""
     return dict(_REGISTRY)

@@ -4,8 +4,8 @@ No namespaces, devices or system calls: 64 flows of one endpoint, every flow kno
 unchanged (the steady state), the packets in preallocated buffers. For each step of a packet's round trip
 through :class:`reference.core.ApplianceCore`, the CPU time per packet (best of a few rounds):
 
-* ``scan``: :func:`gwlbsim.geneve.scan` of a datagram as GWLB sends it;
-* ``symmetric_key``: :func:`gwlbsim.flowkey.symmetric_key` of its inner packet;
+* ``scan``: :func:`gwlbsim.wire.geneve.scan` of a datagram as GWLB sends it;
+* ``symmetric_key``: :func:`gwlbsim.wire.flowkey.symmetric_key` of its inner packet;
 * ``inbound``: :meth:`ApplianceCore.inbound` (both of the above, the tunnel, the flow cache, counters);
 * ``round_trip``: a batch of 64 through ``inbound``, then the same 64 packets back through
   :meth:`ApplianceCore.outbound` + :func:`reference.core.put_return_header` with the UDP checksum left to
@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gwlbsim import geneve
 from gwlbsim.bench.extra import register
 from gwlbsim.bench.traffic import Traffic
-from gwlbsim.flowkey import symmetric_key
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import symmetric_key
+from reference import core as reference_core
 
 FLOWS = 64
 INNER = 64
@@ -43,9 +44,8 @@ def _best(rounds: int, step: Callable[[float], None]) -> float:
 
 def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
     """µs per packet of each step, over ``batches`` passes of the 64 flows, best of ``rounds``."""
-    from reference.core import ApplianceCore, Config, put_return_header
 
-    core = ApplianceCore(Config())
+    core = reference_core.ApplianceCore(reference_core.Config())
     traffic = Traffic(size=INNER, flows=FLOWS)  # the benchmark's own flows, as GWLB would send them
     headers = [traffic.geneve_header(i) for i in range(FLOWS)]
     datagrams = [headers[i] + traffic.inner(i) for i in range(FLOWS)]  # UDP payloads, as received
@@ -91,7 +91,7 @@ def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
             for i in flows:
                 flow = outbound(tunnel, slots[i], t, headroom, headroom + INNER)
                 # (type: ignore below) slots are memoryviews of one buffer, as the driver's
-                starts[i] = put_return_header(flow, slots[i], headroom, INNER, True)  # type: ignore[arg-type]
+                starts[i] = reference_core.put_return_header(flow, slots[i], headroom, INNER, True)  # type: ignore[arg-type]
 
     inbounds(0.0)  # every flow known
     n = batches * FLOWS
@@ -109,7 +109,7 @@ def measure(batches: int = 2000, rounds: int = 5) -> dict[str, Any]:
 
 
 @register("reference-core", "the reference's Python hot path alone: µs per packet of each step, and a round trip")
-def reference_core(opts: argparse.Namespace) -> dict[str, Any]:
+def reference_core_benchmark(opts: argparse.Namespace) -> dict[str, Any]:
     r = measure(batches=200 if getattr(opts, "quick", False) else 2000)
     r["text"] = (f"reference core, per packet (64 B, {FLOWS} known flows): scan {r['scan']:.2f} µs, "
                  f"symmetric_key {r['symmetric_key']:.2f} µs, inbound {r['inbound']:.2f} µs, "

@@ -23,11 +23,11 @@ import socket
 import subprocess
 import sys
 
-from gwlbsim import geneve
-from gwlbsim.eni import device_names, to_hex
-from gwlbsim.flowkey import InnerError, symmetric_key
-from gwlbsim.outer import build_ipv4_udp
-from gwlbsim.tun import open_tun
+from gwlbsim.linuxio.tun import open_tun
+from gwlbsim.wire import geneve
+from gwlbsim.wire.eni import device_names, to_hex
+from gwlbsim.wire.flowkey import InnerError, symmetric_key
+from gwlbsim.wire.outer import build_ipv4_udp
 
 
 def main(argv: list[str] | None = None) -> int:

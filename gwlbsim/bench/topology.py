@@ -22,8 +22,8 @@ from typing import Any
 
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec, RunningAppliance
 from gwlbsim.bench.traffic import INNER_DPORT, INNER_DST
-from gwlbsim.geneve import GENEVE_PORT
-from gwlbsim.netns import Lab
+from gwlbsim.linuxio.netns import Lab
+from gwlbsim.wire.geneve import GENEVE_PORT
 
 MTU = 9001
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import struct
 from dataclasses import asdict, dataclass
 
-from gwlbsim import geneve
-from gwlbsim.outer import build_ipv4_udp
+from gwlbsim.wire import geneve
+from gwlbsim.wire.outer import build_ipv4_udp
 
 STAMP = struct.Struct("!IIQ")  #: flow index, sequence number, send time in ns
 INNER_HEADERS = 28  #: inner IPv4 (20) + UDP (8)

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from gwlbsim import netns
-from gwlbsim.fastio import BatchReceiver
-from gwlbsim.geneve import GENEVE_PORT
-from gwlbsim.httpprobe import http_probe, tcp_probe
+from gwlbsim.linuxio import netns
+from gwlbsim.linuxio.fastio import BatchReceiver
+from gwlbsim.linuxio.httpprobe import http_probe, tcp_probe
+from gwlbsim.linuxio.tun import open_tun
 from gwlbsim.live.topology import LINK_MTU, Topology, plumb_endpoint
 from gwlbsim.model import Dropped, GwlbModel, ProbeRequest, ToEndpoint, ToTarget
-from gwlbsim.outer import OuterTemplate, fragment_ipv4
-from gwlbsim.tun import open_tun
+from gwlbsim.wire.geneve import GENEVE_PORT
+from gwlbsim.wire.outer import OuterTemplate, fragment_ipv4
 
 log = logging.getLogger("gwlbsim.live")
 

@@ -6,7 +6,7 @@
         s.wait_healthy()
         s.run_client(0, ["ping", "-c", "3", s.server_v4(0)])
 
-Everything is owned by the session's :class:`gwlbsim.netns.Lab` and removed on exit, however it comes.
+Everything is owned by the session's :class:`gwlbsim.linuxio.netns.Lab` and removed on exit, however it comes.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 
 from gwlbsim.appliance import ApplianceSpec, RunningAppliance
 from gwlbsim.config import GwlbConfig, HealthCheck
+from gwlbsim.linuxio.netns import Lab
 from gwlbsim.live.gwlb import LiveGwlb
 from gwlbsim.live.topology import Topology, build
 from gwlbsim.model import HEALTHY, Encapsulation, GwlbModel
-from gwlbsim.netns import Lab
 
 
 @dataclass

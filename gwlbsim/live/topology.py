@@ -21,7 +21,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from gwlbsim.netns import Lab
+from gwlbsim.linuxio.netns import Lab
 
 GWLB_MTU = 8500
 LINK_MTU = 9000

@@ -23,19 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from gwlbsim import geneve
 from gwlbsim.config import FIVE_TUPLE, REBALANCE, THREE_TUPLE, GwlbConfig
-from gwlbsim.flowkey import (
-    IPPROTO_TCP,
-    TCP_ACK,
-    TCP_FIN,
-    TCP_RST,
-    TCP_SYN,
-    FiveTuple,
-    InnerError,
-    flow_of,
-    tcp_flags,
-)
 from gwlbsim.model.metrics import Metrics
 from gwlbsim.model.targets import (
     DRAINING,
@@ -49,7 +37,19 @@ from gwlbsim.model.targets import (
     consensus,
 )
 from gwlbsim.model.tcpreset import reset_for
-from gwlbsim.reasons import DropReason
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import (
+    IPPROTO_TCP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    FiveTuple,
+    InnerError,
+    flow_of,
+    tcp_flags,
+)
+from gwlbsim.wire.reasons import DropReason
 
 # Drop reasons (besides the codec's, for returns).
 NO_ENDPOINT = DropReason.UNKNOWN_ENDPOINT

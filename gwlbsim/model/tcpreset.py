@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from gwlbsim.checksum import internet_checksum
-from gwlbsim.flowkey import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, flow_of
+from gwlbsim.wire.checksum import internet_checksum
+from gwlbsim.wire.flowkey import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, flow_of
 
 _TCP = struct.Struct("!HHIIBBHHH")
 

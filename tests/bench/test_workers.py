@@ -16,9 +16,9 @@ from scapy.all import IP, TCP, UDP, IPv6, raw
 
 from gwlbsim.bench.cli import main
 from gwlbsim.bench.traffic import Traffic
-from gwlbsim.flowkey import symmetric_key
-from gwlbsim.netns import Lab, entered
-from gwlbsim.tun import open_tun
+from gwlbsim.linuxio.netns import Lab, entered
+from gwlbsim.linuxio.tun import open_tun
+from gwlbsim.wire.flowkey import symmetric_key
 from reference import steering
 
 

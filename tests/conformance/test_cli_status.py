@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gwlbsim.netns import list_namespaces
+from gwlbsim.linuxio.netns import list_namespaces
 
 HERE = Path(__file__).parent / "faulty"
 REFLECTOR = "{python} " + str(HERE / "reflector.py") + " --health-port {health_port}"

@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, IPv6ExtHdrFragment, raw
 
-from gwlbsim import geneve
 from gwlbsim.appliance import ApplianceSpec
-from gwlbsim.flowkey import symmetric_key
-from gwlbsim.httpprobe import http_probe, tcp_probe
+from gwlbsim.linuxio.httpprobe import http_probe, tcp_probe
 from gwlbsim.live.gwlb import Captured
 from gwlbsim.live.session import GwlbSession, SessionOptions
 from gwlbsim.live.traffic import tcp_transfer, udp_exchange
-from gwlbsim.outer import build_ipv4_udp
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import symmetric_key
+from gwlbsim.wire.outer import build_ipv4_udp
 from tests.conformance.faulty import reflector as refl
 
 ENI, OTHER_ENI = 0x2B8EE1D4DB0C5100, 0x2B8EE1D4DB0C5101

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from gwlbsim.appliance import hook_path
-from gwlbsim.httpprobe import ProbeResult, http_probe, wait_healthy
-from gwlbsim.netns import Lab
+from gwlbsim.linuxio.httpprobe import ProbeResult, http_probe, wait_healthy
+from gwlbsim.linuxio.netns import Lab
 from gwlbsim.probe import GenevePeer
 
 PASSTHROUGH = hook_path()

@@ -10,10 +10,11 @@ import time
 import pytest
 from scapy.all import IP, UDP, raw
 
-from gwlbsim import geneve, linkpath
-from gwlbsim.checksum import ones_sum, udp4_checksum_ok
-from gwlbsim.netns import Lab, entered
-from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
+from gwlbsim.linuxio import linkpath
+from gwlbsim.linuxio.netns import Lab, entered
+from gwlbsim.wire import geneve
+from gwlbsim.wire.checksum import ones_sum, udp4_checksum_ok
+from gwlbsim.wire.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
 
 from .conftest import APP_IP, GWLB_IP, Topo
 

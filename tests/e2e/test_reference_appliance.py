@@ -16,9 +16,10 @@ from scapy.all import ICMP, IP, TCP, UDP, IPv6, IPv6ExtHdrHopByHop, raw
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.inet6 import ICMPv6EchoRequest
 
-from gwlbsim import eni, geneve, netns
 from gwlbsim.appliance import hook_path
-from gwlbsim.scapy_gwlb import gwlb_geneve
+from gwlbsim.linuxio import netns
+from gwlbsim.wire import eni, geneve
+from gwlbsim.wire.scapy_gwlb import gwlb_geneve
 
 from .conftest import APP_IP, Topo
 
@@ -365,7 +366,7 @@ def test_port_in_use_is_a_clear_error(topo: Topo) -> None:
 
 
 def test_nothing_is_left_behind_when_a_test_body_fails(tmp_path: Path) -> None:
-    from gwlbsim.netns import Lab
+    from gwlbsim.linuxio.netns import Lab
 
     names: list[str] = []
     with pytest.raises(RuntimeError), Lab() as lab:
@@ -381,7 +382,7 @@ def test_a_killed_run_leaves_nothing_after_sigterm_and_cleanup_handles_sigkill(t
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent("""
         import sys, time
-        from gwlbsim.netns import Lab, sigterm_raises
+        from gwlbsim.linuxio.netns import Lab, sigterm_raises
         with sigterm_raises(), Lab() as lab:
             ns = lab.namespace("x")
             lab.popen(ns, ["sleep", "600"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, TCP, raw
 
-from gwlbsim import geneve
+from gwlbsim.wire import geneve
 
 from .conftest import APP_IP, Topo
 

@@ -1,6 +1,6 @@
 """A deliberately broken GWLB appliance, used only by the network fuzzer's tests.
 
-It reflects every datagram ``gwlbsim.geneve`` accepts back to GWLB unchanged (which is a correct one-arm
+It reflects every datagram ``gwlbsim.wire.geneve`` accepts back to GWLB unchanged (which is a correct one-arm
 appliance: same header, same inner packet) and has the planted bugs chosen with ``--bug`` (one or more):
 
 * ``crash-on-overrun``: its own option walk trusts each option's length; an option that runs past the option
@@ -29,8 +29,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fuzz.findings import INNER_REASONS
-from gwlbsim import geneve
-from gwlbsim.flowkey import InnerError, symmetric_key
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import InnerError, symmetric_key
 
 
 def overruns(data: bytes) -> bool:

@@ -1,14 +1,14 @@
-"""Properties of the codec (``gwlbsim.geneve``) over generated and arbitrary input."""
+"""Properties of the codec (``gwlbsim.wire.geneve``) over generated and arbitrary input."""
 
 from __future__ import annotations
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzz import strategies as gst
-from fuzz.packets import ValidPacket
-from gwlbsim import geneve
-from gwlbsim.vectors import all_vectors
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.packets import ValidPacket
+from gwlbsim.wire import geneve
+from gwlbsim.wire.vectors import all_vectors
 
 from .hyp import budget
 

@@ -4,8 +4,8 @@ field claims more than the OS handed over is dropped as ``bad_return_packet`` in
 
 from __future__ import annotations
 
-from fuzz.inner import tcp_packet, udp_packet
-from gwlbsim import geneve
+from gwlbsim.traffic.inner import tcp_packet, udp_packet
+from gwlbsim.wire import geneve
 from reference.core import ApplianceCore, Config
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from fuzz import strategies as gst
 from fuzz.core_model import ApplianceModel, ip_length_consistent
-from fuzz.packets import GwlbFlow, MalformedPacket, ValidPacket
-from gwlbsim import geneve
-from gwlbsim.outer import parse_ipv4_udp
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.packets import GwlbFlow, MalformedPacket, ValidPacket
+from gwlbsim.wire import geneve
+from gwlbsim.wire.outer import parse_ipv4_udp
 from reference.core import ApplianceCore, Config, TunnelState
 
 from .hyp import budget

@@ -9,12 +9,12 @@ from scapy.all import raw
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.packet import Raw
 
-import gwlbsim.scapy_gwlb  # noqa: F401 - named GWLB option classes in scapy's dissection
-from fuzz import strategies as gst
-from fuzz.inner import InnerPacket
+import gwlbsim.wire.scapy_gwlb  # noqa: F401 - named GWLB option classes in scapy's dissection
 from fuzz.oracles import GeneveView, OptionView, scapy_view
-from fuzz.packets import ValidPacket
-from gwlbsim import geneve
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.inner import InnerPacket
+from gwlbsim.traffic.packets import ValidPacket
+from gwlbsim.wire import geneve
 
 from .hyp import budget
 

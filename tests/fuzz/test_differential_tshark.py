@@ -14,8 +14,6 @@ import pytest
 from hypothesis import Phase, given
 from hypothesis import strategies as st
 
-from fuzz import strategies as gst
-from fuzz.malformations import MALFORMATIONS
 from fuzz.oracles import (
     TSHARK_EXPECTED,
     geneve_experts_unexplained,
@@ -24,9 +22,11 @@ from fuzz.oracles import (
     tshark_outcome,
     tshark_views,
 )
-from fuzz.packets import MalformedPacket, ValidPacket
-from gwlbsim import geneve
-from gwlbsim.flowkey import address
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.malformations import MALFORMATIONS
+from gwlbsim.traffic.packets import MalformedPacket, ValidPacket
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import address
 
 from .hyp import budget
 

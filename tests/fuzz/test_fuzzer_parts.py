@@ -13,14 +13,15 @@ import pytest
 
 from fuzz.cli import exit_status
 from fuzz.findings import CATALOGUE, INNER_REASONS, MUST, SHOULD, Finding, matches, order, rate
-from fuzz.malformations import MALFORMATIONS
 from fuzz.netfuzz import OVERSIZE_MAX, OVERSIZE_MIN, Found, Summary, oversize, worst
-from fuzz.reproducer import SCRIPT, Sent, load_meta, read_pcap, recorded_finding, verdict, write
+from fuzz.reproducer import SCRIPT, load_meta, read_pcap, recorded_finding, verdict, write
 from fuzz.traffic_pool import MAX_PAYLOAD, TrafficPool, TrafficSource, mutate
 from fuzz.watchdog import ReturnChecker, exit_reason, without_cookie
-from gwlbsim import geneve
-from gwlbsim.outer import build_ipv4_udp
 from gwlbsim.progress import Progress
+from gwlbsim.traffic.malformations import MALFORMATIONS
+from gwlbsim.traffic.record import Sent
+from gwlbsim.wire import geneve
+from gwlbsim.wire.outer import build_ipv4_udp
 
 
 def test_traffic_source_mixes_every_class_and_keeps_valid_mutants_on_known_endpoints() -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from fuzz import cli
-from fuzz.malformations import MALFORMATIONS
 from fuzz.netfuzz import NetworkFuzzer, Options
 from fuzz.reproducer import load_meta, read_pcap, verdict
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.progress import Progress
+from gwlbsim.traffic.malformations import MALFORMATIONS
 
 from .broken_appliance import is_control, overruns
 

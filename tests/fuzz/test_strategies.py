@@ -8,13 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scapy.all import IP, TCP, UDP, IPv6, Raw, raw
 
-from fuzz import strategies as gst
-from fuzz.inner import InnerPacket
-from fuzz.malformations import MALFORMATIONS, VECTOR_LABELS
-from fuzz.packets import GwlbFlow, MalformedPacket, Send, ValidPacket
-from gwlbsim import geneve
-from gwlbsim.flowkey import five_tuple
-from gwlbsim.vectors import all_vectors
+from gwlbsim.traffic import strategies as gst
+from gwlbsim.traffic.inner import InnerPacket
+from gwlbsim.traffic.malformations import MALFORMATIONS, VECTOR_LABELS
+from gwlbsim.traffic.packets import GwlbFlow, MalformedPacket, Send, ValidPacket
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import five_tuple
+from gwlbsim.wire.vectors import all_vectors
 
 from .hyp import budget
 

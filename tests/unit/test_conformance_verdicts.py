@@ -12,7 +12,7 @@ from conformance.environment import same_inner
 from conformance.plugin import artifact_dir
 from conformance.results import Results, TestOutcome
 from conformance.suite.test_6_timeouts import _hook_eni
-from fuzz.inner import ipv4, ipv6, udp_datagram
+from gwlbsim.traffic.inner import ipv4, ipv6, udp_datagram
 
 
 def _res(requested: set[str] | None = None, **verdicts: str) -> Results:

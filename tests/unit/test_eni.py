@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gwlbsim import eni
+from gwlbsim.wire import eni
 
 
 @pytest.mark.parametrize(("value", "text"), [(0x2B8EE1D4DB0C51C4, "5bqWvzLwwkk"), (0xABC, "JM"), (0, "0"),

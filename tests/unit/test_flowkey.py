@@ -18,7 +18,7 @@ from scapy.all import (
 )
 from scapy.layers.inet6 import ICMPv6EchoRequest
 
-from gwlbsim.flowkey import (
+from gwlbsim.wire.flowkey import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
     IPPROTO_UDP,

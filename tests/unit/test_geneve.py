@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gwlbsim import geneve
-from gwlbsim.geneve import (
+from gwlbsim.wire import geneve
+from gwlbsim.wire.geneve import (
     AWS_OPTION_CLASS,
     GeneveHeader,
     GeneveOption,
@@ -18,7 +18,7 @@ from gwlbsim.geneve import (
     parse,
     scan,
 )
-from gwlbsim.vectors import all_vectors, gwlb_vectors
+from gwlbsim.wire.vectors import all_vectors, gwlb_vectors
 
 IPV4_SYN = bytes.fromhex("4500002800010000400600000a0000010a0000020400005000000000000000005002200000000000")
 IPV6_UDP = bytes.fromhex("6000000000081140" + "20010db8000000000000000000000001" * 2) + struct.pack("!HHHH", 1, 2, 8, 0)

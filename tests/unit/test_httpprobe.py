@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gwlbsim.httpprobe import ProbeResult, http_probe, tcp_probe
+from gwlbsim.linuxio.httpprobe import ProbeResult, http_probe, tcp_probe
 
 
 class _Handler(BaseHTTPRequestHandler):

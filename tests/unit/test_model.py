@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
-from gwlbsim import geneve
 from gwlbsim.config import GwlbConfig, HealthCheck, Simulator
 from gwlbsim.model import HEALTHY, UNHEALTHY, UNUSED, Encapsulation, GwlbModel, ToEndpoint, ToTarget
-from gwlbsim.outer import OuterTemplate, parse_ipv4_udp
-from gwlbsim.vectors import aws_outer_packets
+from gwlbsim.wire import geneve
+from gwlbsim.wire.outer import OuterTemplate, parse_ipv4_udp
+from gwlbsim.wire.vectors import aws_outer_packets
 
 ENI, ENI2 = 0xE1, 0xE2
 NODE = "10.100.1.1"

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from scapy.all import ICMP, IP, TCP, UDP, raw
 
-from gwlbsim import geneve
 from gwlbsim.config import GwlbConfig, HealthCheck, Simulator
 from gwlbsim.model import DRAINING, HEALTHY, UNUSED, GwlbModel, ToTarget
+from gwlbsim.wire import geneve
 
 HC = HealthCheck(interval=5, timeout=2, healthy_threshold=2, unhealthy_threshold=2)
 ENIS = (0xA, 0xB)

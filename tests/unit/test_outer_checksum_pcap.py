@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scapy.all import IP, UDP, raw
 
-from gwlbsim import pcap
-from gwlbsim.checksum import internet_checksum, ones_sum, udp4_checksum
-from gwlbsim.outer import OuterError, build_ipv4_udp, parse_ipv4_udp
-from gwlbsim.vectors import aws_outer_packets
+from gwlbsim.wire import pcap
+from gwlbsim.wire.checksum import internet_checksum, ones_sum, udp4_checksum
+from gwlbsim.wire.outer import OuterError, build_ipv4_udp, parse_ipv4_udp
+from gwlbsim.wire.vectors import aws_outer_packets
 
 
 @given(st.binary(max_size=200), st.integers(0, 65535), st.integers(0, 65535))
@@ -58,7 +58,7 @@ def test_pcap_round_trip(tmp_path: Path) -> None:
 
 @given(st.binary(max_size=40), st.binary(max_size=300), st.integers(0, 65535), st.booleans())
 def test_template_packets_equal_packets_built_whole(prefix: bytes, tail: bytes, sport: int, checksum: bool) -> None:
-    from gwlbsim.outer import OuterTemplate
+    from gwlbsim.wire.outer import OuterTemplate
 
     t = OuterTemplate("10.0.0.1", "10.0.0.2", sport, 6081, prefix, udp_checksum=checksum)
     assert t.packet(tail) == build_ipv4_udp("10.0.0.1", "10.0.0.2", sport, 6081, prefix + tail, udp_checksum=checksum)
@@ -67,7 +67,7 @@ def test_template_packets_equal_packets_built_whole(prefix: bytes, tail: bytes, 
 def test_fragments_reassemble_to_the_packet() -> None:
     from scapy.all import IP, defragment
 
-    from gwlbsim.outer import fragment_ipv4
+    from gwlbsim.wire.outer import fragment_ipv4
 
     p = build_ipv4_udp("10.0.0.1", "10.0.0.2", 1, 2, bytes(range(256)) * 80, ident=7)
     frags = fragment_ipv4(p, 9000)

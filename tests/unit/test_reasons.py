@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gwlbsim import geneve
-from gwlbsim.flowkey import InnerError
 from gwlbsim.model.gwlb import MODEL_REASONS
-from gwlbsim.outer import OuterError
-from gwlbsim.reasons import DropReason
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import InnerError
+from gwlbsim.wire.outer import OuterError
+from gwlbsim.wire.reasons import DropReason
 from reference import linux, workers
 from reference.core import CORE_REASONS
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
-from gwlbsim import geneve
-from gwlbsim.checksum import ones_sum, udp4_checksum_ok
-from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
+from gwlbsim.wire import geneve
+from gwlbsim.wire.checksum import ones_sum, udp4_checksum_ok
+from gwlbsim.wire.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
 from reference.core import (
     EXPIRED_FLOW,
     FLOW_CACHE_FULL,

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 
-from gwlbsim import geneve
-from gwlbsim.scapy_gwlb import GwlbAttachmentId, GwlbEniId, GwlbFlowCookie, gwlb_geneve
-from gwlbsim.vectors import gwlb_vectors
+from gwlbsim.wire import geneve
+from gwlbsim.wire.scapy_gwlb import GwlbAttachmentId, GwlbEniId, GwlbFlowCookie, gwlb_geneve
+from gwlbsim.wire.vectors import gwlb_vectors
 
 
 @pytest.mark.parametrize("vec", gwlb_vectors(), ids=lambda v: v.name)
@@ -75,7 +75,7 @@ def test_what_scapy_builds_we_read(inner, eni, cookie, vni, order, rflags, rbyte
 def test_a_whole_outer_packet_built_by_scapy() -> None:
     pkt = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=60001, dport=6081) / gwlb_geneve(5, 6) / IP() / ICMP()
     data = raw(pkt)
-    from gwlbsim.outer import parse_ipv4_udp
+    from gwlbsim.wire.outer import parse_ipv4_udp
     o = parse_ipv4_udp(data)
     assert o.checksum_ok and (o.sport, o.dport) == (60001, 6081)
     assert geneve.parse(data[o.payload_offset:]).cookie == 6

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gwlbsim import geneve, pcap
-from gwlbsim.outer import build_ipv4_udp
+from gwlbsim.wire import geneve, pcap
+from gwlbsim.wire.outer import build_ipv4_udp
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None,
                                 reason="tshark is not installed (apt-get install tshark)")

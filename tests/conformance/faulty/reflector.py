@@ -40,9 +40,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from types import FrameType
 from typing import NamedTuple
 
-from gwlbsim import geneve
-from gwlbsim.flowkey import IPPROTO_TCP, TCP_ACK, TCP_SYN, FiveTuple, InnerError, SymKey, flow_of, tcp_flags
-from gwlbsim.outer import OuterError, build_ipv4_udp, parse_ipv4_udp
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import IPPROTO_TCP, TCP_ACK, TCP_SYN, FiveTuple, InnerError, SymKey, flow_of, tcp_flags
+from gwlbsim.wire.outer import OuterError, build_ipv4_udp, parse_ipv4_udp
 
 FAULTS = {
     "drop-cookie": "returns the header without its flow cookie option",
@@ -154,7 +154,7 @@ def validate(data: bytes, lenient: bool) -> Accepted:
 class Firewall:
     """A stateful firewall on the inner packets, per GWLB endpoint.
 
-    Flows are keyed by (ENI id, symmetric flow key), the key :func:`gwlbsim.flowkey.symmetric_key` gives, so
+    Flows are keyed by (ENI id, symmetric flow key), the key :func:`gwlbsim.wire.flowkey.symmetric_key` gives, so
     both directions share one entry and endpoints with overlapping addresses never share one. A TCP segment
     of a flow that is not open is dropped, unless it is a SYN without ACK: that opens the flow, after which
     both directions pass whatever their flags (no FIN/RST tracking, no idle timeout: flows stay open; the

@@ -17,10 +17,15 @@ import struct
 import time
 from typing import Any
 
+from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.bench.extra import register
 from gwlbsim.config import GwlbConfig
+from gwlbsim.linuxio import netns
+from gwlbsim.linuxio.fastio import PacketRing
+from gwlbsim.live.session import GwlbSession, SessionOptions
 from gwlbsim.model import GwlbModel, ToTarget
-from gwlbsim.outer import OuterTemplate
+from gwlbsim.simulate import Flap, Workload, run
+from gwlbsim.wire.outer import OuterTemplate
 
 SINK = "10.100.1.10"
 NODE = "10.100.1.1"
@@ -49,8 +54,6 @@ def _healthy_model(targets: dict[str, str]) -> GwlbModel:
 
 @register("gwlb-generator", "fake GWLB as a load generator: encapsulated packets/s sent to an appliance")
 def generator(opts: argparse.Namespace) -> dict[str, Any]:
-    from gwlbsim import netns
-    from gwlbsim.fastio import PacketRing
 
     duration = 1.0 if getattr(opts, "quick", False) else float(getattr(opts, "duration", 2.0)) * 2
     flows = 1024
@@ -92,9 +95,6 @@ SINK_APPLIANCE = ("{python} -c \"import socket,time;u=socket.socket(2,2);u.bind(
 
 @register("gwlb-live", "fake GWLB live with its flow table: consumer packets/s through the model to an appliance")
 def live(opts: argparse.Namespace) -> dict[str, Any]:
-    from gwlbsim.appliance import ApplianceSpec
-    from gwlbsim.fastio import PacketRing
-    from gwlbsim.live.session import GwlbSession, SessionOptions
 
     duration = 2.0 if getattr(opts, "quick", False) else 5.0
     spec = ApplianceSpec(command=SINK_APPLIANCE, health_protocol="tcp", name="sink")
@@ -134,7 +134,6 @@ def live(opts: argparse.Namespace) -> dict[str, Any]:
 
 @register("simulate", "virtual time: flows/s of a million-flow simulation (flow level) and at the packet level")
 def simulate(opts: argparse.Namespace) -> dict[str, Any]:
-    from gwlbsim.simulate import Flap, Workload, run
 
     quick = getattr(opts, "quick", False)
     n = 100_000 if quick else 1_000_000

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gwlbsim.fastio import set_buffer
-from gwlbsim.outer import UDP_CSUM_OFFSET, UDP_CSUM_START
+from gwlbsim.linuxio.fastio import set_buffer
+from gwlbsim.wire.outer import UDP_CSUM_OFFSET, UDP_CSUM_START
 
-log = logging.getLogger("gwlbsim.linkpath")
+log = logging.getLogger("gwlbsim.linuxio.linkpath")
 
 ETH_P_IP = 0x0800
 ETH_HEADER_LEN = 14

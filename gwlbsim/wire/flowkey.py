@@ -14,7 +14,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from gwlbsim.reasons import DropReason
+from gwlbsim.wire.reasons import DropReason
 
 IPPROTO_HOPOPTS = 0
 IPPROTO_ICMP = 1

@@ -1,7 +1,7 @@
 """What generated traffic is made of: a valid packet with the fields it must decode to, a malformed packet with
 the drop reason it must get, and a flow as GWLB carries it.
 
-These are plain frozen dataclasses (no Hypothesis here): the strategies in :mod:`fuzz.strategies` produce
+These are plain frozen dataclasses (no Hypothesis here): the strategies in :mod:`gwlbsim.traffic.strategies` produce
 them, the fuzzers and the conformance suite consume them.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fuzz.inner import InnerPacket
-from fuzz.reprs import pretty_short, short_repr
-from gwlbsim import geneve
-from gwlbsim.flowkey import FiveTuple, SymKey
+from gwlbsim.traffic.inner import InnerPacket
+from gwlbsim.traffic.reprs import pretty_short, short_repr
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import FiveTuple, SymKey
 
 
 @dataclass(frozen=True, repr=False)
@@ -73,7 +73,7 @@ class ValidPacket:
     _repr_pretty_ = pretty_short
 
     def expected_scan(self) -> geneve.Scan:
-        """What :func:`gwlbsim.geneve.scan` must return for this packet."""
+        """What :func:`gwlbsim.wire.geneve.scan` must return for this packet."""
         return geneve.Scan(self.header.length, len(self.inner), self.header.protocol, self.eni_id,
                            self.attachment_id, self.cookie)
 
@@ -82,8 +82,8 @@ class ValidPacket:
 class MalformedPacket:
     """A datagram a correct GWLB parser must drop, labelled with how it is broken and the reason to give.
 
-    ``malformation`` is a key of :data:`fuzz.malformations.MALFORMATIONS`; ``reason`` is the
-    :attr:`gwlbsim.geneve.GeneveError.reason` a parser following the rules in ``gwlbsim.geneve`` reports
+    ``malformation`` is a key of :data:`gwlbsim.traffic.malformations.MALFORMATIONS`; ``reason`` is the
+    :attr:`gwlbsim.wire.geneve.GeneveError.reason` a parser following the rules in ``gwlbsim.wire.geneve`` reports
     (when a datagram is broken in several ways, the first check in that order wins, and the label names
     that one).
     """

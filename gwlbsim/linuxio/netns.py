@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("gwlbsim.netns")
+log = logging.getLogger("gwlbsim.linuxio.netns")
 
 NETNS_DIR = Path("/run/netns")
 STATE_DIR = Path("/run/gwlbsim")

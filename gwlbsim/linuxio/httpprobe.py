@@ -14,7 +14,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from gwlbsim import netns
+from gwlbsim.linuxio import netns
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from fuzz.reprs import pretty_short, short_repr
-from gwlbsim.checksum import internet_checksum
-from gwlbsim.flowkey import (
+from gwlbsim.traffic.reprs import pretty_short, short_repr
+from gwlbsim.wire.checksum import internet_checksum
+from gwlbsim.wire.flowkey import (
     IPPROTO_AH,
     IPPROTO_DSTOPTS,
     IPPROTO_FRAGMENT,

@@ -12,7 +12,7 @@ from enum import StrEnum, unique
 
 @unique
 class DropReason(StrEnum):
-    # the codec (gwlbsim.geneve, gwlbsim.flowkey, gwlbsim.outer)
+    # the codec (gwlbsim.wire.geneve, gwlbsim.wire.flowkey, gwlbsim.wire.outer)
     MALFORMED = "malformed"
     TOO_SHORT = "too_short"
     BAD_VERSION = "bad_version"

@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
-from gwlbsim.reasons import DropReason
+from gwlbsim.wire.reasons import DropReason
 
 GENEVE_PORT = 6081
 AWS_OPTION_CLASS = 0x0108

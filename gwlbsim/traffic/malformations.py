@@ -1,7 +1,7 @@
 """The catalogue of malformations: how a valid GWLB GENEVE packet can be broken, and the drop reason each gets.
 
-Each entry turns a :class:`fuzz.packets.ValidPacket` into a broken datagram such that exactly one check of
-``gwlbsim.geneve.scan`` fails first, so the expected reason is known without running the parser. The makers
+Each entry turns a :class:`gwlbsim.traffic.packets.ValidPacket` into a broken datagram such that exactly one check of
+``gwlbsim.wire.geneve.scan`` fails first, so the expected reason is known without running the parser. The makers
 take a ``draw(strategy)`` function, so Hypothesis drives (and shrinks) every choice.
 
 ==========================  =========================  ================================================
@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 
 from hypothesis import strategies as st
 
-from fuzz.packets import MalformedPacket, ValidPacket
-from gwlbsim import geneve
+from gwlbsim.traffic.packets import MalformedPacket, ValidPacket
+from gwlbsim.wire import geneve
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 Maker = Callable[[Draw, ValidPacket], tuple[bytes, str]]

@@ -2,15 +2,15 @@
 the conformance suite and the fuzzers.
 
 Valid packets come with the fields a correct parser must decode; malformed packets come labelled with the way
-they are broken and the drop reason (a ``gwlbsim.geneve`` reason string) a correct parser must give; flows
-and traffic sequences model what GWLB sends a target. The third-party captures in :mod:`gwlbsim.vectors`
+they are broken and the drop reason (a ``gwlbsim.wire.geneve`` reason string) a correct parser must give; flows
+and traffic sequences model what GWLB sends a target. The third-party captures in :mod:`gwlbsim.wire.vectors`
 (real AWS and Tencent GWLB packets, Suricata's GENEVE test vectors) are mixed into the packet strategies.
 
 Examples (in a test)::
 
     from hypothesis import given
-    from gwlbsim import geneve
-    from fuzz import strategies as gst
+    from gwlbsim.wire import geneve
+    from gwlbsim.traffic import strategies as gst
 
     @given(gst.valid_packets())
     def test_parses(vp):
@@ -33,15 +33,15 @@ Strategies (all keyword-only parameters; every parameter that takes a strategy d
 :func:`inner_packets`      bare IPv4/IPv6 packets: TCP, UDP, ICMP/ICMPv6, other protocols, IPv4 options,
                            IPv6 extension headers, fragments, sizes up to the 8500-byte GWLB limit
 :func:`extra_options`      non-GWLB option TLVs (any class, non-critical) that a parser must skip
-:func:`valid_packets`      :class:`~fuzz.packets.ValidPacket`: options in any order, extras, any VNI, flag
+:func:`valid_packets`      :class:`~gwlbsim.traffic.packets.ValidPacket`: options in any order, extras, any VNI, flag
                            and reserved bits, mixed with the real GWLB captures
 :func:`vector_packets`     only the real GWLB captures, as valid packets
-:func:`malformed_packets`  :class:`~fuzz.packets.MalformedPacket` of every class in
-                           :data:`fuzz.malformations.MALFORMATIONS`, mixed with Suricata's vectors
+:func:`malformed_packets`  :class:`~gwlbsim.traffic.packets.MalformedPacket` of every class in
+                           :data:`gwlbsim.traffic.malformations.MALFORMATIONS`, mixed with Suricata's vectors
 :func:`datagrams`          any bytes a GENEVE port may receive: valid, malformed or arbitrary
-:func:`flows`              :class:`~fuzz.packets.GwlbFlow`: ENI, cookie, outer source port, both directions
+:func:`flows`              :class:`~gwlbsim.traffic.packets.GwlbFlow`: ENI, cookie, outer source port, both directions
 :func:`flow_lists`         flows with distinct keys per ENI
-:func:`traffic`            a sequence of :class:`~fuzz.packets.Send` over a list of flows, cookies renewed
+:func:`traffic`            a sequence of :class:`~gwlbsim.traffic.packets.Send` over a list of flows, cookies renewed
                            as when GWLB re-creates a flow; optionally malformed datagrams mixed in
 =========================  ================================================================================
 """
@@ -55,13 +55,13 @@ from functools import cache
 
 from hypothesis import strategies as st
 
-from fuzz import inner as inner_mod
-from fuzz.inner import IPV6_EXT_NUMBERS, InnerPacket
-from fuzz.malformations import MALFORMATIONS, VECTOR_LABELS, malform
-from fuzz.packets import GwlbFlow, MalformedPacket, Send, ValidPacket
-from gwlbsim import geneve
-from gwlbsim.flowkey import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
-from gwlbsim.vectors import all_vectors, gwlb_vectors
+from gwlbsim.traffic import inner as inner_mod
+from gwlbsim.traffic.inner import IPV6_EXT_NUMBERS, InnerPacket
+from gwlbsim.traffic.malformations import MALFORMATIONS, VECTOR_LABELS, malform
+from gwlbsim.traffic.packets import GwlbFlow, MalformedPacket, Send, ValidPacket
+from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+from gwlbsim.wire.vectors import all_vectors, gwlb_vectors
 
 __all__ = [
     "MALFORMATIONS",
@@ -293,7 +293,7 @@ def _vector_valid(option_class: int | None) -> tuple[ValidPacket, ...]:
 
 
 def vector_packets(option_class: int | None = None) -> st.SearchStrategy[ValidPacket]:
-    """The real GWLB packets of :mod:`gwlbsim.vectors` (AWS, class 0x0108; Tencent, class 0x0167).
+    """The real GWLB packets of :mod:`gwlbsim.wire.vectors` (AWS, class 0x0108; Tencent, class 0x0167).
 
     Their expected fields come from the codec; the differential tests check them against scapy and tshark.
     """
@@ -368,7 +368,7 @@ def _malformed_vector_list() -> tuple[MalformedPacket, ...]:
 
 
 def malformed_vectors() -> st.SearchStrategy[MalformedPacket]:
-    """Suricata's GENEVE unit-test vectors, labelled (see :data:`fuzz.malformations.VECTOR_LABELS`)."""
+    """Suricata's GENEVE unit-test vectors, labelled (see :data:`gwlbsim.traffic.malformations.VECTOR_LABELS`)."""
     return st.sampled_from(_malformed_vector_list())
 
 
@@ -398,7 +398,7 @@ def malformed_packets(*, malformations: Sequence[str] | None = None, option_clas
                       vectors: bool = True) -> st.SearchStrategy[MalformedPacket]:
     """Datagrams a correct GWLB parser must drop, each labelled with its malformation and expected reason.
 
-    ``malformations`` restricts the classes (keys of :data:`fuzz.malformations.MALFORMATIONS`); each is
+    ``malformations`` restricts the classes (keys of :data:`gwlbsim.traffic.malformations.MALFORMATIONS`); each is
     made by breaking one packet of ``base`` (default: :func:`valid_packets`, which includes the real
     captures). Suricata's malformed vectors are mixed in for class 0x0108 unless ``vectors`` is false.
 
@@ -473,7 +473,7 @@ def traffic(draw: st.DrawFn, *, flow_list: st.SearchStrategy[list[GwlbFlow]] | N
     """A sequence of datagrams over a list of flows, both directions, in any interleaving.
 
     With ``renew_cookies`` a flow's cookie sometimes changes (GWLB re-creating the flow after its 5-tuple was
-    reused); each :class:`~fuzz.packets.Send` carries the flow as it was when sent. With ``malformed``,
+    reused); each :class:`~gwlbsim.traffic.packets.Send` carries the flow as it was when sent. With ``malformed``,
     labelled malformed datagrams from random source ports are mixed in.
     """
     fl = draw(flow_list if flow_list is not None else flow_lists())

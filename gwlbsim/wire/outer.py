@@ -11,8 +11,8 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from gwlbsim.checksum import IPPROTO_UDP, internet_checksum, udp4_checksum, udp4_checksum_ok
-from gwlbsim.reasons import DropReason
+from gwlbsim.wire.checksum import IPPROTO_UDP, internet_checksum, udp4_checksum, udp4_checksum_ok
+from gwlbsim.wire.reasons import DropReason
 
 IPV4_HEADER_LEN = 20
 UDP_HEADER_LEN = 8

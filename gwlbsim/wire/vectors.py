@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from gwlbsim import pcap
-from gwlbsim.geneve import AWS_OPTION_CLASS, TENCENT_OPTION_CLASS
-from gwlbsim.outer import parse_ipv4_udp
+from gwlbsim.wire import pcap
+from gwlbsim.wire.geneve import AWS_OPTION_CLASS, TENCENT_OPTION_CLASS
+from gwlbsim.wire.outer import parse_ipv4_udp
 
-VECTOR_DIR = Path(__file__).parent / "data" / "vectors"
+VECTOR_DIR = Path(__file__).parents[1] / "data" / "vectors"
 
 
 @dataclass(frozen=True)

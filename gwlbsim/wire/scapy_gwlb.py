@@ -13,7 +13,7 @@ Example::
 
     >>> from scapy.all import IP, UDP, raw
     >>> from scapy.contrib.geneve import GENEVE
-    >>> from gwlbsim.scapy_gwlb import gwlb_geneve
+    >>> from gwlbsim.wire.scapy_gwlb import gwlb_geneve
     >>> pkt = IP(dst="10.0.0.2") / UDP(sport=60001, dport=6081) / gwlb_geneve(0x2B8EE1D4DB0C51C4, 0x1234) / IP()
     >>> IP(raw(pkt))[GENEVE].options[2].cookie
     4660
@@ -27,7 +27,7 @@ from scapy.contrib.geneve import CLASS_IDS, GENEVE, GeneveOptions
 from scapy.fields import BitField, XByteField, XIntField, XLongField, XShortEnumField
 from scapy.packet import Packet
 
-from gwlbsim.geneve import (
+from gwlbsim.wire.geneve import (
     AWS_OPTION_CLASS,
     ETH_P_IP,
     ETH_P_IPV6,
