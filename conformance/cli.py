@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from conformance import results
-from conformance.plugin import SUITE_DIR
-from conformance.requirements import REQUIREMENTS, markdown_table
+from gwlbsim.conformance import results
+from gwlbsim.conformance.plugin import SUITE_DIR
+from gwlbsim.conformance.requirements import REQUIREMENTS, markdown_table
+
 from gwlbsim import cliargs
 from gwlbsim.appliance import ApplianceSpec
 

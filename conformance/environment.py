@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from gwlbsim.conformance.capture import Capture
+from gwlbsim.conformance.results import NOT_APPLICABLE, NOT_RUN
 
-from conformance.capture import Capture
-from conformance.results import NOT_APPLICABLE, NOT_RUN
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
 from gwlbsim.config import GwlbConfig
 from gwlbsim.linuxio.netns import Lab

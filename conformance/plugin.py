@@ -18,9 +18,9 @@ from typing import Any
 
 import pluggy
 import pytest
+from gwlbsim.conformance import results
+from gwlbsim.conformance.requirements import REQUIREMENTS
 
-from conformance import results
-from conformance.requirements import REQUIREMENTS
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec
 from gwlbsim.wire.hexdump import hexdump
 
@@ -30,7 +30,7 @@ _start_key = pytest.StashKey[float]()
 
 
 def requirement(req_id: str) -> pytest.MarkDecorator:
-    """Mark a test as checking requirement ``req_id`` (see conformance.requirements)."""
+    """Mark a test as checking requirement ``req_id`` (see gwlbsim.conformance.requirements)."""
     if req_id not in REQUIREMENTS:
         raise KeyError(f"unknown requirement {req_id!r}")
     return getattr(pytest.mark, MARKER)(req_id)
@@ -173,7 +173,8 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
         pytest.skip(results.NOT_RUN + "the GWLB conformance suite needs root: it builds network namespaces")
     # Imported here, not at the top: pytest loads this plugin in every session of every project that has gwlbsim
     # installed, and the live world (pyroute2, the fake GWLB) adds about 50 ms more to each (python -X importtime).
-    from conformance.environment import ConformanceEnv, Options
+    from gwlbsim.conformance.environment import ConformanceEnv, Options
+
     from gwlbsim.appliance import ApplianceError
     from gwlbsim.linuxio.netns import owned_tempdir
 
@@ -367,7 +368,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The exit status is the verdict's (see conformance.results), unless pytest itself was stopped or misused."""
+    """The exit status is the verdict's (see gwlbsim.conformance.results), unless pytest was stopped or misused."""
     res = _results(session.config)
     if res is None:
         return

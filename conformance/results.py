@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conformance.requirements import AREAS, MUST, REQUIREMENTS
+from gwlbsim.conformance.requirements import AREAS, MUST, REQUIREMENTS
 
 RESULTS = pytest.StashKey["Results"]()
 
@@ -43,7 +42,8 @@ def _first_line(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
         first = str(crash.message).splitlines()[0]
-        for prefix in ("conformance.environment.ConformanceFailure: ", "conformance.environment.InstanceCrashed: "):
+        for prefix in ("gwlbsim.conformance.environment.ConformanceFailure: ",
+                       "gwlbsim.conformance.environment.InstanceCrashed: "):
             first = first.removeprefix(prefix)
         return first[:400]
     return str(report.longrepr or "").strip().splitlines()[-1][:300] if report.longrepr else ""

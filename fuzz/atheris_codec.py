@@ -7,7 +7,7 @@
 * what ``scan`` accepts, ``parse`` decodes to the same values, and the header re-encodes to the same bytes;
 * ``scan`` of the same bytes inside a larger buffer (``start``/``end``) gives the same verdict.
 
-Run it with ``python -m fuzz.coverage --target codec`` (instrumented, with the seed corpus).
+Run it with ``python -m gwlbsim.fuzz.coverage --target codec`` (instrumented, with the seed corpus).
 """
 
 from __future__ import annotations

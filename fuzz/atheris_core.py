@@ -1,7 +1,7 @@
-"""Coverage-guided fuzz target: the reference appliance's whole inbound/return path (``reference.core``).
+"""Coverage-guided fuzz target: the reference appliance's whole inbound/return path (``gwlbsim.reference.core``).
 
-The input is a program of operations on one :class:`reference.core.ApplianceCore` with a fake clock, each
-checked against :class:`fuzz.core_model.ApplianceModel`:
+The input is a program of operations on one :class:`gwlbsim.reference.core.ApplianceCore` with a fake clock, each
+checked against :class:`gwlbsim.fuzz.core_model.ApplianceModel`:
 
 ====  ==========  ==================================================================================
 byte  operation   operands
@@ -29,10 +29,11 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from fuzz.core_model import ApplianceModel, ip_length_consistent
+from gwlbsim.fuzz.core_model import ApplianceModel, ip_length_consistent
+from gwlbsim.reference.core import ApplianceCore, Config, TunnelState
+
 from gwlbsim.wire import geneve
 from gwlbsim.wire.outer import parse_ipv4_udp
-from reference.core import ApplianceCore, Config, TunnelState
 
 GWLBS = (("10.0.0.1", 60001), ("10.0.1.1", 60002))
 ME = "10.0.0.2"

@@ -6,7 +6,7 @@ Examples::
     gwlb-fuzz --appliance '/opt/fw/bin/fw --geneve --health {health_port}' --health-port 9000 --rate 5000
     gwlb-fuzz --replay results/20250101-120000-1-crashed-exit_1/sequence.pcap   # appliance from reproducer.json
 
-Until the console script is installed, ``python -m fuzz.cli`` does the same. Needs root (namespaces).
+Until the console script is installed, ``python -m gwlbsim.fuzz.cli`` does the same. Needs root (namespaces).
 Exit status of a run: 0 no finding, or only SHOULD-level ones (listed, with reproducers; as in the conformance
 suite, they do not fail a run); 1 a fatal or MUST-level finding; 3 only SHOULD-level findings and --strict;
 2 bad options or the fuzzer could not run; 130 interrupted. With --replay: 1 the reproducer's finding
@@ -21,10 +21,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from fuzz.findings import CATALOGUE, MUST, Finding, order
-from fuzz.netfuzz import Found, FuzzError, NetworkFuzzer, Options, describe_command, worst
-from fuzz.reproducer import load_meta, recorded_finding, verdict
-from fuzz.watchdog import Limits
+from gwlbsim.fuzz.findings import CATALOGUE, MUST, Finding, order
+from gwlbsim.fuzz.netfuzz import Found, FuzzError, NetworkFuzzer, Options, describe_command, worst
+from gwlbsim.fuzz.reproducer import load_meta, recorded_finding, verdict
+from gwlbsim.fuzz.watchdog import Limits
+
 from gwlbsim import cliargs
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.linuxio.netns import NetnsError, require_root, sigterm_raises

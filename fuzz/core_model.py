@@ -1,4 +1,4 @@
-"""A reference model of what a GWLB appliance core must do, to check ``reference.core.ApplianceCore`` against.
+"""A reference model of what a GWLB appliance core must do, to check ``gwlbsim.reference.core.ApplianceCore`` against.
 
 It keeps, per endpoint (ENI id), the latest GENEVE header and outer addressing of every flow it saw from
 GWLB, and answers: must the core accept this inbound datagram (and queue it, while the endpoint's tunnel is

@@ -1,10 +1,10 @@
-"""Coverage-guided fuzzing with atheris (libFuzzer for Python), time-limited: ``python -m fuzz.coverage``.
+"""Coverage-guided fuzzing with atheris (libFuzzer for Python), time-limited: ``python -m gwlbsim.fuzz.coverage``.
 
 Targets (each a module with ``check(data: bytes)``):
 
-* ``codec``: :mod:`fuzz.atheris_codec`, the GENEVE codec on arbitrary bytes;
-* ``core``: :mod:`fuzz.atheris_core`, the reference appliance core's inbound/return path, against a model;
-* ``canary``: :mod:`fuzz.atheris_canary`, a planted bug that checks the pipeline itself (not in ``all``).
+* ``codec``: :mod:`gwlbsim.fuzz.atheris_codec`, the GENEVE codec on arbitrary bytes;
+* ``core``: :mod:`gwlbsim.fuzz.atheris_core`, the reference appliance core's inbound/return path, against a model;
+* ``canary``: :mod:`gwlbsim.fuzz.atheris_canary`, a planted bug that checks the pipeline itself (not in ``all``).
 
 Each target runs in its own process, with ``gwlbsim`` and ``reference`` instrumented for coverage, starting
 from the committed seed corpus ``fuzz/corpus/<target>/`` (read only; new inputs go to a work directory).
@@ -13,9 +13,9 @@ A failing input is written to ``fuzz/crashes/<target>/`` (``crash-*``, ``timeout
 
 Examples::
 
-    python -m fuzz.coverage --time 60                 # codec and core, 60 s each, in parallel
-    python -m fuzz.coverage --target core --time 600 --merge   # and add new coverage to the seed corpus
-    python -m fuzz.coverage --replay fuzz/crashes/core/crash-0123abcd   # run one input, show the error
+    python -m gwlbsim.fuzz.coverage --time 60                 # codec and core, 60 s each, in parallel
+    python -m gwlbsim.fuzz.coverage --target core --time 600 --merge   # and add new coverage to the seed corpus
+    python -m gwlbsim.fuzz.coverage --replay fuzz/crashes/core/crash-0123abcd   # run one input, show the error
 
 Exit status: 0 when no target failed, 1 when a failure was found (its file is printed), 2 for usage errors.
 """
@@ -40,10 +40,11 @@ from gwlbsim import cliargs
 FUZZ_DIR = Path(__file__).parent
 CORPUS_DIR = FUZZ_DIR / "corpus"
 CRASH_DIR = FUZZ_DIR / "crashes"
-TARGETS = {"codec": "fuzz.atheris_codec", "core": "fuzz.atheris_core", "canary": "fuzz.atheris_canary"}
+TARGETS = {"codec": "gwlbsim.fuzz.atheris_codec", "core": "gwlbsim.fuzz.atheris_core",
+           "canary": "gwlbsim.fuzz.atheris_canary"}
 DEFAULT_TARGETS = ("codec", "core")
 #: Packages whose code is instrumented for coverage feedback (the code under test).
-INSTRUMENTED = ("gwlbsim", "reference")
+INSTRUMENTED = ("gwlbsim",)
 MAX_LEN = {"codec": 9000, "core": 20000, "canary": 64}
 _ARTIFACT_RE = re.compile(r"Test unit written to (\S+)")
 _STATUS_RE = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
@@ -124,7 +125,7 @@ def run_target(target: str, *, seconds: float, work_root: Path, crash_root: Path
     corpus = corpus_root / target if corpus_root is not None else None
     args = libfuzzer_args(target, seconds=seconds, work=work, crashes=crashes, seed=seed, corpus=corpus)
     log = open(work_root / f"{target}.log", "wb")  # noqa: SIM115 - owned by the child, closed after wait()
-    proc = subprocess.Popen([sys.executable, "-m", "fuzz.coverage", "--child", target, "--", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "gwlbsim.fuzz.coverage", "--child", target, "--", *args],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     proc.log_file = log  # type: ignore[attr-defined]  # the log travels with its process
     return proc
@@ -178,7 +179,7 @@ def _merge(target: str, work_root: Path, corpus_root: Path) -> None:
     """Add the inputs that bring new coverage to the committed seed corpus (libFuzzer's -merge=1)."""
     dest = corpus_root / target
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "fuzz.coverage", "--child", target, "--", "-merge=1",
+    subprocess.run([sys.executable, "-m", "gwlbsim.fuzz.coverage", "--child", target, "--", "-merge=1",
                     f"-max_len={MAX_LEN[target]}", str(dest), str(work_root / target)],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=False)
 
@@ -204,7 +205,7 @@ def _child(target: str, args: list[str]) -> None:
 
     with atheris.instrument_imports(include=[*INSTRUMENTED, TARGETS[target]]):
         for mod in ("gwlbsim.wire.geneve", "gwlbsim.wire.flowkey", "gwlbsim.wire.outer", "gwlbsim.wire.checksum",
-                    "reference.core", TARGETS[target]):
+                    "gwlbsim.reference.core", TARGETS[target]):
             importlib.import_module(mod)
     check = load_check(target)
     atheris.Setup([sys.argv[0], *args], check)
@@ -212,7 +213,7 @@ def _child(target: str, args: list[str]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fuzz.coverage", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m gwlbsim.fuzz.coverage", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", action="append", choices=[*TARGETS, "all"],
                    help="what to fuzz (repeatable; default: all = codec and core)")
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [r for r in results if r.failed]
     if failed:
         print(f"{len(failed)} target(s) failed; logs in {work}; replay with: "
-              f"python -m fuzz.coverage --target T --replay FILE")
+              f"python -m gwlbsim.fuzz.coverage --target T --replay FILE")
         return 1
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,6 +1,6 @@
 """What the network fuzzer reports: findings, each with a kind, a reason, a level and a conformance requirement.
 
-The requirement ids and levels are the conformance suite's (``conformance.requirements``), so a fuzzer finding
+The requirement ids and levels are the conformance suite's (``gwlbsim.conformance.requirements``), so a fuzzer finding
 and a failed conformance test name the same rule. A finding is *fatal* when the appliance can no longer be
 fuzzed meaningfully (it died, hangs, is unhealthy, stopped returning valid flows, or leaks); the fuzzer then
 stops sending. Every other finding is recorded with the datagrams that caused it and fuzzing goes on. Distinct

@@ -3,20 +3,20 @@
 An appliance (any command template, see :mod:`gwlbsim.appliance`; the reference by default) runs in its own
 namespace, linked by a veth pair to a "gwlb" namespace from which the fuzzer sends, from ``10.99.0.1`` to the
 appliance at ``10.99.0.2`` port 6081, a paced mix of valid, malformed and mutated datagrams
-(:mod:`fuzz.traffic_pool`) and a few oversize ones (above the link MTU, up to 65,000 bytes). Every
-``check_interval`` seconds it pauses and checks (:mod:`fuzz.watchdog`): process alive, health answering,
+(:mod:`gwlbsim.fuzz.traffic_pool`) and a few oversize ones (above the link MTU, up to 65,000 bytes). Every
+``check_interval`` seconds it pauses and checks (:mod:`gwlbsim.fuzz.watchdog`): process alive, health answering,
 descriptors and devices bounded, and every probe flow returned with the latest header; every datagram the
 appliance sends back is judged against what it was sent.
 
-Findings follow the catalogue of :mod:`fuzz.findings` (the conformance suite's requirement ids and levels). A
+Findings follow the catalogue of :mod:`gwlbsim.fuzz.findings` (the conformance suite's requirement ids and levels). A
 non-fatal finding (a wrong or forwarded return) is recorded, with the datagram whose return was judged when
 the return is one of them and the datagrams sent since the last check otherwise, and fuzzing goes on; repeats
 of a finding (same kind and reason) are counted. A fatal finding (crash, hang, unhealthy, lost probe flows,
 descriptor or device leak) stops the sending.
 
 At the end every distinct finding is reproduced against fresh appliances and written as a reproducer
-(:mod:`fuzz.reproducer`), the fatal one first: a finding caused by one known datagram is confirmed by
-replaying that datagram alone; any other is reduced (:mod:`fuzz.minimize`) from the datagrams sent since the
+(:mod:`gwlbsim.fuzz.reproducer`), the fatal one first: a finding caused by one known datagram is confirmed by
+replaying that datagram alone; any other is reduced (:mod:`gwlbsim.fuzz.minimize`) from the datagrams sent since the
 last check before it (or, if those alone do not reproduce it, everything sent until then).
 """
 
@@ -33,11 +33,12 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
-from fuzz import reproducer
-from fuzz.findings import MUST, PROBE_KINDS, Finding, matches, order
-from fuzz.minimize import Budget, minimize
-from fuzz.traffic_pool import PROBE_ENIS, TrafficPool, TrafficSource
-from fuzz.watchdog import Limits, ReturnChecker, Watchdog
+from gwlbsim.fuzz import reproducer
+from gwlbsim.fuzz.findings import MUST, PROBE_KINDS, Finding, matches, order
+from gwlbsim.fuzz.minimize import Budget, minimize
+from gwlbsim.fuzz.traffic_pool import PROBE_ENIS, TrafficPool, TrafficSource
+from gwlbsim.fuzz.watchdog import Limits, ReturnChecker, Watchdog
+
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
 from gwlbsim.linuxio.netns import Lab
 from gwlbsim.probe import GenevePeer

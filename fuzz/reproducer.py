@@ -6,7 +6,7 @@ A reproducer directory holds:
   in Wireshark; replay uses each packet's UDP source port and GENEVE payload);
 * ``original.pcap``: the sequence before minimization;
 * ``reproducer.json``: the finding (kind, reason, level, requirement, whether fatal, how often it was seen,
-  detail; see :mod:`fuzz.findings`), the appliance command and health settings, seed and counts, and the
+  detail; see :mod:`gwlbsim.fuzz.findings`), the appliance command and health settings, seed and counts, and the
   class and codec verdict of every packet;
 * ``replay.sh``: ``gwlb-fuzz --replay`` with the same appliance (exit status 1: the finding reproduced);
 * ``appliance.log``: the end of the appliance's output when the run ended.
@@ -103,7 +103,7 @@ def write(directory: Path, *, kind: str, detail: str, sequence: Sequence[Sent], 
         "# Needs root (network namespaces). Exit status 1: the finding reproduced; 0: it did not.\n"
         "# With the gwlb-fuzz console script installed, the same is: gwlb-fuzz " + shlex.join(args) + "\n"
         'cd "$(dirname "$0")" || exit 2\n'
-        f'exec "${{PYTHON:-{sys.executable}}}" -m fuzz.cli {shlex.join(args)} "$@"\n')
+        f'exec "${{PYTHON:-{sys.executable}}}" -m gwlbsim.fuzz.cli {shlex.join(args)} "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return script
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from gwlbsim.fuzz.sampling import sample
 from hypothesis import strategies as st
 
-from fuzz.sampling import sample
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.malformations import MALFORMATIONS
 from gwlbsim.traffic.packets import GwlbFlow, MalformedPacket, ValidPacket

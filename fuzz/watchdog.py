@@ -2,7 +2,7 @@
 
 :class:`Watchdog` finds the fatal findings (crashed, hang, unhealthy, fd_growth, device_growth);
 :class:`ReturnChecker` judges every datagram the appliance sends back to GWLB against what it was sent, with
-the catalogue of :mod:`fuzz.findings` (which mirrors the conformance suite's requirements):
+the catalogue of :mod:`gwlbsim.fuzz.findings` (which mirrors the conformance suite's requirements):
 
 * a return GWLB's parser accepts must belong to a flow (ENI and 5-tuple) the appliance was sent
   (``unknown_flow``, SYM-3) and carry a header sent for that flow (``wrong_cookie``, COOKIE-1, when only the
@@ -21,7 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from fuzz.findings import INNER_REASONS, Finding, forwarded_kind
+from gwlbsim.fuzz.findings import INNER_REASONS, Finding, forwarded_kind
+
 from gwlbsim.appliance import RunningAppliance
 from gwlbsim.traffic.record import Sent
 from gwlbsim.wire import geneve

@@ -45,7 +45,7 @@ def hook_path(name: str = "passthrough") -> Path:
     return p
 
 
-REFERENCE_COMMAND = ("{python} -m reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j "
+REFERENCE_COMMAND = ("{python} -m gwlbsim.reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j "
                      "-i {flow_timeout} -t {tunnel_timeout}")
 
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from gwlbsim.config import GwlbConfig
 from gwlbsim.model import Flow, GwlbModel, ToEndpoint, ToTarget
+from gwlbsim.reference.core import ApplianceCore, Config
 from gwlbsim.wire import geneve
 from gwlbsim.wire.flowkey import FiveTuple
-from reference.core import ApplianceCore, Config
 
 
 class VirtualAppliance:

@@ -9,13 +9,14 @@ import signal
 import sys
 from typing import Any
 
+from gwlbsim.reference.core import ApplianceCore, Config
+from gwlbsim.reference.hooks import parse_hook
+from gwlbsim.reference.linux import Appliance, Options
+from gwlbsim.reference.logs import configure_logging
+from gwlbsim.reference.workers import Supervisor
+
 from gwlbsim import __version__, cliargs
 from gwlbsim.wire import geneve
-from reference.core import ApplianceCore, Config
-from reference.hooks import parse_hook
-from reference.linux import Appliance, Options
-from reference.logs import configure_logging
-from reference.workers import Supervisor
 
 EPILOG = """\
 Hook arguments (as gwlbtun): HOOK CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id, 16 hex digits>.

@@ -1,6 +1,6 @@
 """The reference appliance's datapath logic, with no I/O: packets and the time in, verdicts out.
 
-The driver (``reference.linux``) feeds it:
+The driver (``gwlbsim.reference.linux``) feeds it:
 
 * :meth:`ApplianceCore.inbound` for every GENEVE datagram received from GWLB. It validates the packet,
   finds or starts the endpoint's tunnel, remembers the flow's latest GENEVE header and outer addressing,
@@ -137,7 +137,7 @@ class Counters:
 
 
 class DeviceHandle(Protocol):
-    """What a driver keeps of a tunnel's devices (``reference.linux.TunHandle``); the core never uses it."""
+    """What a driver keeps of a tunnel's devices (``gwlbsim.reference.linux.TunHandle``); the core never uses it."""
 
     ingress_fd: int
     egress_fd: int

@@ -20,7 +20,7 @@ neighbour entry confirmed; ``--raw-returns``: always). Nothing is allocated per 
 objects; address strings and sockaddrs are made once per peer.
 
 With ``--udpthreads/--tunthreads N`` (N > 1) this loop runs in N worker processes and a supervisor keeps
-tunnels, hooks and health: see reference.workers.
+tunnels, hooks and health: see gwlbsim.reference.workers.
 """
 
 from __future__ import annotations
@@ -37,16 +37,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gwlbsim.reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
+from gwlbsim.reference.health import HealthServer
+from gwlbsim.reference.hooks import HookResult, run_hook
+from gwlbsim.reference.steering import attach_tun
+
 from gwlbsim import __version__
 from gwlbsim.linuxio import linkpath
 from gwlbsim.linuxio.fastio import BatchReceiver, BatchSender, set_buffer, sockaddr
 from gwlbsim.linuxio.tun import TunError, exists, open_tun
 from gwlbsim.wire.hexdump import hexdump
 from gwlbsim.wire.reasons import DropReason
-from reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
-from reference.health import HealthServer
-from reference.hooks import HookResult, run_hook
-from reference.steering import attach_tun
 
 log = logging.getLogger("gwlb-reference")
 
@@ -70,7 +71,7 @@ UDP_TRUNCATED = DropReason.UDP_TRUNCATED
 
 @dataclass
 class Options:
-    """Everything the driver needs besides the core's :class:`reference.core.Config`."""
+    """Everything the driver needs besides the core's :class:`gwlbsim.reference.core.Config`."""
 
     listen: str = "0.0.0.0"
     create_hook: list[str] | None = None
@@ -246,7 +247,7 @@ class Appliance:
     def __init__(self, core: ApplianceCore, opts: Options, clock: Callable[[], float] = time.monotonic,
                  udp: socket.socket | None = None, lifecycle: Any = None) -> None:
         """``udp`` (an already bound GENEVE socket) and ``lifecycle`` (something with Lifecycle's methods)
-        are for datapath workers (reference.workers); by default the appliance makes its own."""
+        are for datapath workers (gwlbsim.reference.workers); by default the appliance makes its own."""
         self.core = core
         self.opts = opts
         self.clock = clock

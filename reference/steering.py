@@ -12,7 +12,7 @@ inner packet's *symmetric* flow identity (so that a flow's two directions agree)
 The function, :func:`worker_of`: IPv4: source address XOR destination address, XOR (source port XOR
 destination port) for unfragmented TCP and UDP; IPv6: the XOR of the eight address words; then a
 multiplicative mix, modulo the worker count. Anything else goes to worker 0. It is a function of the flow
-key the core uses (reference.core keys a flow on the same fields), so both directions of a flow land on
+key the core uses (gwlbsim.reference.core keys a flow on the same fields), so both directions of a flow land on
 the same worker.
 
 The programs are written here as eBPF instructions (LD_ABS/LD_IND loads; no maps, no helpers) and loaded

@@ -1,16 +1,16 @@
 """Several datapath workers for one appliance (``--udpthreads/--tunthreads N``, N > 1): one process each.
 
 Python runs one thread of Python at a time, so scaling with cores takes processes. Each worker is a
-complete datapath (:class:`reference.linux.Appliance` loop, its own core and flow cache, its own raw
+complete datapath (:class:`gwlbsim.reference.linux.Appliance` loop, its own core and flow cache, its own raw
 socket); what the kernel hands to a worker is chosen so that a flow stays with one worker in both
-directions (see :mod:`reference.steering`):
+directions (see :mod:`gwlbsim.reference.steering`):
 
 * the workers' GENEVE sockets form one SO_REUSEPORT group, steered by the inner flow;
 * every tunnel device is a multi-queue TUN with one queue per worker, steered by the same function.
 
 The supervisor (the process that was started) keeps everything that must happen once: it creates and
 destroys the tunnels (devices with a queue for each worker, hooks, strictly in order, by the same
-:class:`reference.linux.Lifecycle`), decides when an idle tunnel is retired (``-t``: idle in every
+:class:`gwlbsim.reference.linux.Lifecycle`), decides when an idle tunnel is retired (``-t``: idle in every
 worker), serves health, and adds the workers' counters up into the usual status document.
 
 Supervisor and workers talk over one SOCK_SEQPACKET socket pair per worker, in JSON messages:
@@ -22,7 +22,7 @@ Supervisor and workers talk over one SOCK_SEQPACKET socket pair per worker, in J
                            {"op": "retire", "eni": E}    the tunnel is being destroyed: forget it
                            {"op": "stop"}
 
-A worker that dies is replaced: a fresh interpreter (``python -m reference.workers``) takes over its socket of
+A worker that dies is replaced: a fresh interpreter (``python -m gwlbsim.reference.workers``) takes over its socket of
 the group and its queue of every tunnel, so the same flows are steered to it as before; it learns each flow
 again from the flow's next packet from GWLB (until then, packets of those flows out of the tunnels are
 dropped as ``no_flow``). While it is down, and when a worker dies more than ``MAX_RESTARTS`` times within
@@ -48,11 +48,9 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from gwlbsim import __version__
-from gwlbsim.wire.reasons import DropReason
-from reference import steering
-from reference.core import ApplianceCore, Config, Tunnel, TunnelState
-from reference.linux import (
+from gwlbsim.reference import steering
+from gwlbsim.reference.core import ApplianceCore, Config, Tunnel, TunnelState
+from gwlbsim.reference.linux import (
     STALL_AFTER,
     TICK,
     TOTALS,
@@ -66,7 +64,10 @@ from reference.linux import (
     status_document,
     tunnel_counters,
 )
-from reference.logs import configure_logging
+from gwlbsim.reference.logs import configure_logging
+
+from gwlbsim import __version__
+from gwlbsim.wire.reasons import DropReason
 
 log = logging.getLogger("gwlb-reference")
 
@@ -94,7 +95,7 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
 
 
 class RemoteLifecycle:
-    """A worker's stand-in for :class:`reference.linux.Lifecycle`: creation is asked of the supervisor."""
+    """A worker's stand-in for :class:`gwlbsim.reference.linux.Lifecycle`: creation is asked of the supervisor."""
 
     def __init__(self, control: socket.socket, wake: Callable[[], None]) -> None:
         self.control = control
@@ -239,11 +240,11 @@ def run_worker(k: int, config: Config, opts: Options, udp: socket.socket, contro
 
 
 def worker_main(argv: list[str]) -> int:
-    """``python -m reference.workers SPEC UDP_FD CONTROL_FD``: a replacement worker, started by the supervisor
+    """``python -m gwlbsim.reference.workers SPEC UDP_FD CONTROL_FD``: a replacement worker, started by the supervisor
     (SPEC: JSON of the worker's index, the core's Config, the driver's Options, its CPU and log levels)."""
     if len(argv) != 3:
-        print("usage: python -m reference.workers SPEC UDP_FD CONTROL_FD (started by gwlb-reference's supervisor)",
-              file=sys.stderr)
+        print("usage: python -m gwlbsim.reference.workers SPEC UDP_FD CONTROL_FD "
+              "(started by gwlb-reference's supervisor)", file=sys.stderr)
         return 2
 
     spec = json.loads(argv[0])
@@ -364,8 +365,8 @@ class Supervisor:
                 "levels": {name: lg.level for name, lg in logging.root.manager.loggerDict.items()
                            if name.startswith("gwlb-reference") and isinstance(lg, logging.Logger) and lg.level}}
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "reference.workers", json.dumps(spec), str(udp.fileno()),
-                                     str(theirs.fileno())], pass_fds=(udp.fileno(), theirs.fileno()))
+            proc = subprocess.Popen([sys.executable, "-m", "gwlbsim.reference.workers", json.dumps(spec),
+                                     str(udp.fileno()), str(theirs.fileno())], pass_fds=(udp.fileno(), theirs.fileno()))
         except OSError as e:
             mine.close()
             log.error("cannot start a replacement for datapath worker %d: %s", k, e)
@@ -622,7 +623,7 @@ class Supervisor:
                 self._reported.wait(left)
 
     def status(self) -> dict[str, Any]:
-        """The same document as a single-process appliance's (reference.linux.Appliance.status), summed
+        """The same document as a single-process appliance's (gwlbsim.reference.linux.Appliance.status), summed
         over the workers (asked for fresh counters first), plus ``workers``."""
         self.refresh()
         now = self.clock()

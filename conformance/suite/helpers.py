@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 
+from gwlbsim.conformance.environment import ConformanceEnv
 from hypothesis import HealthCheck, settings
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
-from conformance.environment import ConformanceEnv
 from gwlbsim.traffic.inner import tcp_packet
 from gwlbsim.wire import geneve
 from gwlbsim.wire.flowkey import IPPROTO_TCP, InnerError, address, flow_of, tcp_flags

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+from gwlbsim.conformance.environment import ConformanceEnv, check, inner_of, same_inner
+from gwlbsim.conformance.plugin import requirement
+from gwlbsim.conformance.suite.helpers import icmp4, opening_syn, property_settings, raw_eni, tcp4, udp4, udp6
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.environment import ConformanceEnv, check, inner_of, same_inner
-from conformance.plugin import requirement
-from conformance.suite.helpers import icmp4, opening_syn, property_settings, raw_eni, tcp4, udp4, udp6
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.wire import geneve
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from gwlbsim.conformance.environment import ConformanceEnv, check, same_inner
+from gwlbsim.conformance.plugin import requirement
+from gwlbsim.conformance.suite.helpers import eni, opening_syn, property_settings, raw_eni, tcp4
 from hypothesis import given
 from scapy.all import (
     GRE,
@@ -21,9 +24,6 @@ from scapy.all import (
 from scapy.layers.inet6 import ICMPv6EchoRequest
 from scapy.layers.ipsec import ESP
 
-from conformance.environment import ConformanceEnv, check, same_inner
-from conformance.plugin import requirement
-from conformance.suite.helpers import eni, opening_syn, property_settings, raw_eni, tcp4
 from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.wire import geneve

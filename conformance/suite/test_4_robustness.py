@@ -12,11 +12,11 @@ import time
 from collections import Counter
 
 import pytest
+from gwlbsim.conformance.environment import ConformanceEnv, check
+from gwlbsim.conformance.plugin import requirement
+from gwlbsim.conformance.suite.helpers import eni, property_settings, raw_eni, tcp4, udp4, udp6
 from hypothesis import given
 
-from conformance.environment import ConformanceEnv, check
-from conformance.plugin import requirement
-from conformance.suite.helpers import eni, property_settings, raw_eni, tcp4, udp4, udp6
 from gwlbsim.live.gwlb import Captured
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.malformations import MALFORMATIONS

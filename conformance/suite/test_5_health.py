@@ -7,10 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from gwlbsim.conformance.environment import ConformanceEnv, check, not_applicable, not_run
+from gwlbsim.conformance.plugin import requirement
+from gwlbsim.conformance.suite.helpers import eni, raw_eni, tcp4, udp4
 
-from conformance.environment import ConformanceEnv, check, not_applicable, not_run
-from conformance.plugin import requirement
-from conformance.suite.helpers import eni, raw_eni, tcp4, udp4
 from gwlbsim.linuxio.httpprobe import http_probe
 from gwlbsim.wire import eni as eni_names
 from gwlbsim.wire import geneve

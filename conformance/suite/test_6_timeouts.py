@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from conformance.environment import ConformanceEnv, check, not_applicable, not_run
-from conformance.plugin import requirement
-from conformance.suite.helpers import cookie_of, cookie_text, eni, raw_eni, tcp4, udp4, udp6
+from gwlbsim.conformance.environment import ConformanceEnv, check, not_applicable, not_run
+from gwlbsim.conformance.plugin import requirement
+from gwlbsim.conformance.suite.helpers import cookie_of, cookie_text, eni, raw_eni, tcp4, udp4, udp6
+
 from gwlbsim.config import DEFAULT_TCP_IDLE_TIMEOUT, NON_TCP_IDLE_TIMEOUT
 from gwlbsim.wire import eni as eni_names
 from gwlbsim.wire import geneve

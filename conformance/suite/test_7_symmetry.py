@@ -7,11 +7,11 @@ import socket
 import time
 from collections import defaultdict
 
+from gwlbsim.conformance.environment import ConformanceEnv, check, not_run
+from gwlbsim.conformance.plugin import requirement
+from gwlbsim.conformance.suite.helpers import raw_eni
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
-from conformance.environment import ConformanceEnv, check, not_run
-from conformance.plugin import requirement
-from conformance.suite.helpers import raw_eni
 from gwlbsim.live.gwlb import Captured
 from gwlbsim.wire import geneve
 

@@ -6,9 +6,10 @@ import struct
 import time
 from collections import Counter
 
-from conformance.environment import ConformanceEnv, check, not_run
-from conformance.plugin import requirement
-from conformance.suite.helpers import cookie_of, cookie_text, raw_eni, udp4
+from gwlbsim.conformance.environment import ConformanceEnv, check, not_run
+from gwlbsim.conformance.plugin import requirement
+from gwlbsim.conformance.suite.helpers import cookie_of, cookie_text, raw_eni, udp4
+
 from gwlbsim.live.topology import ApplianceSlot
 from gwlbsim.wire import geneve
 

@@ -2,13 +2,13 @@
 
 No namespaces, devices or system calls: 64 flows of one endpoint, every flow known and its header
 unchanged (the steady state), the packets in preallocated buffers. For each step of a packet's round trip
-through :class:`reference.core.ApplianceCore`, the CPU time per packet (best of a few rounds):
+through :class:`gwlbsim.reference.core.ApplianceCore`, the CPU time per packet (best of a few rounds):
 
 * ``scan``: :func:`gwlbsim.wire.geneve.scan` of a datagram as GWLB sends it;
 * ``symmetric_key``: :func:`gwlbsim.wire.flowkey.symmetric_key` of its inner packet;
 * ``inbound``: :meth:`ApplianceCore.inbound` (both of the above, the tunnel, the flow cache, counters);
 * ``round_trip``: a batch of 64 through ``inbound``, then the same 64 packets back through
-  :meth:`ApplianceCore.outbound` + :func:`reference.core.put_return_header` with the UDP checksum left to
+  :meth:`ApplianceCore.outbound` + :func:`gwlbsim.reference.core.put_return_header` with the UDP checksum left to
   the device, as the reference's driver does it (one ``now`` per batch); ``outbound`` is the difference.
 
 What the appliance spends per packet beyond these is its driver loop and the kernel (``gwlbsim bench``
@@ -24,9 +24,9 @@ from typing import Any
 
 from gwlbsim.bench.extra import register
 from gwlbsim.bench.traffic import Traffic
+from gwlbsim.reference import core as reference_core
 from gwlbsim.wire import geneve
 from gwlbsim.wire.flowkey import symmetric_key
-from reference import core as reference_core
 
 FLOWS = 64
 INNER = 64

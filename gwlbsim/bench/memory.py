@@ -13,7 +13,7 @@ import tracemalloc
 from typing import Any
 
 from gwlbsim.bench.traffic import Traffic
-from reference.core import ApplianceCore, Config
+from gwlbsim.reference.core import ApplianceCore, Config
 
 GWLB, ME = "10.99.0.1", "10.99.0.2"
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -19,7 +19,7 @@ def test_reference_core_is_registered_and_reports_each_step() -> None:
 
 
 def test_measure_fails_when_a_return_carries_the_wrong_header(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reference import core
+    from gwlbsim.reference import core
 
     real = core.put_return_header
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gwlbsim.reference import steering
 from scapy.all import IP, TCP, UDP, IPv6, raw
 
 from gwlbsim.bench.cli import main
@@ -19,7 +20,6 @@ from gwlbsim.bench.traffic import Traffic
 from gwlbsim.linuxio.netns import Lab, entered
 from gwlbsim.linuxio.tun import open_tun
 from gwlbsim.wire.flowkey import symmetric_key
-from reference import steering
 
 
 def _pair(rng: random.Random) -> tuple[bytes, bytes]:

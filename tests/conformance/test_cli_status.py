@@ -18,7 +18,7 @@ from gwlbsim.linuxio.netns import list_namespaces
 
 HERE = Path(__file__).parent / "faulty"
 REFLECTOR = "{python} " + str(HERE / "reflector.py") + " --health-port {health_port}"
-CLI = [sys.executable, "-m", "conformance.cli"]
+CLI = [sys.executable, "-m", "gwlbsim.conformance.cli"]
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
@@ -116,7 +116,7 @@ def test_a_run_where_no_must_requirement_ran_is_incomplete(tmp_path: Path) -> No
     r, _ = _run(tmp_path, "--appliance", REFLECTOR, "--instances", "1", "--", "-k", "no_such_test")
     assert r.returncode == 4 and "INCOMPLETE" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr
     # a MUST requirement that applies but cannot run here (no tunnel timeout given for a gwlbtun-style appliance)
-    ref = ("{python} -m reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j -i 5")
+    ref = ("{python} -m gwlbsim.reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j -i 5")
     r, res = _run(tmp_path, "--appliance", ref, "--instances", "1", "--requirements", "TIMEOUT-3,ECHO-1")
     assert r.returncode == 4, r.stdout[-3000:]
     t3 = next(q for q in res["requirements"] if q["id"] == "TIMEOUT-3")

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conformance.requirements import REQUIREMENTS
+from gwlbsim.conformance.requirements import REQUIREMENTS
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.proof]
 
@@ -41,7 +40,7 @@ def variant(fault: str) -> str:
 
 def run_suite(tmp_path: Path, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
     out = tmp_path / "results.json"
-    res = subprocess.run([sys.executable, "-m", "conformance.cli", "--json", str(out), "--artifacts",
+    res = subprocess.run([sys.executable, "-m", "gwlbsim.conformance.cli", "--json", str(out), "--artifacts",
                           str(tmp_path / "artifacts"), "-q", *args], capture_output=True, text=True, timeout=900)
     results = {r["id"]: r for r in json.loads(out.read_text())["requirements"]} if out.exists() else {}
     return res.returncode, results, res.stdout[-8000:] + res.stderr[-3000:]
@@ -170,8 +169,8 @@ CALIBRATION = {
                 HEALTH_3=NA, HEALTH_6=NA), 1),
     # gwlbtun-style, its hook routing through the kernel (ip_forward, policy routing) instead of tc mirred
     "reference with a routing hook": (
-        ["--appliance", f"{{python}} -m reference.cli -c '{FORWARD_HOOK}' -r '{FORWARD_HOOK}' -p {{health_port}} -j "
-         "-i {flow_timeout} -t {tunnel_timeout}", "--flow-timeout", "5", "--tunnel-timeout", "3"],
+        ["--appliance", f"{{python}} -m gwlbsim.reference.cli -c '{FORWARD_HOOK}' -r '{FORWARD_HOOK}' "
+         "-p {health_port} -j -i {flow_timeout} -t {tunnel_timeout}", "--flow-timeout", "5", "--tunnel-timeout", "3"],
         _expect(), 0),
 }
 

@@ -36,7 +36,7 @@ class Topo:
     def start(self, *args: str, create: str | None = None, destroy: str | None = None, wait: bool = True,
               health: bool = True) -> subprocess.Popen[bytes]:
         """Start the reference in the appliance namespace (JSON health on 8080 unless told otherwise)."""
-        argv = [sys.executable, "-m", "reference.cli", "-c", create or f"sh {PASSTHROUGH}", "-d"]
+        argv = [sys.executable, "-m", "gwlbsim.reference.cli", "-c", create or f"sh {PASSTHROUGH}", "-d"]
         if destroy:
             argv += ["-r", destroy]
         if health and "-p" not in args:

@@ -348,10 +348,11 @@ def test_bad_command_lines_give_clear_errors() -> None:
     for args, text in ((["-i", "0"], "must be more than 0"), (["-p", "70000"], "not within"),
                        (["-s", "-j"], "exclude each other"), (["-c", "/nonexistent/hook"], "not an executable"),
                        (["-t", "soon"], "not a number")):
-        res = subprocess.run([sys.executable, "-m", "reference.cli", *args], capture_output=True, text=True,
+        res = subprocess.run([sys.executable, "-m", "gwlbsim.reference.cli", *args], capture_output=True, text=True,
                              timeout=30)
         assert res.returncode == 2 and text in res.stderr, (args, res.stderr)
-    res = subprocess.run([sys.executable, "-m", "reference.cli", "--help"], capture_output=True, text=True, timeout=30)
+    res = subprocess.run([sys.executable, "-m", "gwlbsim.reference.cli", "--help"], capture_output=True, text=True,
+                         timeout=30)
     assert res.returncode == 0 and "CREATE|DESTROY" in res.stdout
 
 
@@ -359,7 +360,7 @@ def test_port_in_use_is_a_clear_error(topo: Topo) -> None:
     blocker = topo.lab.socket(topo.app)
     blocker.bind(("0.0.0.0", 6081))
     try:
-        res = topo.lab.run(topo.app, [sys.executable, "-m", "reference.cli"], check=False, timeout=30)
+        res = topo.lab.run(topo.app, [sys.executable, "-m", "gwlbsim.reference.cli"], check=False, timeout=30)
     finally:
         blocker.close()
     assert res.returncode == 1 and b"cannot listen for GENEVE on 0.0.0.0:6081" in res.stderr
@@ -372,7 +373,7 @@ def test_nothing_is_left_behind_when_a_test_body_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), Lab() as lab:
         a = lab.namespace("app")
         names.append(a)
-        lab.popen(a, [sys.executable, "-m", "reference.cli"])
+        lab.popen(a, [sys.executable, "-m", "gwlbsim.reference.cli"])
         time.sleep(0.5)
         raise RuntimeError("the test failed")
     assert not set(names) & set(netns.list_namespaces())

@@ -92,7 +92,7 @@ def test_a_killed_worker_is_replaced_and_its_flows_come_back(topo: Topo) -> None
 
 
 def test_a_worker_that_keeps_dying_is_left_down_and_health_says_so(topo: Topo) -> None:
-    from reference.workers import MAX_RESTARTS
+    from gwlbsim.reference.workers import MAX_RESTARTS
 
     proc = topo.start("--udpthreads", "2", "--tunthreads", "2")
     for n in range(MAX_RESTARTS + 1):

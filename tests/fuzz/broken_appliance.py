@@ -28,7 +28,8 @@ import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fuzz.findings import INNER_REASONS
+from gwlbsim.fuzz.findings import INNER_REASONS
+
 from gwlbsim.wire import geneve
 from gwlbsim.wire.flowkey import InnerError, symmetric_key
 

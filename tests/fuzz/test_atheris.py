@@ -1,6 +1,6 @@
 """Bounded runs of the coverage-guided fuzzers (atheris), in subprocesses, as part of the normal test run.
 
-Longer runs: ``python -m fuzz.coverage --time 600`` (the tox ``fuzz`` environment).
+Longer runs: ``python -m gwlbsim.fuzz.coverage --time 600`` (the tox ``fuzz`` environment).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fuzz.coverage import load_check, parse_output
+from gwlbsim.fuzz.coverage import load_check, parse_output
 
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
 
@@ -19,7 +18,7 @@ SECONDS = 15
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fuzz.coverage", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gwlbsim.fuzz.coverage", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).parents[2])
 
 

@@ -4,9 +4,10 @@ field claims more than the OS handed over is dropped as ``bad_return_packet`` in
 
 from __future__ import annotations
 
+from gwlbsim.reference.core import ApplianceCore, Config
+
 from gwlbsim.traffic.inner import tcp_packet, udp_packet
 from gwlbsim.wire import geneve
-from reference.core import ApplianceCore, Config
 
 
 def _send(core: ApplianceCore, inner: bytes, cookie: int, now: float, eni: int = 7) -> None:

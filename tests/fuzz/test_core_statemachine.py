@@ -1,5 +1,5 @@
 """The reference appliance's pure core, driven by Hypothesis with generated packet sequences and a fake clock,
-checked step by step against the reference model in :mod:`fuzz.core_model`.
+checked step by step against the reference model in :mod:`gwlbsim.fuzz.core_model`.
 
 Properties: the core never raises; it never returns a packet of a flow it did not see from GWLB through that
 endpoint; a return always carries the latest header seen for the flow and goes back to where that packet
@@ -8,15 +8,15 @@ came from; flows idle past the timeout are never used; queued packets come out w
 
 from __future__ import annotations
 
+from gwlbsim.fuzz.core_model import ApplianceModel, ip_length_consistent
+from gwlbsim.reference.core import ApplianceCore, Config, TunnelState
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from fuzz.core_model import ApplianceModel, ip_length_consistent
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.packets import GwlbFlow, MalformedPacket, ValidPacket
 from gwlbsim.wire import geneve
 from gwlbsim.wire.outer import parse_ipv4_udp
-from reference.core import ApplianceCore, Config, TunnelState
 
 from .hyp import budget
 

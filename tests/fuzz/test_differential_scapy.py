@@ -3,6 +3,7 @@ we read what scapy builds."""
 
 from __future__ import annotations
 
+from gwlbsim.fuzz.oracles import GeneveView, OptionView, scapy_view
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.all import raw
@@ -10,7 +11,6 @@ from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.packet import Raw
 
 import gwlbsim.wire.scapy_gwlb  # noqa: F401 - named GWLB option classes in scapy's dissection
-from fuzz.oracles import GeneveView, OptionView, scapy_view
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.inner import InnerPacket
 from gwlbsim.traffic.packets import ValidPacket

@@ -2,7 +2,7 @@
 
 Valid packets: tshark must read every GENEVE field as we do, find the inner packet's addresses, and reach the
 TCP/UDP ports exactly when our flow key has them. Malformed packets: tshark's expert infos must fall in the
-category :data:`fuzz.oracles.TSHARK_EXPECTED` documents for the malformation (docs/fuzzing.md lists the
+category :data:`gwlbsim.fuzz.oracles.TSHARK_EXPECTED` documents for the malformation (docs/fuzzing.md lists the
 intended disagreements). One tshark run per batch keeps this affordable (tshark starts in ~0.4 s).
 """
 
@@ -11,10 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import Phase, given
-from hypothesis import strategies as st
-
-from fuzz.oracles import (
+from gwlbsim.fuzz.oracles import (
     TSHARK_EXPECTED,
     geneve_experts_unexplained,
     tshark_available,
@@ -22,6 +19,9 @@ from fuzz.oracles import (
     tshark_outcome,
     tshark_views,
 )
+from hypothesis import Phase, given
+from hypothesis import strategies as st
+
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.malformations import MALFORMATIONS
 from gwlbsim.traffic.packets import MalformedPacket, ValidPacket

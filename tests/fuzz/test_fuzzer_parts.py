@@ -10,13 +10,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from gwlbsim.fuzz.cli import exit_status
+from gwlbsim.fuzz.findings import CATALOGUE, INNER_REASONS, MUST, SHOULD, Finding, matches, order, rate
+from gwlbsim.fuzz.netfuzz import OVERSIZE_MAX, OVERSIZE_MIN, Found, Summary, oversize, worst
+from gwlbsim.fuzz.reproducer import SCRIPT, load_meta, read_pcap, recorded_finding, verdict, write
+from gwlbsim.fuzz.traffic_pool import MAX_PAYLOAD, TrafficPool, TrafficSource, mutate
+from gwlbsim.fuzz.watchdog import ReturnChecker, exit_reason, without_cookie
 
-from fuzz.cli import exit_status
-from fuzz.findings import CATALOGUE, INNER_REASONS, MUST, SHOULD, Finding, matches, order, rate
-from fuzz.netfuzz import OVERSIZE_MAX, OVERSIZE_MIN, Found, Summary, oversize, worst
-from fuzz.reproducer import SCRIPT, load_meta, read_pcap, recorded_finding, verdict, write
-from fuzz.traffic_pool import MAX_PAYLOAD, TrafficPool, TrafficSource, mutate
-from fuzz.watchdog import ReturnChecker, exit_reason, without_cookie
 from gwlbsim.progress import Progress
 from gwlbsim.traffic.malformations import MALFORMATIONS
 from gwlbsim.traffic.record import Sent
@@ -124,7 +124,7 @@ def test_catalogue_levels_and_requirements_follow_the_conformance_catalogue() ->
 def test_fuzzer_findings_follow_the_conformance_catalogue() -> None:
     """Every requirement a finding names is in the conformance suite's catalogue, at the same level, and the
     inner-only drop reasons (ROBUST-6) are the codec's."""
-    from conformance import requirements
+    from gwlbsim.conformance import requirements
 
     used = {(k.requirement, k.level) for k in CATALOGUE.values()} | {("ROBUST-2", MUST)}
     for req, level in used:
@@ -242,7 +242,7 @@ def test_oversize_datagrams_exceed_the_link_and_keep_their_base() -> None:
 
 
 def test_minimize_does_not_claim_a_reproduction_it_never_replayed() -> None:
-    from fuzz.minimize import Budget, minimize
+    from gwlbsim.fuzz.minimize import Budget, minimize
 
     r = minimize([1, 2, 3], lambda s: True, Budget(max_tests=0))
     assert not r.reproduced and not r.complete and r.tests == 0

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from gwlbsim.fuzz.minimize import Budget, minimize
 from hypothesis import given
 from hypothesis import strategies as st
-
-from fuzz.minimize import Budget, minimize
 
 from .hyp import budget
 

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from gwlbsim.fuzz import cli
+from gwlbsim.fuzz.netfuzz import NetworkFuzzer, Options
+from gwlbsim.fuzz.reproducer import load_meta, read_pcap, verdict
 
-from fuzz import cli
-from fuzz.netfuzz import NetworkFuzzer, Options
-from fuzz.reproducer import load_meta, read_pcap, verdict
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.progress import Progress
 from gwlbsim.traffic.malformations import MALFORMATIONS
@@ -195,8 +195,8 @@ def test_bad_options_are_refused_clearly(args: list[str], message: str, capsys: 
 
 def test_needs_root_is_said_clearly(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Run as if by an ordinary user: the fuzzer refuses with a clear message and exit status 2."""
-    import fuzz.cli
+    import gwlbsim.fuzz.cli
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert fuzz.cli.main(["--time", "1"]) == 2
+    assert gwlbsim.fuzz.cli.main(["--time", "1"]) == 2
     assert "need root" in capsys.readouterr().err

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from fuzz.coverage import CORPUS_DIR, CRASH_DIR, DEFAULT_TARGETS, load_check
+from gwlbsim.fuzz.coverage import CORPUS_DIR, CRASH_DIR, DEFAULT_TARGETS, load_check
 
 
 def _reproducers() -> list[object]:
@@ -27,7 +26,7 @@ def test_recorded_failure_stays_fixed(target: str, path: Path) -> None:
 @pytest.mark.parametrize("target", DEFAULT_TARGETS)
 def test_seed_corpus_passes(target: str) -> None:
     files = sorted((CORPUS_DIR / target).glob("*"))
-    assert len(files) >= 10, f"the seed corpus of {target} is missing (python -m fuzz.corpus_seed)"
+    assert len(files) >= 10, f"the seed corpus of {target} is missing (python -m gwlbsim.fuzz.corpus_seed)"
     check = load_check(target)
     for f in files:
         check(f.read_bytes())

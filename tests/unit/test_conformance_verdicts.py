@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gwlbsim.conformance import results
+from gwlbsim.conformance.environment import same_inner
+from gwlbsim.conformance.plugin import artifact_dir
+from gwlbsim.conformance.results import Results, TestOutcome
+from gwlbsim.conformance.suite.test_6_timeouts import _hook_eni
 
-from conformance import results
-from conformance.environment import same_inner
-from conformance.plugin import artifact_dir
-from conformance.results import Results, TestOutcome
-from conformance.suite.test_6_timeouts import _hook_eni
 from gwlbsim.traffic.inner import ipv4, ipv6, udp_datagram
 
 

@@ -12,17 +12,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-TOPS = ("gwlbsim", "reference", "conformance", "fuzz")
+#: the four top-level folders and their import names (one root: gwlbsim)
+TOPS = {"gwlbsim": "gwlbsim", "reference": "gwlbsim.reference", "conformance": "gwlbsim.conformance",
+        "fuzz": "gwlbsim.fuzz"}
 #: bottom up: (layer, its rooms); a room is a module prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("wire", ("gwlbsim", "gwlbsim.wire", "gwlbsim.progress", "gwlbsim.cliargs")),
     ("traffic", ("gwlbsim.traffic",)),
     ("linux I/O", ("gwlbsim.linuxio",)),
     ("fake GWLB", ("gwlbsim.config", "gwlbsim.model", "gwlbsim.live", "gwlbsim.appliance", "gwlbsim.probe")),
-    ("reference appliance", ("reference",)),
-    ("consumers", ("conformance", "fuzz", "gwlbsim.simulate", "gwlbsim.bench")),
-    ("entry points", ("gwlbsim.cli", "reference.cli", "conformance.cli", "fuzz.cli", "gwlbsim.bench.cli",
-                      "gwlbsim.bench.__main__")),
+    ("reference appliance", ("gwlbsim.reference",)),
+    ("consumers", ("gwlbsim.conformance", "gwlbsim.fuzz", "gwlbsim.simulate", "gwlbsim.bench")),
+    ("entry points", ("gwlbsim.cli", "gwlbsim.reference.cli", "gwlbsim.conformance.cli", "gwlbsim.fuzz.cli",
+                      "gwlbsim.bench.cli", "gwlbsim.bench.__main__")),
 ]
 #: consumer rooms that may import one another: the benchmark measures the simulator
 SAME_LAYER_OK = {("gwlbsim.bench", "gwlbsim.simulate")}
@@ -41,9 +43,9 @@ def room_of(module: str) -> tuple[int, str]:
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for top in TOPS:
+    for top, name in TOPS.items():
         for p in (ROOT / top).rglob("*.py"):
-            parts = list(p.relative_to(ROOT).with_suffix("").parts)
+            parts = [name, *p.relative_to(ROOT / top).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
             out[".".join(parts)] = p
@@ -98,9 +100,9 @@ def test_no_import_points_up_a_layer() -> None:
 
 def test_the_checker_sees_an_upward_import() -> None:
     """The checker's own control: an import from the wire layer up to the reference appliance is reported."""
-    assert _upward({"gwlbsim.wire.geneve": {"reference.core"}, "reference.core": set()})
-    assert _upward({"conformance.environment": {"fuzz.netfuzz"}, "fuzz.netfuzz": set()})
-    assert not _upward({"reference.core": {"gwlbsim.wire.geneve"}, "gwlbsim.wire.geneve": set()})
+    assert _upward({"gwlbsim.wire.geneve": {"gwlbsim.reference.core"}, "gwlbsim.reference.core": set()})
+    assert _upward({"gwlbsim.conformance.environment": {"gwlbsim.fuzz.netfuzz"}, "gwlbsim.fuzz.netfuzz": set()})
+    assert not _upward({"gwlbsim.reference.core": {"gwlbsim.wire.geneve"}, "gwlbsim.wire.geneve": set()})
 
 
 def test_no_import_cycles() -> None:
@@ -137,4 +139,4 @@ def test_no_import_cycles() -> None:
 
 def test_the_graph_sees_imports_inside_functions() -> None:
     """The checker's own control: a known import made inside a function is in the graph."""
-    assert "reference.steering" in _graph()["reference.linux"]
+    assert "gwlbsim.reference.steering" in _graph()["gwlbsim.reference.linux"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conformance.requirements import markdown_table
+from gwlbsim.conformance.requirements import markdown_table
 
 README = Path(__file__).parents[2] / "README.md"
 

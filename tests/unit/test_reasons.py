@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from gwlbsim.reference import linux, workers
+from gwlbsim.reference.core import CORE_REASONS
+
 from gwlbsim.model.gwlb import MODEL_REASONS
 from gwlbsim.wire import geneve
 from gwlbsim.wire.flowkey import InnerError
 from gwlbsim.wire.outer import OuterError
 from gwlbsim.wire.reasons import DropReason
-from reference import linux, workers
-from reference.core import CORE_REASONS
 
 
 def test_every_drop_reason_is_a_registered_one() -> None:

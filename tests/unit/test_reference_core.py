@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
-
-from gwlbsim.wire import geneve
-from gwlbsim.wire.checksum import ones_sum, udp4_checksum_ok
-from gwlbsim.wire.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
-from reference.core import (
+from gwlbsim.reference.core import (
     EXPIRED_FLOW,
     FLOW_CACHE_FULL,
     NO_FLOW,
@@ -21,6 +16,11 @@ from reference.core import (
     TunnelState,
     put_return_header,
 )
+from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
+
+from gwlbsim.wire import geneve
+from gwlbsim.wire.checksum import ones_sum, udp4_checksum_ok
+from gwlbsim.wire.outer import UDP_CSUM_OFFSET, UDP_CSUM_START, parse_ipv4_udp
 
 GWLB, ME = "10.0.0.1", "10.0.0.2"
 ENI = 0x2B8EE1D4DB0C51C4

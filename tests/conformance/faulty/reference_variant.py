@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import sys
 
-import reference.core as core
-import reference.linux as linux
-from reference.cli import main as reference_main
+import gwlbsim.reference.core as core
+import gwlbsim.reference.linux as linux
+from gwlbsim.reference.cli import main as reference_main
 
 
 def never_503() -> None:
