@@ -129,7 +129,6 @@ def check_options(args: argparse.Namespace) -> str | None:
     if not args.health_path.startswith("/"):
         return f"--health-path {args.health_path!r}: must start with /"
     if args.appliance is not None:
-
         if not args.appliance.strip():
             return "--appliance: empty command"
         try:
@@ -200,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gwlb-conformance: COULD NOT RUN: {missing}", file=sys.stderr)
         return results.EXIT_COULD_NOT_RUN
     import pytest
-
 
     pa = [str(SUITE_DIR), "--gwlb-conformance", "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",
           "--gwlb-health-protocol", args.health_protocol, "--gwlb-health-port", str(args.health_port),

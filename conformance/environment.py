@@ -33,7 +33,7 @@ from gwlbsim.traffic.inner import udp_packet
 from gwlbsim.traffic.record import Sent, write_pcap
 from gwlbsim.wire import eni as eni_names
 from gwlbsim.wire import geneve
-from gwlbsim.wire.flowkey import InnerError, symmetric_key
+from gwlbsim.wire.flowkey import IPPROTO_UDP, InnerError, flow_of, symmetric_key
 from gwlbsim.wire.outer import OuterError, parse_ipv4_udp
 
 
@@ -233,6 +233,7 @@ STALL_AFTER, STALLED_WAIT = 3, 0.5
 #: the same after the markers of a batch spread over every instance (more in flight, more reordering)
 INTERLEAVED_GRACE = 0.3
 MARKER_ENI_PORT = 9  # inner UDP destination port of marker packets (discard)
+MARKER_PAYLOAD = b"marker"
 FRESH_ENI_BASE = 0x0E57_0000_0000_0000
 
 
@@ -474,7 +475,7 @@ class ConformanceEnv:
         """A valid packet of a flow of its own (UDP, so any firewall passes it): sent behind a probe, its return
         shows the appliance has processed the probe."""
         self._marker_seq += 1
-        return geneve.build(udp_probe(1024 + self._marker_seq % 60000, dport=MARKER_ENI_PORT, payload=b"marker"),
+        return geneve.build(udp_probe(1024 + self._marker_seq % 60000, dport=MARKER_ENI_PORT, payload=MARKER_PAYLOAD),
                             eni_id, 0x4D000000 + self._marker_seq)
 
     def _eni_of(self, payload: bytes) -> int:
@@ -541,18 +542,25 @@ class ConformanceEnv:
     def send_interleaved(self, datagrams: list[tuple[int, bytes, int]], eni_id: int,
                          timeout: float = 3.0) -> list[Captured]:
         """Send (instance, payload, source port) datagrams in the order given, each from its instance's node,
-        then a marker (of ``eni_id``) to every instance. Returns every datagram any instance sent until as many
-        as were sent came back, or every marker did and a little more, or the timeout (markers left out)."""
+        then a marker (of ``eni_id``) to every instance. Returns every datagram any instance sent until every
+        marker came back and, besides, as many as were sent or a little more time; or until the timeout.
+
+        Markers are left out: this call's own, and an earlier call's that comes back late on its own port (a
+        marker is sent after the data, so it may well come back after the data did; waiting for them all keeps
+        one call's markers out of the next call's window). A marker's inner packet on one of the datagrams'
+        ports is kept: that is a return with another flow's packet."""
         apps = self.topo.appliances
         markers = {self.next_sport(): i for i in range(len(apps))}
         back_at: list[float] = []
 
         def done(items: list[Captured]) -> bool:
+            if not back_at:
+                if not set(markers) <= {c.sport for c in items}:
+                    return False
+                back_at.append(time.monotonic())
             if sum(1 for c in items if c.sport not in markers) >= len(datagrams):
                 return True
-            if not back_at and set(markers) <= {c.sport for c in items}:
-                back_at.append(time.monotonic())
-            return bool(back_at) and time.monotonic() - back_at[0] >= INTERLEAVED_GRACE
+            return time.monotonic() - back_at[0] >= INTERLEAVED_GRACE
 
         with self.collecting(lambda c: c.kind == "from_target") as col:
             for i, payload, sport in datagrams:
@@ -561,7 +569,8 @@ class ConformanceEnv:
                 self.gwlb.send_raw(apps[i].address, self.marker(eni_id), sport, apps[i].gwlb_address)
             items = col.wait_for(done, timeout)
         self.raise_if_crashed()
-        return [c for c in items if c.sport not in markers]
+        ports = {sport for _, _, sport in datagrams}
+        return [c for c in items if c.sport not in markers and (c.sport in ports or not is_marker(c.data))]
 
     def strays(self, since: float, address: str, payloads: list[bytes]) -> list[str]:
         """Datagrams on the wire from an appliance that carry one of ``payloads`` but not to GWLB's GENEVE
@@ -707,6 +716,19 @@ def udp_probe(sport: int, dport: int = 53, payload: bytes = b"probe", src: str =
               dst: str = "10.20.0.2") -> bytes:
     """An inner UDP packet (the suite's default probe: any firewall passes the first packet of a UDP flow)."""
     return udp_packet(src, dst, sport, dport, payload).data
+
+
+def is_marker(datagram: bytes) -> bool:
+    """The datagram carries a marker's inner packet (:meth:`ConformanceEnv.marker`: UDP to the discard port,
+    payload ``marker``), whatever header it came back with."""
+    inner = inner_of(datagram)
+    if inner is None or not inner.endswith(MARKER_PAYLOAD):
+        return False
+    try:
+        flow, _ = flow_of(inner)
+    except InnerError:
+        return False
+    return flow.proto == IPPROTO_UDP and MARKER_ENI_PORT in (flow.sport, flow.dport)
 
 
 def inner_of(datagram: bytes) -> bytes | None:

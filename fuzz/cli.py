@@ -124,7 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gwlb-fuzz: {e}", file=sys.stderr)
         return 2
 
-
     seed = args.seed if args.seed is not None else int((meta or {}).get("seed", 0))
     options = Options(appliance=spec, rate=args.rate, duration=args.time, seed=seed, out=args.out,
                       check_interval=args.check_interval, probe_timeout=args.probe_timeout, settle=args.settle,

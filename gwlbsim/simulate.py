@@ -26,8 +26,9 @@ from typing import Any
 from gwlbsim.config import GwlbConfig
 from gwlbsim.model import Flow, GwlbModel, ToEndpoint, ToTarget
 from gwlbsim.reference.core import ApplianceCore, Config
+from gwlbsim.traffic.inner import fill_template, flow_template
 from gwlbsim.wire import geneve
-from gwlbsim.wire.flowkey import FiveTuple
+from gwlbsim.wire.flowkey import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, FiveTuple
 
 
 class VirtualAppliance:
@@ -226,24 +227,17 @@ class Simulation:
         self.now = max(self.now, until)
 
 
-_TCP_SYN = bytes.fromhex("45000028000000004006000000000000000000000000000000000000000000005002200000000000")
-_UDP = bytes.fromhex("4500001c000000004011000000000000000000000000000000080000")
-_FLOW = struct.Struct("!4s4s")
-_PORTS = struct.Struct("!HH")
+#: the inner packets' templates (checksums zero: the model and the reference core never check them)
+_TCP_TEMPLATE = flow_template(IPPROTO_TCP, window=8192)
+_UDP_TEMPLATE = flow_template(IPPROTO_UDP)
 
 
 def _packet(tcp: bool, client: bytes, server: bytes, cport: int, sport: int, forward: bool, syn: bool) -> bytes:
-    """An inner packet of the flow (addresses and ports patched into a template)."""
-    p = bytearray(_TCP_SYN if tcp else _UDP)
+    """An inner packet of the flow (addresses and ports filled into a template)."""
+    flags = (TCP_SYN if syn else TCP_ACK) if tcp else None  # SYN, then ACKs
     if forward:
-        _FLOW.pack_into(p, 12, client, server)
-        _PORTS.pack_into(p, 20, cport, sport)
-    else:
-        _FLOW.pack_into(p, 12, server, client)
-        _PORTS.pack_into(p, 20, sport, cport)
-    if tcp:
-        p[33] = 0x02 if syn else 0x10  # SYN, then ACKs
-    return bytes(p)
+        return fill_template(_TCP_TEMPLATE if tcp else _UDP_TEMPLATE, client, server, cport, sport, flags)
+    return fill_template(_TCP_TEMPLATE if tcp else _UDP_TEMPLATE, server, client, sport, cport, flags)
 
 
 def run(workload: Workload, config: GwlbConfig | None = None, targets: int = 4, zones: int = 1,

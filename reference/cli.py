@@ -10,10 +10,11 @@ import sys
 from typing import Any
 
 from gwlbsim.reference.core import ApplianceCore, Config
+from gwlbsim.reference.datapath import Appliance
 from gwlbsim.reference.hooks import parse_hook
-from gwlbsim.reference.linux import Appliance, Options
 from gwlbsim.reference.logs import configure_logging
-from gwlbsim.reference.workers import Supervisor
+from gwlbsim.reference.options import Options
+from gwlbsim.reference.supervisor import Supervisor
 
 from gwlbsim import __version__, cliargs
 from gwlbsim.wire import geneve
@@ -106,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("gwlb-reference")
     workers = max(args.udpthreads, args.tunthreads)
 
-
     opts = Options(listen=args.listen, create_hook=hooks["create_hook"], destroy_hook=hooks["destroy_hook"],
                    hook_timeout=args.hook_timeout, health_port=args.health_port, health_bind=args.health_bind,
                    health_mode="simple" if args.simple else "json" if args.json else "text",
@@ -114,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     app: Any
     try:
         if workers > 1:
-
             app = Supervisor(config, opts, workers, sorted(cpus) if cpus else None)
         else:
             if cpus:

@@ -1,6 +1,6 @@
 """The reference appliance's datapath logic, with no I/O: packets and the time in, verdicts out.
 
-The driver (``gwlbsim.reference.linux``) feeds it:
+The driver (:mod:`gwlbsim.reference.datapath`) feeds it:
 
 * :meth:`ApplianceCore.inbound` for every GENEVE datagram received from GWLB. It validates the packet,
   finds or starts the endpoint's tunnel, remembers the flow's latest GENEVE header and outer addressing,
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple, Protocol
 
 from gwlbsim.wire import geneve
-from gwlbsim.wire.checksum import IPPROTO_UDP
 from gwlbsim.wire.eni import device_names, to_hex
 from gwlbsim.wire.flowkey import InnerError, SymKey, symmetric_key
-from gwlbsim.wire.outer import constant_sums, finish_ipv4_udp, finish_ipv4_udp_partial, pseudo_sum
+from gwlbsim.wire.outer import OuterTemplate, finish_ipv4_udp, finish_ipv4_udp_partial, pseudo_sum
 from gwlbsim.wire.reasons import DropReason
 
 #: Drop reasons the core adds to the codec's (``gwlbsim.wire.geneve.REASONS``).
@@ -45,11 +45,9 @@ CORE_REASONS = (NOT_TO_GENEVE_PORT, BAD_INNER_PACKET, OVERSIZE_INBOUND, OVERSIZE
                 FLOW_CACHE_FULL, TUNNEL_PENDING_OVERFLOW, TUNNEL_CREATE_FAILED, UNKNOWN_TUNNEL)
 ALL_REASONS = geneve.REASONS + CORE_REASONS
 
-_IPV4_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")
 _TOTAL_LEN = struct.Struct("!H")
 _ROUTES_LIMIT = 1 << 16
-_RETURN_TTL = 64
-_DF = 0x4000  # returns are atomic datagrams (DF, ID 0), as gwlb-xdp sends them: never fragmented
+_RETURN_TTL = 64  # returns are atomic datagrams (DF, ID 0), as gwlb-xdp sends them: never fragmented
 
 
 class TunnelState(Enum):
@@ -90,9 +88,10 @@ class Route:
     def __init__(self, src: str, sport: int, dst: str, dport: int) -> None:
         s_ip, d_ip = _addr(dst), _addr(src)  # return: addresses swapped, ports as received
         self.addressing = (src, sport, dst, dport)  #: (GWLB address, GWLB port, our address, our port)
-        self.outer = _IPV4_UDP.pack(0x45, 0, 0, 0, _DF, _RETURN_TTL, IPPROTO_UDP, 0, s_ip, d_ip, sport, dport, 0, 0)
-        #: ones' sums of the constant IPv4 header, and of the UDP pseudo-header constants + ports
-        self.ip_sum, self.udp_sum = constant_sums(self.outer[:20], s_ip, d_ip, sport, dport)
+        # the one outer builder: IPv4 (DF, ID 0, TTL 64) + UDP, with the ones' sums of the constant IPv4 header
+        # and of the UDP pseudo-header constants + ports
+        tpl = OuterTemplate(s_ip, d_ip, sport, dport, b"", ttl=_RETURN_TTL, df=True)
+        self.outer, self.ip_sum, self.udp_sum = tpl.prefix, tpl.ip_sum, tpl.udp_sum
         self.pseudo_sum = pseudo_sum(s_ip, d_ip)  #: for checksum offload (put_return_header's ``partial``)
 
 
@@ -137,7 +136,7 @@ class Counters:
 
 
 class DeviceHandle(Protocol):
-    """What a driver keeps of a tunnel's devices (``gwlbsim.reference.linux.TunHandle``); the core never uses it."""
+    """What a driver keeps of a tunnel's devices (``gwlbsim.reference.lifecycle.TunHandle``); the core never uses it."""
 
     ingress_fd: int
     egress_fd: int
@@ -186,6 +185,91 @@ _inbound = tuple.__new__  # makes an Inbound without the generated __new__ (a th
 _CREATING, _FAILED = TunnelState.CREATING, TunnelState.FAILED
 
 
+class TunnelTable:
+    """The tunnels by ENI, and the one state machine every tunnel goes through (the core's and the
+    supervisor's of a multi-process appliance)::
+
+        (none) --need--> CREATING --ready--> READY --retire / idle--> RETIRED (out of the table)
+                         CREATING --failed--> FAILED --need, retry_interval later--> CREATING (next generation)
+
+    Each creation is a new generation of the ENI's tunnel. A retried tunnel keeps what the failed attempt
+    learned (its flows and counters). Time is the caller's ``now``.
+    """
+
+    def __init__(self) -> None:
+        self.by_eni: dict[int, Tunnel] = {}
+        self._generations: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_eni)
+
+    def get(self, eni_id: int) -> Tunnel | None:
+        return self.by_eni.get(eni_id)
+
+    def need(self, eni_id: int, now: float, retry_interval: float) -> tuple[Tunnel, bool] | None:
+        """The tunnel a packet of ``eni_id`` goes to, and whether it was started now (its devices are to be
+        made); None while a failed creation waits ``retry_interval`` before the next attempt."""
+        t = self.by_eni.get(eni_id)
+        if t is not None and t.state is not _FAILED:
+            return t, False
+        if t is not None and now - t.failed_at < retry_interval:
+            return None
+        return self._start(eni_id, now), True
+
+    def _start(self, eni_id: int, now: float) -> Tunnel:
+        gen = self._generations[eni_id] = self._generations.get(eni_id, 0) + 1
+        old = self.by_eni.get(eni_id)
+        tunnel = Tunnel(eni_id, now, now, generation=gen)
+        if old is not None:  # a failed attempt: keep what it learned
+            tunnel.flows = old.flows
+            tunnel.counters = old.counters
+        self.by_eni[eni_id] = tunnel
+        return tunnel
+
+    def ready(self, eni_id: int) -> Tunnel | None:
+        """Creation of the ENI's tunnel succeeded: it is READY (None if it was not being created)."""
+        t = self.by_eni.get(eni_id)
+        if t is None or t.state is not _CREATING:
+            return None
+        t.state = TunnelState.READY
+        return t
+
+    def failed(self, eni_id: int, now: float) -> Tunnel | None:
+        """Creation of the ENI's tunnel failed: it is FAILED until retried (None if it was not being created)."""
+        t = self.by_eni.get(eni_id)
+        if t is None or t.state is not _CREATING:
+            return None
+        t.state = _FAILED
+        t.failed_at = now
+        return t
+
+    def retire(self, eni_id: int) -> Tunnel | None:
+        """Out of the table now, RETIRED (its devices are to be destroyed). Returns it, if it was there."""
+        t = self.by_eni.pop(eni_id, None)
+        if t is not None:
+            t.state = TunnelState.RETIRED
+        return t
+
+    def idle(self, now: float, timeout: float, last_use: Callable[[Tunnel], float] | None = None) -> list[Tunnel]:
+        """Retire the READY tunnels unused for ``timeout`` seconds (``last_use``: by default its last packet)
+        and return them; none when ``timeout`` is 0 (never)."""
+        if timeout <= 0:
+            return []
+        out = [t for t in self.by_eni.values()
+               if t.state is TunnelState.READY and now - (last_use(t) if last_use else t.last_seen) >= timeout]
+        for t in out:
+            self.retire(t.eni_id)
+        return out
+
+    def retire_all(self) -> list[Tunnel]:
+        """Shutdown: every tunnel RETIRED; returns those that have (or are getting) devices to destroy."""
+        out = [t for t in self.by_eni.values() if t.state is not _FAILED]
+        for t in self.by_eni.values():
+            t.state = TunnelState.RETIRED
+        self.by_eni.clear()
+        return out
+
+
 class ApplianceCore:
     """The reference appliance's datapath logic, with no I/O: GENEVE in (:meth:`inbound`: validate, remember
     the flow's header and route, pick the endpoint's tunnel), packets out of a tunnel (:meth:`outbound`: the
@@ -194,11 +278,11 @@ class ApplianceCore:
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
-        self.tunnels: dict[int, Tunnel] = {}
+        self.table = TunnelTable()
+        self.tunnels = self.table.by_eni  #: the table's tunnels by ENI (read it; change it through the table)
         self.totals = Counters()
         self.flow_count = 0
         self.evictions = 0
-        self._generations: dict[int, int] = {}
         self._routes: dict[tuple[str, int, str, int], Route] = {}
 
     # ---------------------------------------------------------------------------------------------- inbound
@@ -232,15 +316,12 @@ class ApplianceCore:
 
         tunnel = self.tunnels.get(eni_id)
         new_tunnel = False
-        if tunnel is None:
-            tunnel = self._start_tunnel(eni_id, now)
-            new_tunnel = True
-        elif tunnel.state is _FAILED:
-            if now - tunnel.failed_at < cfg.retry_interval:
-                self._drop(tunnel.counters, TUNNEL_CREATE_FAILED)
+        if tunnel is None or tunnel.state is _FAILED:
+            started = self.table.need(eni_id, now, cfg.retry_interval)
+            if started is None:
+                self._drop(tunnel.counters if tunnel is not None else None, TUNNEL_CREATE_FAILED)
                 return None
-            tunnel = self._start_tunnel(eni_id, now)
-            new_tunnel = True
+            tunnel, new_tunnel = started
         tunnel.last_seen = now
         c = tunnel.counters
         c.in_packets += 1
@@ -264,17 +345,6 @@ class ApplianceCore:
             tunnel.pending.append(bytes(buf[inner_start:inner_end]))
             return _inbound(Inbound, (tunnel, inner_start, inner_end, new_tunnel, True))
         return _inbound(Inbound, (tunnel, inner_start, inner_end, new_tunnel, False))
-
-    def _start_tunnel(self, eni_id: int, now: float) -> Tunnel:
-        gen = self._generations.get(eni_id, 0) + 1
-        self._generations[eni_id] = gen
-        old = self.tunnels.get(eni_id)
-        tunnel = Tunnel(eni_id, now, now, generation=gen)
-        if old is not None:  # a failed attempt: keep what it learned
-            tunnel.flows = old.flows
-            tunnel.counters = old.counters
-        self.tunnels[eni_id] = tunnel
-        return tunnel
 
     def _remember(self, tunnel: Tunnel, key: SymKey, buf: bytes | bytearray | memoryview, start: int,
                   header_len: int, src: str, dst: str, sport: int, dport: int, now: float) -> None:
@@ -333,21 +403,18 @@ class ApplianceCore:
 
     def tunnel_ready(self, eni_id: int, now: float) -> list[bytes]:
         """The driver created the devices and the hook ran: returns the queued inner packets to write."""
-        t = self.tunnels.get(eni_id)
-        if t is None or t.state is not TunnelState.CREATING:
+        t = self.table.ready(eni_id)
+        if t is None:
             return []
-        t.state = TunnelState.READY
         out = list(t.pending)
         t.pending.clear()
         return out
 
     def tunnel_failed(self, eni_id: int, now: float) -> None:
         """Creation failed: the queued packets are dropped and counted; the next packet retries."""
-        t = self.tunnels.get(eni_id)
-        if t is None or t.state is not TunnelState.CREATING:
+        t = self.table.failed(eni_id, now)
+        if t is None:
             return
-        t.state = TunnelState.FAILED
-        t.failed_at = now
         n = len(t.pending)
         t.pending.clear()
         if n:
@@ -355,34 +422,24 @@ class ApplianceCore:
 
     def tick(self, now: float) -> list[Tunnel]:
         """Periodic work. Returns the tunnels retired for idleness: the driver destroys them."""
-        retired: list[Tunnel] = []
-        timeout = self.config.tunnel_timeout
-        if timeout > 0:
-            for eni_id, t in list(self.tunnels.items()):
-                if t.state is TunnelState.READY and now - t.last_seen >= timeout:
-                    t.state = TunnelState.RETIRED
-                    del self.tunnels[eni_id]
-                    self.flow_count -= len(t.flows)
-                    t.flows.clear()
-                    retired.append(t)
+        retired = self.table.idle(now, self.config.tunnel_timeout)
+        for t in retired:
+            self.flow_count -= len(t.flows)
+            t.flows.clear()
         self.sweep(now)
         return retired
 
     def retire(self, eni_id: int) -> Tunnel | None:
         """Retire one tunnel now (its flows go with it), as decided elsewhere. Returns it, if it existed."""
-        t = self.tunnels.pop(eni_id, None)
+        t = self.table.retire(eni_id)
         if t is not None:
-            t.state = TunnelState.RETIRED
             self.flow_count -= len(t.flows)
             t.flows.clear()
         return t
 
     def retire_all(self) -> list[Tunnel]:
         """Shutdown: every tunnel that has devices, to be destroyed."""
-        out = [t for t in self.tunnels.values() if t.state is not TunnelState.FAILED]
-        for t in self.tunnels.values():
-            t.state = TunnelState.RETIRED
-        self.tunnels.clear()
+        out = self.table.retire_all()
         self.flow_count = 0
         return out
 
@@ -408,7 +465,9 @@ class ApplianceCore:
         """The OS sent ``pkt[start:end]`` out of one of ``tunnel``'s devices. Returns its flow, or None if
         dropped.
 
-        Use :meth:`encapsulate` (or :func:`return_header`) to make the outer packet.
+        The return API is one function: :func:`put_return_header` writes the outer IPv4/UDP and the flow's
+        GENEVE header in front of the packet, in place (the datapath reads packets behind room for it);
+        :meth:`encapsulate` is the same into a new buffer.
         """
         c = tunnel.counters
         if end is None:
@@ -450,18 +509,14 @@ class ApplianceCore:
         return flow
 
     def encapsulate(self, flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
-        """The complete outer packet returning ``pkt`` to GWLB with the flow's header."""
-        return return_header(flow, pkt) + bytes(pkt)
-
-
-def return_header(flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
-    """Outer IPv4 + UDP + GENEVE header for returning ``pkt``: lengths and checksums filled in."""
-    n = len(pkt)
-    at = 28 + len(flow.header)
-    buf = bytearray(at + n + 1)
-    buf[at:at + n] = pkt
-    put_return_header(flow, buf, at, n)
-    return bytes(buf[:at])
+        """The complete outer packet returning ``pkt`` to GWLB with the flow's header (a copy; see
+        :func:`put_return_header`)."""
+        n = len(pkt)
+        at = 28 + len(flow.header)
+        buf = bytearray(at + n + 1)
+        buf[at:at + n] = pkt
+        start = put_return_header(flow, buf, at, n)
+        return bytes(buf[start:at + n])
 
 
 def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int, partial: bool = False) -> int:

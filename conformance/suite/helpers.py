@@ -9,35 +9,45 @@ import contextlib
 
 from gwlbsim.conformance.environment import ConformanceEnv
 from hypothesis import HealthCheck, settings
-from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
-from gwlbsim.traffic.inner import tcp_packet
+from gwlbsim.traffic.inner import icmp_message, ipv4, ipv6, tcp_flag_bits, tcp_packet, tcp_segment, udp_datagram
 from gwlbsim.wire import geneve
-from gwlbsim.wire.flowkey import IPPROTO_TCP, InnerError, address, flow_of, tcp_flags
+from gwlbsim.wire.flowkey import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InnerError, address, flow_of, tcp_flags
 
 #: seconds Hypothesis may spend shrinking a failure (each example is a round trip through the appliance)
 SHRINK_SECONDS = 10
+#: the IPv4 id and TCP window of every probe (scapy's defaults, which built the probes before)
+PROBE_IP_ID = 1
+PROBE_TCP_WINDOW = 8192
+ICMP_ECHO_REQUEST = 8
 
 
 def tcp4(sport: int = 40000, dport: int = 80, flags: str = "S", payload: bytes = b"", reverse: bool = False,
          src: str = "10.10.0.2", dst: str = "10.20.0.2") -> bytes:
+    """An IPv4 TCP probe with ``flags`` given as letters (``"SA"``); ``reverse``: the answer's direction."""
     if reverse:
-        return raw(IP(src=dst, dst=src) / TCP(sport=dport, dport=sport, flags=flags) / payload)
-    return raw(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags) / payload)
+        src, dst, sport, dport = dst, src, dport, sport
+    seg = tcp_segment(src, dst, sport, dport, payload, flags=tcp_flag_bits(flags), window=PROBE_TCP_WINDOW)
+    return ipv4(src, dst, IPPROTO_TCP, seg, ident=PROBE_IP_ID)
 
 
 def udp4(sport: int = 5000, dport: int = 53, payload: bytes = b"q", reverse: bool = False) -> bytes:
+    """An IPv4 UDP probe between the client and the server; ``reverse``: the answer's direction."""
     a, b = ("10.20.0.2", "10.10.0.2") if reverse else ("10.10.0.2", "10.20.0.2")
     sp, dp = (dport, sport) if reverse else (sport, dport)
-    return raw(IP(src=a, dst=b) / UDP(sport=sp, dport=dp) / payload)
+    return ipv4(a, b, IPPROTO_UDP, udp_datagram(a, b, sp, dp, payload), ident=PROBE_IP_ID)
 
 
 def udp6(sport: int = 5000, dport: int = 53, payload: bytes = b"q") -> bytes:
-    return raw(IPv6(src="fd00:10::2", dst="fd00:20::2") / UDP(sport=sport, dport=dport) / payload)
+    """An IPv6 UDP probe from the client to the server."""
+    a, b = "fd00:10::2", "fd00:20::2"
+    return ipv6(a, b, IPPROTO_UDP, udp_datagram(a, b, sport, dport, payload))
 
 
 def icmp4() -> bytes:
-    return raw(IP(src="10.10.0.2", dst="10.20.0.2") / ICMP(id=7, seq=1) / b"ping")
+    """An IPv4 ICMP echo request (id 7, sequence 1) from the client to the server."""
+    echo = icmp_message(ICMP_ECHO_REQUEST, 0, (7 << 16) | 1, b"ping")
+    return ipv4("10.10.0.2", "10.20.0.2", IPPROTO_ICMP, echo, ident=PROBE_IP_ID)
 
 
 def eni(env: ConformanceEnv, e: int = 0) -> int:

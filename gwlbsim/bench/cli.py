@@ -246,7 +246,6 @@ def main(argv: list[str] | None = None) -> int:
                 for ex in m.echo_error_examples[:2]:
                     print(f"  {m.subject} {m.cell.label}: {ex}")
     if "memory" in wanted and args.memory_flows > 0:
-
         mem = memory.measure(args.memory_flows, min(100_000, args.memory_flows))
         sections["memory"] = mem
         print()

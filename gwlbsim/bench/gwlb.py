@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import struct
 import time
 from typing import Any
 
@@ -25,6 +24,8 @@ from gwlbsim.linuxio.fastio import PacketRing
 from gwlbsim.live.session import GwlbSession, SessionOptions
 from gwlbsim.model import GwlbModel, ToTarget
 from gwlbsim.simulate import Flap, Workload, run
+from gwlbsim.traffic.inner import IPV4_HEADER_LEN, UDP_HEADER_LEN, ipv4, udp_datagram
+from gwlbsim.wire.flowkey import IPPROTO_UDP
 from gwlbsim.wire.outer import OuterTemplate
 
 SINK = "10.100.1.10"
@@ -34,9 +35,9 @@ ENI = 0xBE4C
 
 def _inner(i: int, size: int = 64) -> bytes:
     """An IPv4 UDP packet of flow ``i`` (checksums aside: nothing on the way checks them)."""
-    hdr = struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, size, 0, 0, 64, 17, 0, bytes([10, 10, i >> 8 & 255, i & 255]),
-                      bytes([10, 20, 0, 2]), 1024 + i, 53, size - 20, 0)
-    return hdr + bytes(size - len(hdr))
+    src, dst = bytes([10, 10, i >> 8 & 255, i & 255]), bytes([10, 20, 0, 2])
+    udp = udp_datagram(src, dst, 1024 + i, 53, bytes(size - IPV4_HEADER_LEN - UDP_HEADER_LEN), checksum=False)
+    return ipv4(src, dst, IPPROTO_UDP, udp, checksum=False)
 
 
 def _healthy_model(targets: dict[str, str]) -> GwlbModel:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import struct
 from dataclasses import asdict, dataclass
 
+from gwlbsim.traffic.inner import ipv4, udp_datagram
 from gwlbsim.wire import geneve
+from gwlbsim.wire.flowkey import IPPROTO_UDP
 from gwlbsim.wire.outer import build_ipv4_udp
 
 STAMP = struct.Struct("!IIQ")  #: flow index, sequence number, send time in ns
@@ -76,10 +78,11 @@ class Traffic:
         return geneve.gwlb_header(ENI_ID, self.cookie(fid), ATTACHMENT_ID).to_bytes()
 
     def inner(self, fid: int, seq: int = 0, ts: int = 0) -> bytes:
+        """The inner IPv4/UDP packet of flow ``fid`` (no UDP checksum) with its stamp."""
         src, sport = self.inner_source(fid)
         pad = bytes(self.size - MIN_SIZE)
-        return build_ipv4_udp(src, INNER_DST, sport, INNER_DPORT, STAMP.pack(fid, seq, ts) + pad, ttl=64,
-                              udp_checksum=False)
+        udp = udp_datagram(src, INNER_DST, sport, INNER_DPORT, STAMP.pack(fid, seq, ts) + pad, checksum=False)
+        return ipv4(src, INNER_DST, IPPROTO_UDP, udp)
 
     def packet(self, fid: int) -> bytes:
         """The whole IPv4 packet the generator sends for flow ``fid`` (stamp zero)."""

@@ -13,17 +13,18 @@ import contextlib
 import logging
 import os
 import queue
-import select
 import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, NamedTuple
 
 from gwlbsim.linuxio import netns
 from gwlbsim.linuxio.fastio import BatchReceiver
 from gwlbsim.linuxio.httpprobe import http_probe, tcp_probe
+from gwlbsim.linuxio.loop import EventLoop
 from gwlbsim.linuxio.tun import open_tun
 from gwlbsim.live.topology import LINK_MTU, Topology, plumb_endpoint
 from gwlbsim.model import Dropped, GwlbModel, ProbeRequest, ToEndpoint, ToTarget
@@ -70,9 +71,10 @@ class LiveGwlb:
         self.clock = clock
         self.lock = threading.RLock()
         self.taps: list[Tap] = []
-        self._stop = threading.Event()
+        self.loop = EventLoop(TICK, clock)
+        self._stop = self.loop.stopping
         self._commands: queue.Queue[Callable[[], None]] = queue.Queue()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._buf = bytearray(65536)
         self._tun: dict[int, int] = {}  # ENI id -> TUN fd
         self._fd_eni: dict[int, int] = {}
         self._templates: dict[tuple[int, int, str, int, int], OuterTemplate] = {}
@@ -104,8 +106,7 @@ class LiveGwlb:
             self._threads.append(t)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake()
+        self.loop.stop()
         for t in self._threads:
             t.join(10)
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
@@ -115,9 +116,7 @@ class LiveGwlb:
         self._tun.clear()
         for s in (self.udp, self.raw):
             s.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.loop.close()
 
     def __enter__(self) -> LiveGwlb:
         self.start()
@@ -164,8 +163,7 @@ class LiveGwlb:
     # ------------------------------------------------------------------------------------------- datapath
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
+        self.loop.wake()
 
     def _tap(self, c: Captured) -> None:
         for t in list(self.taps):
@@ -224,41 +222,27 @@ class LiveGwlb:
         self.io_errors[what] = self.io_errors.get(what, 0) + 1
 
     def _datapath(self) -> None:
-        ep = select.epoll()
-        udp_fd = self.udp.fileno()
-        ep.register(udp_fd, select.EPOLLIN)
-        ep.register(self._wake_r, select.EPOLLIN)
+        loop = self.loop
+        loop.watch(self.udp.fileno(), self._on_udp)
         for fd in self._tun.values():
-            ep.register(fd, select.EPOLLIN)
-        buf = bytearray(65536)
-        next_tick = 0.0
+            loop.watch(fd, partial(self._on_tun, fd))
         try:
-            while not self._stop.is_set():
-                events = ep.poll(TICK)
-                now = self.clock()
-                for fd, _ in events:
-                    if fd == udp_fd:
-                        self._on_udp(now)
-                    elif fd == self._wake_r:
-                        with contextlib.suppress(BlockingIOError):
-                            os.read(self._wake_r, 4096)
-                        while True:
-                            try:
-                                cmd = self._commands.get_nowait()
-                            except queue.Empty:
-                                break
-                            cmd()
-                    else:
-                        self._on_tun(fd, buf, now)
-                if now >= next_tick:
-                    next_tick = now + TICK
-                    with self.lock:
-                        self.model.tick(now)
+            loop.run(on_tick=self._tick, on_wake=self._run_commands)
         except Exception:
             log.exception("fake GWLB datapath died")
             raise
-        finally:
-            ep.close()
+
+    def _run_commands(self, now: float) -> None:
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            cmd()
+
+    def _tick(self, now: float) -> None:
+        with self.lock:
+            self.model.tick(now)
 
     def _on_udp(self, now: float) -> None:
         rx = self.rx
@@ -271,10 +255,11 @@ class LiveGwlb:
             if n < rx.batch:
                 return
 
-    def _on_tun(self, fd: int, buf: bytearray, now: float) -> None:
+    def _on_tun(self, fd: int, now: float) -> None:
         eni = self._fd_eni.get(fd)
         if eni is None:
             return
+        buf = self._buf
         for _ in range(TUN_BUDGET):
             try:
                 n = os.readv(fd, [buf])

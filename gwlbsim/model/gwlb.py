@@ -115,12 +115,10 @@ class Encapsulation:
         hdr = geneve.GeneveHeader(
             protocol=geneve.ETH_P_IP if inner_version == 4 else geneve.ETH_P_IPV6, vni=self.vni, options=options,
             critical=any(o.critical for o in options), reserved_flags=self.reserved_flags, reserved=self.reserved)
-        off = geneve.BASE_HEADER_LEN
-        for o in options:
-            if o is opts[geneve.OPT_FLOW_COOKIE]:
-                break
-            off += geneve.OPTION_HEADER_LEN + len(o.data)
-        return hdr.to_bytes(), off + geneve.OPTION_HEADER_LEN
+        raw = hdr.to_bytes()
+        at = next(i for i, o in enumerate(options) if o is opts[geneve.OPT_FLOW_COOKIE])
+        offsets = [offset for offset, *_ in geneve.iter_options(raw, 0, len(raw))]
+        return raw, offsets[at] + geneve.OPTION_HEADER_LEN
 
 
 class Flow:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from gwlbsim.wire.checksum import internet_checksum
-from gwlbsim.wire.flowkey import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, flow_of
-
-_TCP = struct.Struct("!HHIIBBHHH")
+from gwlbsim.traffic.inner import ip_packet, tcp_segment
+from gwlbsim.wire.flowkey import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, flow_of
 
 
 def reset_for(pkt: bytes | bytearray | memoryview) -> bytes | None:
@@ -26,15 +24,7 @@ def reset_for(pkt: bytes | bytearray | memoryview) -> bytes | None:
         r_seq, r_ack, r_flags = ack, 0, TCP_RST
     else:
         r_seq, r_ack, r_flags = 0, (seq + seglen) & 0xFFFFFFFF, TCP_RST | TCP_ACK
-    tcp = _TCP.pack(dport, sport, r_seq, r_ack, 5 << 4, r_flags, 0, 0, 0)
-    if pkt[0] >> 4 == 4:
-        src, dst = pkt[16:20], pkt[12:16]
-        pseudo = src + dst + b"\0\x06" + len(tcp).to_bytes(2, "big")
-        tcp = tcp[:16] + internet_checksum(pseudo + tcp).to_bytes(2, "big") + tcp[18:]
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
-        ip = ip[:10] + internet_checksum(ip).to_bytes(2, "big") + ip[12:]
-        return ip + tcp
-    src, dst = pkt[24:40], pkt[8:24]
-    pseudo = src + dst + len(tcp).to_bytes(4, "big") + b"\0\0\0\x06"
-    tcp = tcp[:16] + internet_checksum(pseudo + tcp).to_bytes(2, "big") + tcp[18:]
-    return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst + tcp
+    # back to the sender: addresses and ports swapped
+    src, dst = (pkt[16:20], pkt[12:16]) if pkt[0] >> 4 == 4 else (pkt[24:40], pkt[8:24])
+    rst = tcp_segment(src, dst, dport, sport, seq=r_seq, ack=r_ack, flags=r_flags, window=0)
+    return ip_packet(src, dst, IPPROTO_TCP, rst, ttl=64, df=True)

@@ -5,6 +5,10 @@ well formed and checksums are right (IPv4 header, TCP, UDP, ICMP, ICMPv6), so in
 (scapy, tshark) decode them without complaint. Each :class:`InnerPacket` records what it was built from,
 so tests can check flow keys without decoding.
 
+Addresses are text (``"192.0.2.1"``, ``"2001:db8::1"``) or packed bytes (4 or 16), as read from a packet.
+Hot loops that send many packets of one shape fill a template made here (:func:`flow_template`,
+:func:`fill_template`) instead of building each packet.
+
 Example::
 
     >>> pkt = udp_packet("192.0.2.1", "198.51.100.7", 5353, 53, b"q")
@@ -36,6 +40,7 @@ from gwlbsim.wire.flowkey import (
 
 IPV4_HEADER_LEN = 20
 IPV6_HEADER_LEN = 40
+UDP_HEADER_LEN = 8
 #: IPv6 extension headers this module builds, by name.
 EXT_HEADERS = {"hbh": IPPROTO_HOPOPTS, "routing": IPPROTO_ROUTING, "frag": IPPROTO_FRAGMENT,
                "ah": IPPROTO_AH, "dstopts": IPPROTO_DSTOPTS}
@@ -43,6 +48,9 @@ _EXT_NAMES = {v: k for k, v in EXT_HEADERS.items()}
 #: Protocol numbers that name IPv6 extension headers (never used as an "other" upper layer).
 IPV6_EXT_NUMBERS = frozenset({0, 43, 44, 51, 60, 135, 139, 140, 253, 254})
 _PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmpv6"}
+
+#: an address as text, or packed (4 bytes for IPv4, 16 for IPv6)
+Address = str | bytes
 
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
@@ -88,9 +96,13 @@ class InnerPacket:
 # ------------------------------------------------------------------------------------------------ IP layers
 
 
-def ipv4(src: str, dst: str, proto: int, payload: bytes, *, tos: int = 0, ttl: int = 64, ident: int = 0,
-         df: bool = False, more_fragments: bool = False, frag_offset: int = 0, options: bytes = b"") -> bytes:
-    """An IPv4 packet; ``options`` is padded with end-of-options bytes to a multiple of 4 (at most 40)."""
+def ipv4(src: Address, dst: Address, proto: int, payload: bytes, *, tos: int = 0, ttl: int = 64, ident: int = 0,
+         df: bool = False, more_fragments: bool = False, frag_offset: int = 0, options: bytes = b"",
+         checksum: bool = True) -> bytes:
+    """An IPv4 packet; ``options`` is padded with end-of-options bytes to a multiple of 4 (at most 40).
+
+    Without ``checksum`` the header checksum is left zero (for templates whose addresses are filled in later).
+    """
     if len(options) % 4:
         options += b"\0" * (4 - len(options) % 4)
     if len(options) > 40:
@@ -101,16 +113,29 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, *, tos: int = 0, ttl: i
         raise ValueError(f"IPv4 packet of {total} bytes")
     flags = (0x4000 if df else 0) | (0x2000 if more_fragments else 0) | (frag_offset & 0x1FFF)
     hdr = _IPV4.pack(0x40 | ihl, tos, total, ident, flags, ttl, proto, 0, _a4(src), _a4(dst)) + options
+    if not checksum:
+        return hdr + payload
     return hdr[:10] + internet_checksum(hdr).to_bytes(2, "big") + hdr[12:] + payload
 
 
-def ipv6(src: str, dst: str, next_header: int, payload: bytes, *, traffic_class: int = 0, flow_label: int = 0,
+def ipv6(src: Address, dst: Address, next_header: int, payload: bytes, *, traffic_class: int = 0, flow_label: int = 0,
          hop_limit: int = 64) -> bytes:
     """An IPv6 packet; ``payload`` starts with any extension headers (see :func:`ext_header`)."""
     if len(payload) > 0xFFFF:
         raise ValueError(f"IPv6 payload of {len(payload)} bytes needs a jumbogram")
     first = (6 << 28) | (traffic_class << 20) | flow_label
     return _IPV6.pack(first, len(payload), next_header, hop_limit, _a6(src), _a6(dst)) + payload
+
+
+def ip_packet(src: Address, dst: Address, proto: int, payload: bytes, *, ttl: int = 64, tos: int = 0,
+              ident: int = 0, df: bool = False) -> bytes:
+    """An IPv4 or IPv6 packet (by the addresses' family) without options or extension headers.
+
+    ``ident`` and ``df`` are IPv4 header fields (IPv6 has neither); ``tos`` is IPv6's traffic class.
+    """
+    if _is_v6(src):
+        return ipv6(src, dst, proto, payload, traffic_class=tos, hop_limit=ttl)
+    return ipv4(src, dst, proto, payload, tos=tos, ttl=ttl, ident=ident, df=df)
 
 
 def ext_header(name: str, next_header: int, *, size: int = 8, fragment_offset: int = 0, more: bool = False,
@@ -145,15 +170,37 @@ def _check_size(size: int, lo: int, hi: int) -> None:
 # ----------------------------------------------------------------------------------------- upper layers
 
 
-def tcp_segment(src: str, dst: str, sport: int, dport: int, payload: bytes = b"", *, seq: int = 0, ack: int = 0,
-                flags: int = 0x02, window: int = 65535) -> bytes:
-    """A TCP segment (20-byte header) with its checksum for the given addresses."""
+def tcp_segment(src: Address, dst: Address, sport: int, dport: int, payload: bytes = b"", *, seq: int = 0,
+                ack: int = 0, flags: int = 0x02, window: int = 65535, checksum: bool = True) -> bytes:
+    """A TCP segment (20-byte header) with its checksum for the given addresses (zero without ``checksum``)."""
     seg = _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, window, 0, 0) + payload
+    if not checksum:
+        return seg
     return _with_checksum(seg, 16, src, dst, IPPROTO_TCP)
 
 
-def udp_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes = b"") -> bytes:
-    seg = _UDP.pack(sport, dport, 8 + len(payload), 0) + payload
+#: TCP flag letters, lowest bit first (as scapy and tcpdump name them)
+TCP_FLAG_LETTERS = "FSRPAUEC"
+
+
+def tcp_flag_bits(letters: str) -> int:
+    """The TCP flags byte for flag letters, e.g. ``"SA"`` (SYN + ACK) is 0x12; ``""`` is no flag."""
+    bits = 0
+    for letter in letters:
+        index = TCP_FLAG_LETTERS.find(letter)
+        if index < 0:
+            raise ValueError(f"unknown TCP flag {letter!r} (flags are {TCP_FLAG_LETTERS})")
+        bits |= 1 << index
+    return bits
+
+
+def udp_datagram(src: Address, dst: Address, sport: int, dport: int, payload: bytes = b"", *,
+                 checksum: bool = True) -> bytes:
+    """A UDP datagram with its checksum for the given addresses; without ``checksum`` it carries none (0),
+    which IPv4 allows."""
+    seg = _UDP.pack(sport, dport, UDP_HEADER_LEN + len(payload), 0) + payload
+    if not checksum:
+        return seg
     seg = _with_checksum(seg, 6, src, dst, IPPROTO_UDP)
     if seg[6:8] == b"\0\0":  # a computed 0 is sent as 0xFFFF
         seg = seg[:6] + b"\xff\xff" + seg[8:]
@@ -161,7 +208,7 @@ def udp_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes = b"
 
 
 def icmp_message(icmp_type: int, code: int, rest: int, payload: bytes = b"", *, v6: bool = False,
-                 src: str = "", dst: str = "") -> bytes:
+                 src: Address = "", dst: Address = "") -> bytes:
     """ICMP (or, with ``v6``, ICMPv6 with its pseudo-header checksum) message."""
     msg = struct.pack("!BBHI", icmp_type, code, 0, rest) + payload
     if v6:
@@ -169,8 +216,9 @@ def icmp_message(icmp_type: int, code: int, rest: int, payload: bytes = b"", *, 
     return msg[:2] + internet_checksum(msg).to_bytes(2, "big") + msg[4:]
 
 
-def _with_checksum(seg: bytes, at: int, src: str, dst: str, proto: int) -> bytes:
-    if ":" in src:
+def _with_checksum(seg: bytes, at: int, src: Address, dst: Address, proto: int) -> bytes:
+    """``seg`` with the checksum over its pseudo-header (IPv4 or IPv6 by address) and itself at ``at``."""
+    if _is_v6(src):
         pseudo = _a6(src) + _a6(dst) + struct.pack("!IxxxB", len(seg), proto)
     else:
         pseudo = _a4(src) + _a4(dst) + struct.pack("!BBH", 0, proto, len(seg))
@@ -236,13 +284,68 @@ def tcp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes = b"",
                  tcp_flags=flags)
 
 
+# ------------------------------------------------------------------------------------- templates for hot loops
+
+#: where :func:`fill_template` writes: the IPv4 addresses, the TCP/UDP ports, the TCP flags byte
+_TEMPLATE_ADDRS = struct.Struct("!4s4s")
+_TEMPLATE_PORTS = struct.Struct("!HH")
+_TEMPLATE_ADDRS_AT = 12
+_TEMPLATE_PORTS_AT = IPV4_HEADER_LEN
+_TEMPLATE_TCP_FLAGS_AT = IPV4_HEADER_LEN + 13
+_ZERO4 = bytes(4)
+
+
+def flow_template(proto: int, *, tcp_flags: int = 0x02, window: int = 65535, ttl: int = 64) -> bytes:
+    """An IPv4 TCP or UDP packet without payload whose addresses, ports and checksums are all zero.
+
+    The template of :func:`fill_template`, for loops that make packets faster than they could be built (the
+    simulator: the model it feeds never checks checksums, so none are computed).
+    """
+    if proto == IPPROTO_TCP:
+        l4 = tcp_segment(_ZERO4, _ZERO4, 0, 0, flags=tcp_flags, window=window, checksum=False)
+    elif proto == IPPROTO_UDP:
+        l4 = udp_datagram(_ZERO4, _ZERO4, 0, 0, checksum=False)
+    else:
+        raise ValueError(f"templates are TCP or UDP, not protocol {proto}")
+    return ipv4(_ZERO4, _ZERO4, proto, l4, ttl=ttl, checksum=False)
+
+
+def fill_template(template: bytes, src: bytes, dst: bytes, sport: int, dport: int,
+                  tcp_flags: int | None = None) -> bytes:
+    """A packet of :func:`flow_template` with packed IPv4 addresses, ports and (for TCP) flags written in.
+
+    Checksums stay zero.
+    """
+    pkt = bytearray(template)
+    _TEMPLATE_ADDRS.pack_into(pkt, _TEMPLATE_ADDRS_AT, src, dst)
+    _TEMPLATE_PORTS.pack_into(pkt, _TEMPLATE_PORTS_AT, sport, dport)
+    if tcp_flags is not None:
+        pkt[_TEMPLATE_TCP_FLAGS_AT] = tcp_flags
+    return bytes(pkt)
+
+
 def ext_name(number: int) -> str:
     return _EXT_NAMES.get(number, str(number))
 
 
-def _a4(text: str) -> bytes:
-    return ipaddress.IPv4Address(text).packed
+def _is_v6(addr: Address) -> bool:
+    """Whether an address (text or packed) is an IPv6 one."""
+    return len(addr) == 16 if isinstance(addr, bytes) else ":" in addr
 
 
-def _a6(text: str) -> bytes:
-    return ipaddress.IPv6Address(text).packed
+def _a4(addr: Address) -> bytes:
+    """A packed IPv4 address; packed input is checked for its length and passed through."""
+    if not isinstance(addr, bytes):
+        return ipaddress.IPv4Address(addr).packed
+    if len(addr) != 4:
+        raise ValueError(f"a packed IPv4 address has 4 bytes, not {len(addr)}")
+    return addr
+
+
+def _a6(addr: Address) -> bytes:
+    """A packed IPv6 address; packed input is checked for its length and passed through."""
+    if not isinstance(addr, bytes):
+        return ipaddress.IPv6Address(addr).packed
+    if len(addr) != 16:
+        raise ValueError(f"a packed IPv6 address has 16 bytes, not {len(addr)}")
+    return addr

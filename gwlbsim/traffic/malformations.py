@@ -88,11 +88,8 @@ def _non_ip_protocol(draw: Draw, vp: ValidPacket) -> tuple[bytes, str]:
 
 
 def _option_offsets(vp: ValidPacket) -> list[int]:
-    out, pos = [], geneve.BASE_HEADER_LEN
-    for o in vp.header.options:
-        out.append(pos)
-        pos += geneve.OPTION_HEADER_LEN + len(o.data)
-    return out
+    """Where each option of the packet's header starts, in order."""
+    return [offset for offset, *_ in geneve.iter_options(vp.payload, 0, vp.header.length)]
 
 
 def _option_length_overrun(draw: Draw, vp: ValidPacket) -> tuple[bytes, str]:

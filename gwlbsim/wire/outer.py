@@ -11,7 +11,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from gwlbsim.wire.checksum import IPPROTO_UDP, internet_checksum, udp4_checksum, udp4_checksum_ok
+from gwlbsim.wire.checksum import IPPROTO_UDP, internet_checksum, udp4_checksum_ok
 from gwlbsim.wire.reasons import DropReason
 
 IPV4_HEADER_LEN = 20
@@ -54,19 +54,16 @@ def addr4(text: str) -> bytes:
 def build_ipv4_udp(src: str | bytes, dst: str | bytes, sport: int, dport: int,
                    payload: bytes | bytearray | memoryview, *, ttl: int = GWLB_TTL, tos: int = GWLB_TOS,
                    ident: int = 0, df: bool = False, udp_checksum: bool = True) -> bytes:
-    """An IPv4 packet holding one UDP datagram, headers and checksums filled in."""
-    s = addr4(src) if isinstance(src, str) else src
-    d = addr4(dst) if isinstance(dst, str) else dst
-    udp_len = UDP_HEADER_LEN + len(payload)
-    total = IPV4_HEADER_LEN + udp_len
+    """An IPv4 packet holding one UDP datagram, headers and checksums filled in.
+
+    Built by an :class:`OuterTemplate` with an empty payload prefix: the headers are packed in one place.
+    """
+    total = OUTER_LEN + len(payload)
     if total > 0xFFFF:
         raise ValueError(f"datagram of {total} bytes does not fit IPv4")
-    udp = _UDP.pack(sport, dport, udp_len, 0) + bytes(payload)
-    if udp_checksum:
-        udp = udp[:6] + udp4_checksum(s, d, udp).to_bytes(2, "big") + udp[8:]
-    hdr = _IPV4.pack(0x45, tos, total, ident, 0x4000 if df else 0, ttl, IPPROTO_UDP, 0, s, d)
-    hdr = hdr[:10] + internet_checksum(hdr).to_bytes(2, "big") + hdr[12:]
-    return hdr + udp
+    template = OuterTemplate(src, dst, sport, dport, b"", ttl=ttl, tos=tos, ident=ident, df=df,
+                             udp_checksum=udp_checksum)
+    return template.packet(payload)
 
 
 def parse_ipv4_udp(buf: bytes | bytearray | memoryview) -> Outer:

@@ -45,7 +45,7 @@ class DropReason(StrEnum):
     TUPLE_MISMATCH = "tuple_mismatch"
     SOURCE_PORT_MISMATCH = "source_port_mismatch"
     RESET_SENT = "reset_sent"
-    # the reference appliance (gwlbsim.reference.core, gwlbsim.reference.linux, gwlbsim.reference.workers)
+    # the reference appliance (gwlbsim.reference.core, .datapath, .worker)
     NOT_GENEVE_PORT = "not_geneve_port"
     OVERSIZE_INBOUND = "oversize_inbound"
     OVERSIZE_RETURN = "oversize_return"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gwlbsim.reference.supervisor import MAX_RESTARTS
 from scapy.all import IP, TCP, raw
 
 from gwlbsim.wire import geneve
@@ -92,8 +93,6 @@ def test_a_killed_worker_is_replaced_and_its_flows_come_back(topo: Topo) -> None
 
 
 def test_a_worker_that_keeps_dying_is_left_down_and_health_says_so(topo: Topo) -> None:
-    from gwlbsim.reference.workers import MAX_RESTARTS
-
     proc = topo.start("--udpthreads", "2", "--tunthreads", "2")
     for n in range(MAX_RESTARTS + 1):
         # the same worker each time: the first forked one, then its latest replacement (the newest child)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -83,3 +85,46 @@ def test_any_header_the_decoder_accepts_is_reencoded_exactly(data: bytes) -> Non
     except geneve.GeneveError:
         return
     assert h.to_bytes() == data[:h.length]
+
+
+def _scan_verdict(scanner: Callable[[bytes, int, int, int], geneve.Scan], data: bytes,
+                  option_class: int) -> geneve.Scan | str:
+    """What a scanner (``scan`` or ``scan_general``) makes of ``data``: its Scan, or the reason it refused."""
+    try:
+        return scanner(data, 0, len(data), option_class)
+    except geneve.GeneveError as e:
+        return e.reason
+
+
+@st.composite
+def _near_gwlb_layout(draw: st.DrawFn, option_class: int) -> bytes:
+    """GWLB's own layout (what ``scan`` reads in one go), with a few bytes changed and perhaps cut short."""
+    data = bytearray(draw(gst.valid_packets(option_class=option_class, extras=False, flag_bits=False,
+                                            shuffle=False, vectors=False)).payload)
+    for _ in range(draw(st.integers(0, 3))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    cut = draw(st.none() | st.integers(0, len(data)))
+    return bytes(data[:cut])
+
+
+@budget(400)
+@given(st.sampled_from([geneve.AWS_OPTION_CLASS, geneve.TENCENT_OPTION_CLASS]).flatmap(
+    lambda oc: st.tuples(st.just(oc), _near_gwlb_layout(oc) | gst.datagrams(oc) | st.sampled_from(_THIRD_PARTY))))
+def test_scan_shortcut_agrees_with_the_general_option_walk(case: tuple[int, bytes]) -> None:
+    """``scan`` takes GWLB's own layout in one read; whatever it is given, it returns what the general option
+    walk (:func:`gwlbsim.wire.geneve.scan_general`) returns, or refuses it for the same reason."""
+    option_class, data = case
+    assert _scan_verdict(geneve.scan, data, option_class) == _scan_verdict(geneve.scan_general, data, option_class)
+
+
+@budget(200)
+@given(gst.valid_packets(), st.binary(max_size=9))
+def test_option_walk_finds_every_option_where_the_builder_put_it(vp: ValidPacket, before: bytes) -> None:
+    """``iter_options`` yields each option of the header in order: its offset, class, type, reserved bits and
+    data length, wherever in a buffer the header starts."""
+    expected, pos = [], len(before) + geneve.BASE_HEADER_LEN
+    for o in vp.header.options:
+        expected.append((pos, o.option_class, o.type, o.reserved, len(o.data)))
+        pos += geneve.OPTION_HEADER_LEN + len(o.data)
+    buf = before + vp.payload
+    assert list(geneve.iter_options(buf, len(before), len(before) + vp.header.length)) == expected

@@ -139,4 +139,4 @@ def test_no_import_cycles() -> None:
 
 def test_the_graph_sees_imports_inside_functions() -> None:
     """The checker's own control: a known import made inside a function is in the graph."""
-    assert "gwlbsim.reference.steering" in _graph()["gwlbsim.reference.linux"]
+    assert "gwlbsim.conformance.environment" in _graph()["gwlbsim.conformance.plugin"]

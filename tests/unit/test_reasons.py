@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gwlbsim.reference import linux, workers
+from gwlbsim.reference import datapath, worker
 from gwlbsim.reference.core import CORE_REASONS
 
 from gwlbsim.model.gwlb import MODEL_REASONS
@@ -14,8 +14,8 @@ from gwlbsim.wire.reasons import DropReason
 
 def test_every_drop_reason_is_a_registered_one() -> None:
     used = {*geneve.REASONS, *MODEL_REASONS, *CORE_REASONS, InnerError.reason, OuterError.reason,
-            linux.TUN_WRITE_FAILED, linux.TUNNEL_DEVICE_GONE, linux.SEND_FAILED, linux.UDP_TRUNCATED,
-            workers.UNKNOWN_TUNNEL_PACKET}
+            datapath.TUN_WRITE_FAILED, datapath.TUNNEL_DEVICE_GONE, datapath.SEND_FAILED, datapath.UDP_TRUNCATED,
+            worker.UNKNOWN_TUNNEL_PACKET}
     assert all(isinstance(r, DropReason) for r in used), [r for r in used if not isinstance(r, DropReason)]
     assert used <= set(DropReason)
 

@@ -19,18 +19,19 @@ from __future__ import annotations
 import sys
 
 import gwlbsim.reference.core as core
-import gwlbsim.reference.linux as linux
+import gwlbsim.reference.datapath as datapath
+import gwlbsim.reference.lifecycle as lifecycle
 from gwlbsim.reference.cli import main as reference_main
 
 
 def never_503() -> None:
-    linux.Appliance.unhealthy_reasons = lambda self: []  # type: ignore[method-assign]
+    datapath.Appliance.unhealthy_reasons = lambda self: []  # type: ignore[method-assign]
 
 
 def leaves_devices() -> None:
-    original = linux.Lifecycle._destroy
+    original = lifecycle.Lifecycle._destroy
 
-    def destroy(self: linux.Lifecycle, t: core.Tunnel) -> None:
+    def destroy(self: lifecycle.Lifecycle, t: core.Tunnel) -> None:
         leaked = self._devices.get((t.eni_id, t.generation))
         if leaked is not None:
             # hide the devices from the real destroy: it runs the hook but closes nothing
@@ -38,7 +39,7 @@ def leaves_devices() -> None:
             _LEAKED.append(leaked)
         original(self, t)
 
-    linux.Lifecycle._destroy = destroy  # type: ignore[method-assign]
+    lifecycle.Lifecycle._destroy = destroy  # type: ignore[method-assign]
 
 
 _LEAKED: list[object] = []
@@ -46,14 +47,14 @@ _LEAKED: list[object] = []
 
 def mixes_endpoints() -> None:
     shared: dict[object, object] = {}
-    original = core.ApplianceCore._start_tunnel
+    original = core.TunnelTable._start
 
-    def start(self: core.ApplianceCore, eni_id: int, now: float) -> core.Tunnel:
+    def start(self: core.TunnelTable, eni_id: int, now: float) -> core.Tunnel:
         t = original(self, eni_id, now)
         t.flows = shared  # type: ignore[assignment]
         return t
 
-    core.ApplianceCore._start_tunnel = start  # type: ignore[method-assign]
+    core.TunnelTable._start = start  # type: ignore[method-assign]
 
 
 def stale_cookie() -> None:
@@ -69,7 +70,7 @@ def stale_cookie() -> None:
 
 
 def black_holes() -> None:
-    linux.Appliance._tunnel_gone = lambda self, t: None  # type: ignore[method-assign]
+    datapath.Appliance._tunnel_gone = lambda self, t: None  # type: ignore[method-assign]
 
 
 def header_per_endpoint() -> None:
@@ -103,19 +104,19 @@ def returns_unseen() -> None:
 
 
 def loses_after_recreate() -> None:
-    on_tun = linux.Appliance._on_tun
+    on_tun = datapath.Appliance._on_tun
 
-    def lose(self: linux.Appliance, t: core.Tunnel, fd: int, now: float) -> None:
+    def lose(self: datapath.Appliance, t: core.Tunnel, fd: int, now: float) -> None:
         if t.generation > 1:
             try:
-                while linux.os.read(fd, 65536):
+                while datapath.os.read(fd, 65536):
                     pass
             except OSError:
                 pass
             return
         on_tun(self, t, fd, now)
 
-    linux.Appliance._on_tun = lose  # type: ignore[method-assign]
+    datapath.Appliance._on_tun = lose  # type: ignore[method-assign]
 
 
 FAULTS = {"never-503": never_503, "leaves-devices": leaves_devices, "mixes-endpoints": mixes_endpoints,

@@ -1,0 +1,95 @@
+"""The messages between the supervisor and its datapath workers, typed, and their encoding on the wire.
+
+One SOCK_SEQPACKET socket pair per worker carries one message per packet, JSON ``[op, field, ...]``; a
+:class:`Ready` carries the worker's gwi- and gwo- queue descriptors as SCM_RIGHTS beside it::
+
+    worker -> supervisor   Need(eni)        the worker's core saw a new endpoint: create its tunnel
+                           Gone(eni)        the tunnel's devices were deleted under the appliance
+                           Status(...)      every tick and when asked: counters, flows, tunnels' last use
+    supervisor -> worker   Ready(eni)       + the worker's gwi and gwo queue descriptors
+                           Failed(eni)      creation failed (the worker's core retries later)
+                           Retire(eni)      the tunnel is being destroyed: forget it
+                           Report()         send a Status now
+                           Stop()
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, NamedTuple
+
+
+class Need(NamedTuple):
+    eni: int
+
+
+class Gone(NamedTuple):
+    eni: int
+
+
+class Status(NamedTuple):
+    """A worker's counters: ``totals`` as in the status document, ``tunnels`` by ENI (decimal string) with
+    each tunnel's counters and ``last_seen``."""
+
+    worker: int
+    heartbeat: float
+    pid: int
+    totals: dict[str, Any]
+    tunnels: dict[str, dict[str, Any]]
+
+
+class Ready(NamedTuple):
+    eni: int
+
+
+class Failed(NamedTuple):
+    eni: int
+
+
+class Retire(NamedTuple):
+    eni: int
+
+
+class Report(NamedTuple):
+    pass
+
+
+class Stop(NamedTuple):
+    pass
+
+
+Message = Need | Gone | Status | Ready | Failed | Retire | Report | Stop
+_BY_OP: dict[str, type[Message]] = {cls.__name__.lower(): cls
+                                    for cls in (Need, Gone, Status, Ready, Failed, Retire, Report, Stop)}
+_MAX = 1 << 16  # the longest message (a Status of many tunnels is a few kB)
+
+
+class ProtocolError(ValueError):
+    """A message that is not one of this protocol's."""
+
+
+def encode(msg: Message) -> bytes:
+    return json.dumps([type(msg).__name__.lower(), *msg]).encode()
+
+
+def decode(data: bytes) -> Message:
+    try:
+        op, *fields = json.loads(data)
+        return _BY_OP[op](*fields)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ProtocolError(f"not a worker message: {data[:80]!r}") from e
+
+
+def send(sock: socket.socket, msg: Message, fds: list[int] | None = None) -> None:
+    data = encode(msg)
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket) -> tuple[Message | None, list[int]]:
+    """The next message and the descriptors that came with it; None when the other side is gone."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, _MAX, 4)
+    return (decode(data) if data else None), fds
