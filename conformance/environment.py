@@ -25,7 +25,7 @@ from gwlbsim.conformance.results import NOT_APPLICABLE, NOT_RUN
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
 from gwlbsim.config import GwlbConfig
 from gwlbsim.linuxio.netns import Lab
-from gwlbsim.live.gwlb import Captured, LiveGwlb
+from gwlbsim.live.balancer import Captured, LiveGwlb
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
 from gwlbsim.live.topology import Topology
 from gwlbsim.model import Encapsulation, GwlbModel

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from gwlbsim.reference.core import ApplianceCore, Config
-from gwlbsim.reference.datapath import Appliance
+from gwlbsim.reference.datapath import ReferenceAppliance
 from gwlbsim.reference.hooks import parse_hook
 from gwlbsim.reference.logs import configure_logging
 from gwlbsim.reference.options import Options
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if cpus:
                 os.sched_setaffinity(0, cpus)
-            app = Appliance(ApplianceCore(config), opts)
+            app = ReferenceAppliance(ApplianceCore(config), opts)
     except OSError as e:
         print(f"gwlb-reference: {e.strerror or e}", file=sys.stderr)
         if e.errno in (1, 13):

@@ -95,7 +95,7 @@ class Route:
         self.pseudo_sum = pseudo_sum(s_ip, d_ip)  #: for checksum offload (put_return_header's ``partial``)
 
 
-class Flow:
+class ReturnFlow:
     """What is needed to send a packet of this flow back: its latest inbound GENEVE header and route."""
 
     __slots__ = ("header", "last_seen", "route", "udp_sum")
@@ -151,7 +151,7 @@ class Tunnel:
     created_at: float
     last_seen: float
     state: TunnelState = TunnelState.CREATING
-    flows: dict[SymKey, Flow] = field(default_factory=dict)
+    flows: dict[SymKey, ReturnFlow] = field(default_factory=dict)
     pending: deque[bytes] = field(default_factory=deque)
     counters: Counters = field(default_factory=Counters)
     generation: int = 0  #: how many times this ENI's tunnel has been created
@@ -362,7 +362,7 @@ class ApplianceCore:
         route = self._route(src, sport, dst, dport)
         header = bytes(buf[start:start + header_len])
         udp_sum = route.udp_sum + _sum16(header) if self.config.udp_checksum else -1
-        flows[key] = Flow(header, route, udp_sum, now)
+        flows[key] = ReturnFlow(header, route, udp_sum, now)
 
     def _route(self, src: str, sport: int, dst: str, dport: int) -> Route:
         """The shared route for this addressing (made once; the table is emptied when it grows large)."""
@@ -461,7 +461,7 @@ class ApplianceCore:
     # --------------------------------------------------------------------------------------------- outbound
 
     def outbound(self, tunnel: Tunnel, pkt: bytes | bytearray | memoryview, now: float, start: int = 0,
-                 end: int | None = None) -> Flow | None:
+                 end: int | None = None) -> ReturnFlow | None:
         """The OS sent ``pkt[start:end]`` out of one of ``tunnel``'s devices. Returns its flow, or None if
         dropped.
 
@@ -508,7 +508,7 @@ class ApplianceCore:
         self.totals.out_bytes += n
         return flow
 
-    def encapsulate(self, flow: Flow, pkt: bytes | bytearray | memoryview) -> bytes:
+    def encapsulate(self, flow: ReturnFlow, pkt: bytes | bytearray | memoryview) -> bytes:
         """The complete outer packet returning ``pkt`` to GWLB with the flow's header (a copy; see
         :func:`put_return_header`)."""
         n = len(pkt)
@@ -519,7 +519,7 @@ class ApplianceCore:
         return bytes(buf[start:at + n])
 
 
-def put_return_header(flow: Flow, buf: bytearray | memoryview, at: int, n: int, partial: bool = False) -> int:
+def put_return_header(flow: ReturnFlow, buf: bytearray | memoryview, at: int, n: int, partial: bool = False) -> int:
     """Write the outer header for returning the ``n``-byte packet at ``buf[at:at + n]`` right in front of it.
 
     Returns where the outer packet starts (``at`` minus the header length). For an odd ``n`` with UDP

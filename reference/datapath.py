@@ -69,7 +69,7 @@ SEND_FAILED = DropReason.SEND_FAILED
 UDP_TRUNCATED = DropReason.UDP_TRUNCATED
 
 
-class Appliance:
+class ReferenceAppliance:
     """The whole running appliance: sockets, the datapath loop, the lifecycle worker and the health server."""
 
     def __init__(self, core: ApplianceCore, opts: Options, clock: Callable[[], float] = time.monotonic,

@@ -395,8 +395,9 @@ class Supervisor:
                 self._reported.wait(left)
 
     def status(self) -> dict[str, Any]:
-        """The same document as a single-process appliance's (:meth:`gwlbsim.reference.datapath.Appliance.status`),
-        summed over the workers (asked for fresh counters first), plus ``workers``."""
+        """The same document as a single-process appliance's
+        (:meth:`gwlbsim.reference.datapath.ReferenceAppliance.status`), summed over the workers (asked for fresh
+        counters first), plus ``workers``."""
         self.refresh()
         now = self.clock()
         reports = [r for r in self.reports if r]

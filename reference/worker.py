@@ -1,6 +1,6 @@
 """One datapath worker of a multi-process appliance (``--udpthreads/--tunthreads N``, N > 1).
 
-A worker is a complete datapath (:class:`gwlbsim.reference.datapath.Appliance`'s loop, its own core and flow
+A worker is a complete datapath (:class:`gwlbsim.reference.datapath.ReferenceAppliance`'s loop, its own core and flow
 cache, its own raw socket) whose tunnels and health are the supervisor's (:mod:`gwlbsim.reference.supervisor`):
 its tunnel lifecycle is a stand-in (:class:`RemoteLifecycle`) that asks the supervisor for devices and gets
 its queues of them back (:mod:`gwlbsim.reference.protocol`).
@@ -25,7 +25,7 @@ from typing import Any
 
 from gwlbsim.reference import protocol
 from gwlbsim.reference.core import ApplianceCore, Config, Tunnel, TunnelState
-from gwlbsim.reference.datapath import Appliance
+from gwlbsim.reference.datapath import ReferenceAppliance
 from gwlbsim.reference.lifecycle import Created, CreateFailed, HookStats, Result, TunHandle
 from gwlbsim.reference.logs import configure_logging
 from gwlbsim.reference.options import Options
@@ -84,7 +84,7 @@ class RemoteLifecycle:
         return True
 
 
-class WorkerAppliance(Appliance):
+class WorkerAppliance(ReferenceAppliance):
     """One datapath worker: the appliance's loop, with tunnels and health left to the supervisor."""
 
     def __init__(self, core: ApplianceCore, opts: Options, udp: socket.socket, control: socket.socket,

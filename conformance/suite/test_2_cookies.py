@@ -9,7 +9,7 @@ from gwlbsim.conformance.environment import ConformanceEnv, check
 from gwlbsim.conformance.plugin import requirement
 from gwlbsim.conformance.suite.helpers import cookie_of, cookie_text, raw_eni, tcp4, udp4
 
-from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.balancer import Captured
 from gwlbsim.live.topology import ApplianceSlot
 from gwlbsim.wire import geneve
 

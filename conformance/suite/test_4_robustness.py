@@ -17,7 +17,7 @@ from gwlbsim.conformance.plugin import requirement
 from gwlbsim.conformance.suite.helpers import eni, property_settings, raw_eni, tcp4, udp4, udp6
 from hypothesis import given
 
-from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.balancer import Captured
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.malformations import MALFORMATIONS
 from gwlbsim.wire import geneve

@@ -12,7 +12,7 @@ from gwlbsim.conformance.plugin import requirement
 from gwlbsim.conformance.suite.helpers import raw_eni
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
 
-from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.balancer import Captured
 from gwlbsim.wire import geneve
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gwlbsim.bench import extra, memory, report, topology
-from gwlbsim.bench import gwlb as _registers_gwlb_benchmarks  # noqa: F401  (registers with extra)
+from gwlbsim.bench import fake_gwlb as _registers_gwlb_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench import hotpath as _registers_hotpath_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix
 from gwlbsim.bench.traffic import MAX_SIZE, MIN_SIZE

@@ -11,7 +11,7 @@ least ``"text"`` (a line or a few for the printed report). Register it under a n
         return {"text": f"fake GWLB: {pps:,.0f} packets/s generated", "generated_pps": pps}
 
 ``gwlbsim bench --only NAME`` runs it alone; ``--with NAME`` adds it to a run; the JSON report holds its
-dict under ``"extra"`` / NAME. The modules that register (:mod:`gwlbsim.bench.gwlb`, :mod:`gwlbsim.bench.hotpath`)
+dict under ``"extra"`` / NAME. The modules that register (:mod:`gwlbsim.bench.fake_gwlb`, :mod:`gwlbsim.bench.hotpath`)
 are imported by the entry point, :mod:`gwlbsim.bench.cli`; this module depends on none of them.
 """
 

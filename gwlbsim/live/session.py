@@ -22,7 +22,7 @@ from typing import Any
 from gwlbsim.appliance import ApplianceSpec, RunningAppliance
 from gwlbsim.config import GwlbConfig, HealthCheck
 from gwlbsim.linuxio.netns import Lab
-from gwlbsim.live.gwlb import LiveGwlb
+from gwlbsim.live.balancer import LiveGwlb
 from gwlbsim.live.topology import Topology, build
 from gwlbsim.model import HEALTHY, Encapsulation, GwlbModel
 

@@ -52,13 +52,13 @@ from gwlbsim.wire.flowkey import (
 from gwlbsim.wire.reasons import DropReason
 
 # Drop reasons (besides the codec's, for returns).
-NO_ENDPOINT = DropReason.UNKNOWN_ENDPOINT
+UNKNOWN_ENDPOINT = DropReason.UNKNOWN_ENDPOINT
 BAD_INNER = InnerError.reason
 OVERSIZE = DropReason.OVERSIZE
 TCP_NO_FLOW = DropReason.TCP_NON_SYN_WITHOUT_FLOW
 NO_TARGET = DropReason.NO_TARGET
 FAIL_OPEN_DROP = DropReason.FAIL_OPEN_DROP
-TARGET_GONE = DropReason.TARGET_DEREGISTERED
+TARGET_DEREGISTERED = DropReason.TARGET_DEREGISTERED
 NOT_TO_NODE = DropReason.NOT_TO_GWLB_NODE
 UNKNOWN_SOURCE = DropReason.UNKNOWN_SOURCE
 UNKNOWN_COOKIE = DropReason.UNKNOWN_COOKIE
@@ -68,9 +68,9 @@ ATTACHMENT_MISMATCH = DropReason.ATTACHMENT_MISMATCH
 TUPLE_MISMATCH = DropReason.TUPLE_MISMATCH
 PORT_MISMATCH = DropReason.SOURCE_PORT_MISMATCH
 RESET_SENT = DropReason.RESET_SENT
-MODEL_REASONS = (NO_ENDPOINT, BAD_INNER, OVERSIZE, TCP_NO_FLOW, NO_TARGET, FAIL_OPEN_DROP, TARGET_GONE, NOT_TO_NODE,
-                 UNKNOWN_SOURCE, UNKNOWN_COOKIE, STALE_COOKIE, WRONG_TARGET, ATTACHMENT_MISMATCH, TUPLE_MISMATCH,
-                 PORT_MISMATCH, RESET_SENT)
+MODEL_REASONS = (UNKNOWN_ENDPOINT, BAD_INNER, OVERSIZE, TCP_NO_FLOW, NO_TARGET, FAIL_OPEN_DROP, TARGET_DEREGISTERED,
+                 NOT_TO_NODE, UNKNOWN_SOURCE, UNKNOWN_COOKIE, STALE_COOKIE, WRONG_TARGET, ATTACHMENT_MISMATCH,
+                 TUPLE_MISMATCH, PORT_MISMATCH, RESET_SENT)
 
 _MASK64 = (1 << 64) - 1
 
@@ -202,7 +202,7 @@ class GwlbModel:
     """The fake GWLB's decisions, with no I/O and an injected clock: endpoints and targets, the flow table
     (stickiness, cookies, idle timeouts), health checks' outcomes and failover. :meth:`from_endpoint` and
     :meth:`from_target` return the actions to take (``ToTarget``, ``ToEndpoint``); drops are counted in
-    ``metrics``. ``gwlbsim.live.gwlb.LiveGwlb`` runs it on real sockets, ``gwlbsim.simulate`` in virtual time."""
+    ``metrics``. ``gwlbsim.live.balancer.LiveGwlb`` runs it on real sockets, ``gwlbsim.simulate`` in virtual time."""
 
     def __init__(self, config: GwlbConfig | None = None, zones: dict[str, str] | None = None,
                  encapsulation: Encapsulation | None = None, rng: random.Random | None = None) -> None:
@@ -296,7 +296,7 @@ class GwlbModel:
         n = len(inner)
         ep = self.endpoints.get(eni_id)
         if ep is None:
-            return self._dropped(NO_ENDPOINT)
+            return self._dropped(UNKNOWN_ENDPOINT)
         if n > self.sim.mtu and self.sim.oversize == "drop":
             return self._dropped(OVERSIZE)
         try:
@@ -348,7 +348,7 @@ class GwlbModel:
                 and now >= target.unhealthy_since + self.config.deregistration_delay:
             return self._reset(flow, flags)
         if target.state == UNUSED:
-            return self._dropped(TARGET_GONE, target)
+            return self._dropped(TARGET_DEREGISTERED, target)
         flow.last_seen = now
         if ft.proto == IPPROTO_TCP:
             self._track_tcp(flow, ft, flags, now)
@@ -536,7 +536,7 @@ class GwlbModel:
             flow = None
         if flow is None:
             reason = STALE_COOKIE if ck in self._retired_cookies else \
-                UNKNOWN_COOKIE if s.eni_id in self.endpoints else NO_ENDPOINT
+                UNKNOWN_COOKIE if s.eni_id in self.endpoints else UNKNOWN_ENDPOINT
             return self._dropped(reason, target)
         if flow.target is not target:
             return self._dropped(WRONG_TARGET, target)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from gwlbsim.config import HealthCheck
 
-INITIAL = "initial"
-HEALTHY = "healthy"
-UNHEALTHY = "unhealthy"
-DRAINING = "draining"
-UNUSED = "unused"
+
+class TargetState(StrEnum):
+    """A target's state as GWLB reports it (a member is its string: status documents and JSON read it as one)."""
+
+    INITIAL = "initial"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    DRAINING = "draining"
+    UNUSED = "unused"
+
+
+INITIAL, HEALTHY, UNHEALTHY, DRAINING, UNUSED = (TargetState.INITIAL, TargetState.HEALTHY, TargetState.UNHEALTHY,
+                                                 TargetState.DRAINING, TargetState.UNUSED)
 
 
 @dataclass

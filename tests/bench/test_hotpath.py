@@ -23,7 +23,7 @@ def test_measure_fails_when_a_return_carries_the_wrong_header(monkeypatch: pytes
 
     real = core.put_return_header
 
-    def swapped_cookie(flow: core.Flow, buf: memoryview, at: int, n: int, partial: bool = False) -> int:
+    def swapped_cookie(flow: core.ReturnFlow, buf: memoryview, at: int, n: int, partial: bool = False) -> int:
         start = real(flow, buf, at, n, partial)
         buf[at - 1] ^= 0xFF  # the last byte of the GENEVE header: the flow cookie's
         return start

@@ -17,7 +17,7 @@ from scapy.all import ICMP, IP, TCP, UDP, IPv6, IPv6ExtHdrFragment, raw
 
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.linuxio.httpprobe import http_probe, tcp_probe
-from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.balancer import Captured
 from gwlbsim.live.session import GwlbSession, SessionOptions
 from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 from gwlbsim.wire import geneve

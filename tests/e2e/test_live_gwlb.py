@@ -17,7 +17,7 @@ from scapy.all import IP, UDP, raw
 from gwlbsim.appliance import ApplianceSpec
 from gwlbsim.config import GwlbConfig, HealthCheck
 from gwlbsim.linuxio import netns
-from gwlbsim.live.gwlb import Captured
+from gwlbsim.live.balancer import Captured
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
 from gwlbsim.live.traffic import tcp_transfer, udp_exchange
 from gwlbsim.wire import geneve

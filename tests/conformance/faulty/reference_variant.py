@@ -25,7 +25,7 @@ from gwlbsim.reference.cli import main as reference_main
 
 
 def never_503() -> None:
-    datapath.Appliance.unhealthy_reasons = lambda self: []  # type: ignore[method-assign]
+    datapath.ReferenceAppliance.unhealthy_reasons = lambda self: []  # type: ignore[method-assign]
 
 
 def leaves_devices() -> None:
@@ -70,11 +70,11 @@ def stale_cookie() -> None:
 
 
 def black_holes() -> None:
-    datapath.Appliance._tunnel_gone = lambda self, t: None  # type: ignore[method-assign]
+    datapath.ReferenceAppliance._tunnel_gone = lambda self, t: None  # type: ignore[method-assign]
 
 
 def header_per_endpoint() -> None:
-    latest: dict[int, core.Flow] = {}
+    latest: dict[int, core.ReturnFlow] = {}
     remember, outbound = core.ApplianceCore._remember, core.ApplianceCore.outbound
 
     def remember_latest(self: core.ApplianceCore, tunnel: core.Tunnel, key: object, *args: object) -> None:
@@ -104,9 +104,9 @@ def returns_unseen() -> None:
 
 
 def loses_after_recreate() -> None:
-    on_tun = datapath.Appliance._on_tun
+    on_tun = datapath.ReferenceAppliance._on_tun
 
-    def lose(self: datapath.Appliance, t: core.Tunnel, fd: int, now: float) -> None:
+    def lose(self: datapath.ReferenceAppliance, t: core.Tunnel, fd: int, now: float) -> None:
         if t.generation > 1:
             try:
                 while datapath.os.read(fd, 65536):
@@ -116,7 +116,7 @@ def loses_after_recreate() -> None:
             return
         on_tun(self, t, fd, now)
 
-    datapath.Appliance._on_tun = lose  # type: ignore[method-assign]
+    datapath.ReferenceAppliance._on_tun = lose  # type: ignore[method-assign]
 
 
 FAULTS = {"never-503": never_503, "leaves-devices": leaves_devices, "mixes-endpoints": mixes_endpoints,
