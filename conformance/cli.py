@@ -20,11 +20,12 @@ from gwlbsim.conformance.plugin import SUITE_DIR
 from gwlbsim.conformance.requirements import REQUIREMENTS, markdown_table
 
 from gwlbsim import cliargs
-from gwlbsim.appliance import ApplianceSpec
+from gwlbsim.appliance import MODES, ApplianceSpec
 
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
-handlers (use as: -c 'sh {hook}' -r 'sh {hook}'); {health_port}; {flow_timeout}; {tunnel_timeout}; {netns};
+handlers (use as: -c 'sh {hook}' -r 'sh {hook}'); {hook:routed} the routed mode's (--mode routed);
+{health_port}; {flow_timeout}; {tunnel_timeout}; {netns};
 {address} (the appliance's address); {gwlb_address}; {index} (instance number); {workdir} (the run's
 fresh temporary directory, shared by the instances, also their working directory: an appliance that reads
 its configuration from the current directory needs an absolute path or a wrapper; use {index} in file names).
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "AWS Gateway Load Balancer needs, requirement by requirement.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--appliance", metavar="CMD", help="appliance command template (default: the reference)")
+    p.add_argument("--mode", choices=tuple(MODES), default="passthrough",
+                   help="how the appliance is deployed (the reference gets that mode's shipped hook, {hook:MODE}): "
+                   + "; ".join(f"{m}: {d}" for m, d in MODES.items()) + ". Requirements of another mode are NOT "
+                   "APPLICABLE")
     p.add_argument("--kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
                    help="gwlbtun: tunnel devices (gwi-/gwo-) and hooks; reflector: none (raw socket, kernel "
                    "NAT); auto (default): detected from the first packet. Decides what is NOT APPLICABLE")
@@ -208,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
           "--gwlb-duration", str(args.duration),
           "--gwlb-flows", str(args.flows), "--gwlb-flow-rate", str(args.flow_rate),
           "--gwlb-examples", str(args.examples),
-          "--gwlb-artifacts", str(args.artifacts), "--gwlb-kind", args.kind, "--rootdir", str(Path(__file__).parent)]
+          "--gwlb-artifacts", str(args.artifacts), "--gwlb-kind", args.kind, "--gwlb-mode", args.mode,
+          "--rootdir", str(Path(__file__).parent)]
     if args.appliance is not None:
         pa += ["--gwlb-appliance", args.appliance]
     if args.flow_timeout is not None:

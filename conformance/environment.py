@@ -66,6 +66,7 @@ class Options:
     #: the appliance's flow timeouts for TCP and for other flows, as declared (None: not given)
     flow_timeouts: tuple[float | None, float | None] = (None, None)
     long: bool = False  #: run the checks that wait for minutes
+    mode: str = "passthrough"  #: how the appliance is deployed (gwlbsim.appliance.MODES)
 
 
 class InstanceCrashed(ConformanceFailure):

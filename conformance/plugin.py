@@ -21,7 +21,7 @@ import pytest
 from gwlbsim.conformance import results
 from gwlbsim.conformance.requirements import REQUIREMENTS
 
-from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec
+from gwlbsim.appliance import MODES, ApplianceSpec, reference_command
 from gwlbsim.wire.hexdump import hexdump
 
 SUITE_DIR = Path(__file__).parent / "suite"
@@ -64,6 +64,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gwlb-artifacts", type=Path, default=None, help="directory for pcaps and hex dumps of failures")
     g.addoption("--gwlb-json", type=Path, default=None, help="write results as JSON")
     g.addoption("--gwlb-html", type=Path, default=None, help="write a self-contained HTML report")
+    g.addoption("--gwlb-mode", choices=tuple(MODES), default="passthrough",
+                help="how the appliance is deployed: " + "; ".join(f"{m}: {d}" for m, d in MODES.items()))
     g.addoption("--gwlb-kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
                 help="gwlbtun: tunnel devices gwi-/gwo- and hooks; reflector: none (raw socket, kernel NAT); "
                 "auto: detected from the first packet")
@@ -104,7 +106,7 @@ def spec_from(config: pytest.Config) -> ApplianceSpec:
     flow_t = config.getoption("--gwlb-flow-timeout")
     tun_t = config.getoption("--gwlb-tunnel-timeout")
     if cmd is None:  # the reference, configured with short timeouts so the timeout checks run quickly
-        cmd = REFERENCE_COMMAND
+        cmd = reference_command(config.getoption("--gwlb-mode"))
         flow_t = 5.0 if flow_t is None else flow_t
         tun_t = 3.0 if tun_t is None else tun_t
     return ApplianceSpec(command=cmd, health_protocol=config.getoption("--gwlb-health-protocol"),
@@ -186,7 +188,8 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
                    flow_rate=config.getoption("--gwlb-flow-rate"),
                    hypothesis_examples=config.getoption("--gwlb-examples"), kind=config.getoption("--gwlb-kind"),
                    tunnel_timeout=declared_tunnel_timeout(config),
-                   flow_timeouts=declared_flow_timeouts(config), long=config.getoption("--gwlb-long"))
+                   flow_timeouts=declared_flow_timeouts(config), long=config.getoption("--gwlb-long"),
+                   mode=config.getoption("--gwlb-mode"))
     with owned_tempdir("gwlb-conformance-") as tmp:
         env = ConformanceEnv(opts, tmp)
         try:

@@ -28,7 +28,10 @@ class Requirement:
     source: str
 
 
-AREAS = ("Echo", "Cookies", "Symmetry", "Traffic", "Timeouts", "Health", "Robustness")
+AREAS = ("Echo", "Cookies", "Symmetry", "Traffic", "Timeouts", "Health", "Robustness", "Deployment")
+GWLBTUN_README = ("gwlbtun README (aws-samples/aws-gateway-load-balancer-tunnel-handler: the tunnel interfaces "
+                  "\"allow standard Linux tools (iptables, etc.) to work with GWLB\"; two interfaces make "
+                  "\"routing and iptables easier\")")
 
 _ALL = [
     Requirement("ECHO-1", MUST, "Echo", "Returns swap the outer IP addresses and keep the UDP ports as sent "
@@ -113,6 +116,9 @@ _ALL = [
                 "are present, an inner header cut short, an IP version that contradicts the protocol type) are not "
                 "passed through", "RFC 1812 5.2.2 (IP header validation before forwarding); neither RFC 8926 nor AWS "
                 "asks a GENEVE endpoint to validate inner packets, hence SHOULD"),
+    Requirement("ROUTE-1", MUST, "Deployment", "Routed mode (--mode routed): the appliance's forwarding policy "
+                "applies to GWLB's traffic: a flow its netfilter FORWARD rules drop does not come back, others still "
+                "do, on every instance", f"{GWLBTUN_README}; the routed deployment exists for this"),
 ]
 
 #: How each requirement is provoked and observed (the README's table shows it).
@@ -226,6 +232,9 @@ HOW: dict[str, str] = {
     "ROBUST-8": "Provoked: --flows distinct UDP flows (100,000) to every instance at once at --flow-rate, every tenth "
         "renewed with a new cookie. Observed: each return has its flow's cookie, no dup, loss at most 1%; "
         "alive, healthy; old and new flows right after.",
+    "ROUTE-1": "Provoked: with --mode routed, an nftables forward-hook rule dropping inner UDP to port 5999 is added "
+        "in every appliance's namespace. Observed: a UDP probe to 5999 does not come back from any instance (a marker "
+        "behind it does), a probe to 5998 does; before the rule, both did. NOT APPLICABLE in other modes.",
 }
 
 REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in _ALL}

@@ -6,6 +6,7 @@ instance before the template is split like a shell would (no shell runs it):
 =================  ==============================================================================
 ``{python}``       this Python interpreter
 ``{hook}``         the shipped one-arm passthrough hook for gwlbtun-style handlers (``sh {hook}``)
+``{hook:MODE}``    the shipped hook of a deployment mode (``{hook:passthrough}``, ``{hook:routed}``)
 ``{health_port}``  the health port the suite probes
 ``{flow_timeout}`` flow idle timeout to configure (seconds)
 ``{tunnel_timeout}`` tunnel idle timeout to configure (seconds, 0 = never)
@@ -37,16 +38,45 @@ from gwlbsim.linuxio.netns import Lab
 HOOK_DIR = Path(__file__).parent / "data" / "hooks"
 
 
+#: the deployment modes with a shipped hook: how packets get from gwi- back to gwo- in the appliance
+MODES = {
+    "passthrough": "tc mirred redirects every packet from gwi- to gwo- (netfilter does not see it)",
+    "routed": "the kernel routes every packet from gwi- out of gwo- (policy routing per tunnel): iptables and "
+              "nftables FORWARD rules see it and can drop it",
+}
+
+
 def hook_path(name: str = "passthrough") -> Path:
-    """A shipped hook script for gwlbtun-style appliances (``passthrough``: tc mirred gwi- -> gwo-)."""
+    """A shipped hook script for gwlbtun-style appliances, by deployment mode (see :data:`MODES`)."""
     p = HOOK_DIR / f"{name}.sh"
-    if not p.exists():
-        raise FileNotFoundError(f"no hook script {name!r} in {HOOK_DIR}")
+    if name not in MODES or not p.exists():
+        raise FileNotFoundError(f"no shipped hook for mode {name!r}; modes: {', '.join(MODES)}")
     return p
 
 
-REFERENCE_COMMAND = ("{python} -m gwlbsim.reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j "
-                     "-i {flow_timeout} -t {tunnel_timeout}")
+class _Hooks:
+    """The ``{hook}`` placeholder: ``{hook}`` is the passthrough hook's path, ``{hook:MODE}`` that mode's."""
+
+    def __format__(self, spec: str) -> str:
+        try:
+            return str(hook_path(spec or "passthrough"))
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+
+def reference_command(mode: str = "passthrough") -> str:
+    """The reference appliance's command template, with the shipped hook of deployment ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    hook = "{hook}" if mode == "passthrough" else f"{{hook:{mode}}}"
+    return (f"{{python}} -m gwlbsim.reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {{health_port}} -j "
+            "-i {flow_timeout} -t {tunnel_timeout}")
+
+
+REFERENCE_COMMAND = reference_command()
 
 
 class ApplianceError(RuntimeError):
@@ -86,7 +116,7 @@ class ApplianceSpec:
         return replace(self, **changes)
 
     def context(self, **ctx: Any) -> dict[str, Any]:
-        base = {"python": sys.executable, "hook": str(hook_path()), "health_port": self.health_port,
+        base = {"python": sys.executable, "hook": _Hooks(), "health_port": self.health_port,
                 "flow_timeout": _num(self.flow_timeout), "tunnel_timeout": _num(self.tunnel_timeout)}
         base.update(ctx)
         return base
@@ -106,7 +136,7 @@ def _num(v: float) -> str:
 
 def _sample_context() -> dict[str, Any]:
     return {"netns": "ns", "address": "10.0.0.2", "gwlb_address": "10.0.0.1", "index": 0, "workdir": "/tmp",
-            "python": sys.executable, "hook": "/hook", "health_port": 1, "flow_timeout": 1, "tunnel_timeout": 0}
+            "python": sys.executable, "hook": _Hooks(), "health_port": 1, "flow_timeout": 1, "tunnel_timeout": 0}
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gwlbsim import __version__
-from gwlbsim.appliance import ApplianceError, ApplianceSpec
+from gwlbsim.appliance import MODES, ApplianceError, ApplianceSpec, reference_command
 from gwlbsim.bench.cli import main as bench_main
 from gwlbsim.config import ConfigError, GwlbConfig
 from gwlbsim.linuxio.netns import NetnsError, cleanup, sigterm_raises
@@ -32,6 +32,9 @@ def _topology_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoints", type=int, help="GWLB endpoints, each with a client and a server side (default 1)")
     p.add_argument("--appliance", metavar="CMD",
                    help="appliance command template (default: the reference appliance); see README")
+    p.add_argument("--mode", choices=tuple(MODES),
+                   help="how the reference appliances are deployed, by their shipped hook ({hook:MODE}): "
+                   + "; ".join(f"{m}: {d}" for m, d in MODES.items()) + " (default passthrough)")
     p.add_argument("--health-protocol", choices=("http", "tcp", "none"), help="how the appliance answers health")
     p.add_argument("--health-port", type=int, help="the appliance's health port (default 8080)")
     p.add_argument("--health-path", help="HTTP health path (default /)")
@@ -48,12 +51,18 @@ def _session_options(args: argparse.Namespace) -> Any:
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{args.config}: {e}") from None
         config = GwlbConfig.from_toml(args.config)
-    known = {"zones", "appliances", "endpoints", "appliance", "health_protocol", "health_port", "health_path"}
+    known = {"zones", "appliances", "endpoints", "appliance", "health_protocol", "health_port", "health_path", "mode"}
     for k in topo:
         if k not in known:
             raise ConfigError(f"unknown [topology] key {k!r}; known: {', '.join(sorted(known))}")
     pick = {k: getattr(args, k) if getattr(args, k) is not None else topo.get(k) for k in known}
-    spec = ApplianceSpec()
+    mode = pick["mode"] or "passthrough"
+    if mode not in MODES:
+        raise ConfigError(f"[topology] mode {mode!r} is not one of {', '.join(MODES)}")
+    if pick["mode"] and pick["appliance"]:
+        raise ConfigError("--mode picks the reference appliance's hook; with --appliance, use {hook:MODE} in "
+                          "the command instead")
+    spec = ApplianceSpec(command=reference_command(mode))
     changes = {k: v for k, v in (("command", pick["appliance"]), ("health_protocol", pick["health_protocol"]),
                                  ("health_port", pick["health_port"]), ("health_path", pick["health_path"]))
                if v is not None}
@@ -77,7 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"gwlbsim {__version__}: bringing up {opts.zones} zone(s), {opts.appliances} appliance(s), "
-          f"{opts.endpoints} endpoint(s)", flush=True)
+          f"{opts.endpoints} endpoint(s)" + (f", {args.mode} mode" if args.mode else ""), flush=True)
     with GwlbSession(opts) as s:
         topo = s.topo
         assert topo is not None
@@ -94,6 +103,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  ip netns exec {e0.client_ns} curl http://{e0.server_v4}:8000/")
         for a in topo.appliances:
             print(f"  ip netns exec {a.ns} ip link   # appliance {a.id}'s devices")
+        if getattr(args, "mode", None) == "routed":
+            a0 = topo.appliances[0]
+            print(f"  ip netns exec {a0.ns} ip rule   # routed mode: each gwi- is routed out of its gwo- (table "
+                  "per tunnel)")
+            print(f"  ip netns exec {a0.ns} nft add table inet policy   # then a forward chain: its rules see "
+                  "the traffic")
         print("Ctrl-C (or SIGTERM) removes everything.\n", flush=True)
         last = 0.0
         while not stop.wait(0.5):

@@ -1,9 +1,9 @@
 #!/bin/sh
-# gwlbtun-style tunnel hook: one-arm passthrough routed by the kernel (no tc mirred). A calibration
-# appliance for the conformance suite: correct, but different from the shipped passthrough hook in that a
-# routed path decrements the inner TTL / hop limit.
+# gwlbtun-style tunnel hook for the "routed" deployment mode: one arm, the kernel routes every packet from
+# gwi-X back out of gwo-X (no tc mirred), so netfilter's FORWARD hooks (iptables, nftables) see the traffic
+# and the appliance's forwarding policy applies to it. A routed path decrements the inner TTL / hop limit.
 #
-# Called as: forward.sh CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id in hex>
+# Called as: routed.sh CREATE|DESTROY <ingress gwi-X> <egress gwo-X> <ENI id in hex>
 #
 # CREATE: every packet arriving on gwi-X (IPv4 and IPv6) is routed by the kernel out of gwo-X, where the
 # tunnel handler picks it up and returns it to GWLB:
@@ -22,12 +22,12 @@
 # run at the same time: each holds a flock(1) on the namespace itself (/proc/self/ns/net: one inode per
 # namespace, so no lock file is needed) while it reads and changes that state. One thing lives in a file:
 # the namespace-wide sysctl values found before the first tunnel changed them, in
-# /run/gwlbsim-forward-hook/<device>-<inode of the namespace>.sysctl (appliance namespaces share /run).
+# /run/gwlbsim-routed-hook/<device>-<inode of the namespace>.sysctl (appliance namespaces share /run).
 # That file is only trusted while tunnels of ours exist: one left by a namespace that died (its inode may
 # be reused) is overwritten by the next first CREATE, and the last DESTROY removes it.
 # Per-device settings (rp_filter, accept_local of gwi-X) go away with the device and are not undone.
 #
-# With GWLBSIM_HOOK_LOG set, each call is appended to that file (as the shipped passthrough.sh does).
+# With GWLBSIM_HOOK_LOG set, each call is appended to that file (as passthrough.sh does).
 set -u
 action=${1:?action} ingress=${2:?ingress device} egress=${3:?egress device} eni=${4:?ENI id in hex}
 if [ -n "${GWLBSIM_HOOK_LOG:-}" ]; then
@@ -37,11 +37,11 @@ fi
 PREF=6081
 TABLE_BASE=268435456  # 0x10000000: clear of main/local/default and of small numbers people pick by hand
 TABLE_SPAN=268435456  # tables 0x10000000 to 0x1fffffff
-STATE=/run/gwlbsim-forward-hook
+STATE=/run/gwlbsim-routed-hook
 # namespace-wide sysctls this hook may change (paths under /proc/sys), with the value tunnels need
 GLOBAL="net/ipv4/ip_forward=1 net/ipv6/conf/all/forwarding=1 net/ipv4/conf/all/rp_filter=0"
 
-die() { echo "forward.sh: $*" >&2; exit 1; }
+die() { echo "routed.sh: $*" >&2; exit 1; }
 
 case "$ingress$egress" in
 *[!0-9A-Za-z_.-]*) die "unexpected device names $ingress $egress" ;;
@@ -79,7 +79,7 @@ remove_tunnel() {
         # the route may already be gone with its device; only ours is ever in this table
         ip -"$fam" route del default table "$t" 2>/dev/null
         [ -z "$(ip -"$fam" route show table "$t" 2>/dev/null)" ] ||
-            echo "forward.sh: table $t (IPv$fam) still holds routes not ours; left alone" >&2
+            echo "routed.sh: table $t (IPv$fam) still holds routes not ours; left alone" >&2
     done
 }
 
@@ -125,7 +125,7 @@ CREATE)
     for dev in "$ingress" "$egress"; do
         [ "$(read_sys "net/ipv6/conf/$dev/disable_ipv6")" != 1 ] || echo 0 > "/proc/sys/net/ipv6/conf/$dev/disable_ipv6"
     done
-    echo "forward.sh: $ingress -> $egress through table $t"
+    echo "routed.sh: $ingress -> $egress through table $t"
     ;;
 DESTROY)
     remove_tunnel "$ingress"
@@ -136,6 +136,6 @@ DESTROY)
         rm -f "$STATE/$ns.sysctl"
     fi
     ;;
-*) echo "forward.sh: unknown action $action" >&2; exit 2 ;;
+*) echo "routed.sh: unknown action $action" >&2; exit 2 ;;
 esac
 exit 0
