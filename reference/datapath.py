@@ -202,12 +202,8 @@ class ReferenceAppliance:
                         # not queued: the tunnel is ready, so it has its devices
                         write(tunnel.handle.ingress_fd, view[start:end])  # type: ignore[union-attr]
                     except OSError as e:
-                        if e.errno == errno.EBADFD:
-                            self._drop(TUNNEL_DEVICE_GONE)
-                            self._tunnel_gone(tunnel)
+                        if self._write_failed(tunnel, e):
                             continue
-                        self._drop(TUN_WRITE_FAILED)
-                        log.debug("write to %s failed: %s", tunnel.ingress, e.strerror)
                     touched[tunnel.eni_id] = tunnel
             for tunnel in touched.values():
                 if tunnel.handle is not None and self.core.tunnels.get(tunnel.eni_id) is tunnel:
@@ -222,12 +218,17 @@ class ReferenceAppliance:
         try:
             os.write(t.handle.ingress_fd, pkt)  # type: ignore[union-attr]  # only ready tunnels are written to
         except OSError as e:
-            if e.errno == errno.EBADFD:
-                self._drop(TUNNEL_DEVICE_GONE)
-                self._tunnel_gone(t)
-                return
-            self._drop(TUN_WRITE_FAILED)
-            log.debug("write to %s failed: %s", t.ingress, e.strerror)
+            self._write_failed(t, e)
+
+    def _write_failed(self, t: Tunnel, e: OSError) -> bool:
+        """Count a failed write into ``t``'s gwi-; True when its device is gone (the tunnel is then retired)."""
+        if e.errno == errno.EBADFD:
+            self._drop(TUNNEL_DEVICE_GONE)
+            self._tunnel_gone(t)
+            return True
+        self._drop(TUN_WRITE_FAILED)
+        log.debug("write to %s failed: %s", t.ingress, e.strerror)
+        return False
 
     def _on_tun(self, t: Tunnel, fd: int, now: float) -> None:
         """Packets out of a tunnel device: read each straight into a send slot, put the outer header in front

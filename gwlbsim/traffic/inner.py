@@ -333,19 +333,18 @@ def _is_v6(addr: Address) -> bool:
     return len(addr) == 16 if isinstance(addr, bytes) else ":" in addr
 
 
-def _a4(addr: Address) -> bytes:
-    """A packed IPv4 address; packed input is checked for its length and passed through."""
+def _packed(addr: Address, size: int) -> bytes:
+    """A packed address of ``size`` bytes (4 or 16); packed input is checked for its length and passed through."""
     if not isinstance(addr, bytes):
-        return ipaddress.IPv4Address(addr).packed
-    if len(addr) != 4:
-        raise ValueError(f"a packed IPv4 address has 4 bytes, not {len(addr)}")
+        return (ipaddress.IPv4Address(addr) if size == 4 else ipaddress.IPv6Address(addr)).packed
+    if len(addr) != size:
+        raise ValueError(f"a packed IPv{4 if size == 4 else 6} address has {size} bytes, not {len(addr)}")
     return addr
+
+
+def _a4(addr: Address) -> bytes:
+    return _packed(addr, 4)
 
 
 def _a6(addr: Address) -> bytes:
-    """A packed IPv6 address; packed input is checked for its length and passed through."""
-    if not isinstance(addr, bytes):
-        return ipaddress.IPv6Address(addr).packed
-    if len(addr) != 16:
-        raise ValueError(f"a packed IPv6 address has 16 bytes, not {len(addr)}")
-    return addr
+    return _packed(addr, 16)
