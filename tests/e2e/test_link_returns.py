@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import Any
 
 import pytest
 from scapy.all import IP, UDP, raw
@@ -58,12 +59,21 @@ def _flow_back(topo: Topo, count: int, cookie: int) -> None:
         assert (r.src, r.sport, r.payload) == (APP_IP, 61500, sent)  # byte for byte
 
 
+def _counted(topo: Topo, n: int) -> dict[str, Any]:
+    """The status totals once they count the ``n`` returns the peer got: a batch reaches the peer as soon as the
+    kernel has it, a moment before the datapath thread adds it to its counters."""
+    topo.wait_for(lambda: sum(topo.status()["totals"][k] for k in ("returned_via_link", "returned_via_ip")) >= n,
+                  timeout=5, what=f"the status to count {n} returns")
+    totals: dict[str, Any] = topo.status()["totals"]
+    return totals
+
+
 def test_returns_go_to_the_link_and_follow_a_changed_neighbour(topo: Topo) -> None:
     topo.start()
     _flow_back(topo, 1, 1)  # the first return goes through the IP layer: the kernel resolves GWLB's address
     time.sleep(0.3)
     _flow_back(topo, 50, 1)
-    totals = topo.status()["totals"]
+    totals = _counted(topo, 51)
     assert totals["returned_via_link"] >= 45 and totals["returned_via_ip"] >= 1, totals
 
     # GWLB's side gets another MAC address and the appliance's kernel is told (as ARP would): followed within
@@ -109,5 +119,5 @@ def test_raw_returns_keeps_every_return_in_the_ip_layer(topo: Topo) -> None:
     _flow_back(topo, 30, 7)
     time.sleep(0.3)
     _flow_back(topo, 30, 7)
-    totals = topo.status()["totals"]
+    totals = _counted(topo, 60)
     assert totals["returned_via_link"] == 0 and totals["returned_via_ip"] == 60, totals
