@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,6 @@ def _session_options(args: argparse.Namespace) -> Any:
     if changes:
         spec = spec.with_(**changes)
     if config is not None and "health_check" not in tomllib.loads(args.config.read_text()):
-        from dataclasses import replace
-
         config = replace(config, health_check=health_check_for(spec))
     return SessionOptions(zones=pick["zones"] or 1, appliances=pick["appliances"] or 2,
                           endpoints=pick["endpoints"] or 1, spec=spec, config=config, workdir=args.workdir)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from gwlbsim.reference.core import ApplianceCore, Tunnel, TunnelState, put_return_header
+from gwlbsim.reference.core import ApplianceCore, Tunnel, put_return_header
 from gwlbsim.reference.health import HealthServer
 from gwlbsim.reference.lifecycle import Created, Lifecycle, TunHandle, TunnelLifecycle
 from gwlbsim.reference.options import Options
@@ -329,8 +329,7 @@ class ReferenceAppliance:
     def _shutdown(self) -> None:
         log.info("shutting down: destroying %d tunnel(s)", len(self.core.tunnels))
         for t in self.core.retire_all():
-            if t.state is TunnelState.RETIRED:
-                self._unwatch_tunnel(t)
+            self._unwatch_tunnel(t)
             self.lifecycle.destroy(t)
         self.lifecycle.stop()
         deadline = time.monotonic() + self.opts.hook_timeout * 2 + 5

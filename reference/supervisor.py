@@ -152,7 +152,7 @@ class Supervisor:
         for j, u in enumerate(self.udps):
             if j != k:
                 u.close()  # the group keeps it: the supervisor holds every socket
-        for fd in (*self.loop.fileno_of_wake(), self._steer_udp, self._steer_tun):
+        for fd in (*self.loop.wake_fds(), self._steer_udp, self._steer_tun):
             os.close(fd)
         run_worker(k, self.config, self.opts, self.udps[k], control, self._cpu(k))
 

@@ -41,7 +41,6 @@ class EventLoop:
         self._handlers: dict[int, Handler] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._wake_r, select.EPOLLIN)
-        self._on_wake: Handler = _nothing
 
     def watch(self, fd: int, handler: Handler) -> None:
         """Call ``handler(now)`` whenever ``fd`` is readable (or in error: the handler finds out reading it)."""
@@ -70,7 +69,6 @@ class EventLoop:
     def run(self, on_tick: Handler = _nothing, on_wake: Handler = _nothing) -> None:
         """Turn until :meth:`stop`: handlers of ready descriptors, ``on_wake`` after a :meth:`wake`, ``on_tick``
         every ``tick`` seconds. A descriptor with no handler any more is dropped from the epoll set."""
-        self._on_wake = on_wake
         ep, handlers, wake_r, clock, tick = self._epoll, self._handlers, self._wake_r, self.clock, self.tick
         next_tick = clock() + tick
         while not self.stopping.is_set():
@@ -104,6 +102,6 @@ class EventLoop:
                 os.close(fd)
         self._epoll.close()
 
-    def fileno_of_wake(self) -> tuple[int, int]:
+    def wake_fds(self) -> tuple[int, int]:
         """The wake-up pipe's two ends (a forked child closes them)."""
         return self._wake_r, self._wake_w

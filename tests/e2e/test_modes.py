@@ -28,6 +28,11 @@ def _state(lab: Lab, ns: str) -> dict[str, str]:
                        ("routes4", ["ip", "-4", "route", "show", "table", "all"]),
                        ("routes6", ["ip", "-6", "route", "show", "table", "all"])):
         out[name] = lab.run(ns, argv).stdout.decode()
+    for eni in ENIS:  # tc on the tunnel devices (the passthrough hook's mirred)
+        for dev in device_names(eni):
+            out[f"tc {dev}"] = lab.run(ns, ["tc", "qdisc", "show", "dev", dev]).stdout.decode()
+            out[f"filters {dev}"] = lab.run(ns, ["tc", "filter", "show", "dev", dev, "ingress"],
+                                            check=False).stdout.decode()
     for key in SYSCTLS:
         out[key] = lab.run(ns, ["cat", f"/proc/sys/{key}"]).stdout.decode().strip()
     return out
@@ -50,6 +55,8 @@ def test_destroy_undoes_exactly_what_create_did(mode: str) -> None:
         for eni in ENIS:
             _hook(lab, ns, mode, "CREATE", eni)
         during = _state(lab, ns)
+        if mode == "passthrough":
+            assert "mirred" in during[f"filters {device_names(ENIS[0])[0]}"], during
         if mode == "routed":
             rules = [ln for ln in during["rules4"].splitlines() if ln.startswith("6081:")]
             assert len(rules) == len(ENIS), during["rules4"]
