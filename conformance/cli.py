@@ -24,7 +24,7 @@ from gwlbsim.appliance import MODES, ApplianceSpec
 
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
-handlers (use as: -c 'sh {hook}' -r 'sh {hook}'); {hook:routed} the routed mode's (--mode routed);
+handlers (use as: -c 'sh {hook}' -r 'sh {hook}'); {hook:MODE} a deployment mode's (routed, nat, local);
 {health_port}; {flow_timeout}; {tunnel_timeout}; {netns};
 {address} (the appliance's address); {gwlb_address}; {index} (instance number); {workdir} (the run's
 fresh temporary directory, shared by the instances, also their working directory: an appliance that reads

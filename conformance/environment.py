@@ -254,7 +254,8 @@ class ConformanceEnv:
         self.session = GwlbSession(SessionOptions(appliances=options.instances, endpoints=2, spec=options.spec,
                                                   zones=options.nodes, config=config,
                                                   workdir=workdir,
-                                                  appliance_env={"GWLBSIM_HOOK_LOG": str(workdir / "hooks.log")}))
+                                                  appliance_env={"GWLBSIM_HOOK_LOG": str(workdir / "hooks.log")},
+                                                  mode=options.mode))
         self.auditor = Auditor()
         self.capture: Capture | None = None
         self._sport = 40000

@@ -33,6 +33,16 @@ GWLBTUN_README = ("gwlbtun README (aws-samples/aws-gateway-load-balancer-tunnel-
                   "\"allow standard Linux tools (iptables, etc.) to work with GWLB\"; two interfaces make "
                   "\"routing and iptables easier\")")
 
+GWLBTUN_NAT = ("gwlbtun example-scripts/create-nat.sh (\"Setting up two-armed NAT\": MASQUERADE out of the "
+               "instance's own interface) and create-nat-overlapping.sh (\"deals with multiple endpoints that may "
+               "have overlapping IP CIDR ranges\": a mark per ENI saved to and restored from CONNMARK selects the "
+               "endpoint's route table for the replies)")
+GWLBTUN_LOCAL = ("gwlbtun example-scripts/create-local.sh (\"makes it so locally-hosted services can answer and "
+                 "reply back through GWLB correctly\": a mark per tunnel saved to CONNMARK routes the local replies "
+                 "out of gwo-)")
+GWLBTUN_NO_ORIGIN = ("gwlbtun GeneveHandler.cpp (a tunnel packet of a flow not seen from GWLB is dropped: \"GWLB is "
+                     "for inline inspection only - you cannot source new flows from this device into it\")")
+
 _ALL = [
     Requirement("ECHO-1", MUST, "Echo", "Returns swap the outer IP addresses and keep the UDP ports as sent "
                 "(source = GWLB's source port, destination 6081)", f"{OBSERVED}; gwlbtun; {AWS_BLOG}"),
@@ -116,9 +126,25 @@ _ALL = [
                 "are present, an inner header cut short, an IP version that contradicts the protocol type) are not "
                 "passed through", "RFC 1812 5.2.2 (IP header validation before forwarding); neither RFC 8926 nor AWS "
                 "asks a GENEVE endpoint to validate inner packets, hence SHOULD"),
-    Requirement("ROUTE-1", MUST, "Deployment", "Routed mode (--mode routed): the appliance's forwarding policy "
-                "applies to GWLB's traffic: a flow its netfilter FORWARD rules drop does not come back, others still "
-                "do, on every instance", f"{GWLBTUN_README}; the routed deployment exists for this"),
+    Requirement("ROUTE-1", MUST, "Deployment", "Modes that route through the kernel (--mode routed, nat, local): "
+                "the appliance's forwarding policy applies to GWLB's traffic: a flow its netfilter FORWARD rules "
+                "drop does not come back, others still do, on every instance", f"{GWLBTUN_README}; the routed "
+                "deployment exists for this"),
+    Requirement("LOCAL-1", MUST, "Deployment", "Local termination (--mode local): TCP flows to the terminated port "
+                "(7780) are answered by the appliance itself, its replies returned through GWLB with each flow's "
+                "header (IPv4 and IPv6, both endpoints, many at once, every instance)",
+                f"{GWLBTUN_LOCAL}; {AWS_TG} (a cookie per flow)"),
+    Requirement("NAT-1", MUST, "Deployment", "Two-arm NAT mode (--mode nat): clients' flows to the internet (TCP "
+                "handshake and data, UDP, ICMP echo; IPv4 and IPv6; from two endpoints with the same addresses, many "
+                "at once) leave by the second arm and every reply comes back through GWLB with its own flow's cookie "
+                "and endpoint, on every instance", f"{GWLBTUN_NAT}; {AWS_TG} (a cookie per flow)"),
+    Requirement("NAT-2", MUST, "Deployment", "Two-arm NAT mode: nothing started from the internet side (TCP, UDP, "
+                "ICMP toward the clients' addresses, IPv4 and IPv6) is sent into a tunnel toward GWLB",
+                f"{GWLBTUN_NO_ORIGIN}; {AWS_GW} (GWLB does not support flows whose first packet it did not see)"),
+    Requirement("NAT-3", SHOULD, "Deployment", "Two-arm NAT mode: the very same 5-tuple from two endpoints with "
+                "overlapping addresses, at the same time through one instance, makes two connections, each answered "
+                "through its own endpoint", f"{GWLBTUN_NAT}; overlapping CIDRs mean equal tuples happen, but neither "
+                "AWS nor gwlbtun's example covers them, hence SHOULD"),
 ]
 
 #: How each requirement is provoked and observed (the README's table shows it).
@@ -232,9 +258,25 @@ HOW: dict[str, str] = {
     "ROBUST-8": "Provoked: --flows distinct UDP flows (100,000) to every instance at once at --flow-rate, every tenth "
         "renewed with a new cookie. Observed: each return has its flow's cookie, no dup, loss at most 1%; "
         "alive, healthy; old and new flows right after.",
-    "ROUTE-1": "Provoked: with --mode routed, an nftables forward-hook rule dropping inner UDP to port 5999 is added "
-        "in every appliance's namespace. Observed: a UDP probe to 5999 does not come back from any instance (a marker "
-        "behind it does), a probe to 5998 does; before the rule, both did. NOT APPLICABLE in other modes.",
+    "ROUTE-1": "Provoked: with --mode routed, nat or local, an nftables forward-hook rule dropping inner UDP to port "
+        "5999 is added in every appliance's namespace. Observed: a UDP probe to 5999 does not come back from any "
+        "instance (a marker behind it does), a probe to 5998 does; before the rule, both did. NOT APPLICABLE in other "
+        "modes.",
+    "LOCAL-1": "Provoked: with --mode local, 16 TCP connections at once from both endpoints' clients to their "
+        "server's address on port 7780 (IPv4 and IPv6), each sending an HTTP request; more until every instance "
+        "took one. Observed: each connection completes and gets an answer (the server has no listener there); "
+        "GWLB's drops of returns are reported. NOT APPLICABLE in other modes.",
+    "NAT-1": "Provoked: with --mode nat, from both endpoints' clients at once: a TCP connection (64 KB out, an answer "
+        "back), 8 UDP exchanges and 3 pings to the internet namespace's server, over IPv4 and IPv6; more UDP flows "
+        "until every instance carried one. Observed: every answer reaches its own client; GWLB's drops of returns "
+        "are reported. NOT APPLICABLE in other modes.",
+    "NAT-2": "Provoked: with --mode nat, the internet side routes the clients' addresses to each instance's second arm "
+        "and sends them UDP, TCP SYNs and pings (IPv4 and IPv6). Observed: GWLB receives no return carrying any of "
+        "them, and the clients receive nothing; the instance still carries a marker. NOT APPLICABLE in other modes.",
+    "NAT-3": "Provoked: with --mode nat, both endpoints' clients send from the same address and port to the same "
+        "internet server and port at the same time (UDP over IPv4 and IPv6, and TCP), until such a pair went "
+        "through one instance. Observed: the server sees two flows; each client gets its own answer, none the "
+        "other's. NOT APPLICABLE in other modes.",
 }
 
 REQUIREMENTS: dict[str, Requirement] = {r.id: r for r in _ALL}

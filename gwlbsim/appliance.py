@@ -6,7 +6,8 @@ instance before the template is split like a shell would (no shell runs it):
 =================  ==============================================================================
 ``{python}``       this Python interpreter
 ``{hook}``         the shipped one-arm passthrough hook for gwlbtun-style handlers (``sh {hook}``)
-``{hook:MODE}``    the shipped hook of a deployment mode (``{hook:passthrough}``, ``{hook:routed}``)
+``{hook:MODE}``    the shipped hook of a deployment mode (``{hook:passthrough}``, ``{hook:routed}``,
+                   ``{hook:nat}``, ``{hook:local}``)
 ``{health_port}``  the health port the suite probes
 ``{flow_timeout}`` flow idle timeout to configure (seconds)
 ``{tunnel_timeout}`` tunnel idle timeout to configure (seconds, 0 = never)
@@ -43,7 +44,16 @@ MODES = {
     "passthrough": "tc mirred redirects every packet from gwi- to gwo- (netfilter does not see it)",
     "routed": "the kernel routes every packet from gwi- out of gwo- (policy routing per tunnel): iptables and "
               "nftables FORWARD rules see it and can drop it",
+    "nat": "two-arm NAT: traffic between VPC addresses is routed back out of gwo-; traffic to the internet leaves "
+           "by a second arm (eth1), masqueraded, and its replies go back into the flow's tunnel",
+    "local": "local termination: TCP flows to port 7780 are answered by a service in the appliance's namespace "
+             "(TPROXY), whose replies leave through the flow's gwo-; everything else is routed back out of gwo-",
 }
+#: the modes whose appliances get a second arm toward an internet namespace
+INTERNET_MODES = frozenset({"nat"})
+#: the TCP port the local mode's shipped hook terminates (GWLBSIM_LOCAL_PORTS changes it) and the reference's
+#: responder answers in that mode
+LOCAL_PORT = 7780
 
 
 def hook_path(name: str = "passthrough") -> Path:
@@ -72,8 +82,9 @@ def reference_command(mode: str = "passthrough") -> str:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
     hook = "{hook}" if mode == "passthrough" else f"{{hook:{mode}}}"
+    responder = f" --local-responder {LOCAL_PORT}" if mode == "local" else ""
     return (f"{{python}} -m gwlbsim.reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {{health_port}} -j "
-            "-i {flow_timeout} -t {tunnel_timeout}")
+            "-i {flow_timeout} -t {tunnel_timeout}" + responder)
 
 
 REFERENCE_COMMAND = reference_command()

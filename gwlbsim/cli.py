@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from gwlbsim import __version__
-from gwlbsim.appliance import MODES, ApplianceError, ApplianceSpec, reference_command
+from gwlbsim.appliance import LOCAL_PORT, MODES, ApplianceError, ApplianceSpec, reference_command
 from gwlbsim.bench.cli import main as bench_main
 from gwlbsim.config import ConfigError, GwlbConfig
 from gwlbsim.linuxio.netns import NetnsError, cleanup, sigterm_raises
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
-from gwlbsim.live.traffic import tcp_transfer, udp_exchange
+from gwlbsim.live.traffic import tcp_request, tcp_transfer, udp_exchange
 from gwlbsim.progress import Progress
 from gwlbsim.simulate import Flap, Workload, run
 
@@ -34,7 +34,9 @@ def _topology_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--appliance", metavar="CMD",
                    help="appliance command template (default: the reference appliance); see README")
     p.add_argument("--mode", choices=tuple(MODES),
-                   help="how the reference appliances are deployed, by their shipped hook ({hook:MODE}): "
+                   help="how the appliances are deployed: the reference gets that mode's shipped hook "
+                   "({hook:MODE}); with --appliance, the mode shapes the topology only (nat adds the internet "
+                   "namespace) and the command picks its hook. "
                    + "; ".join(f"{m}: {d}" for m, d in MODES.items()) + " (default passthrough)")
     p.add_argument("--health-protocol", choices=("http", "tcp", "none"), help="how the appliance answers health")
     p.add_argument("--health-port", type=int, help="the appliance's health port (default 8080)")
@@ -60,9 +62,7 @@ def _session_options(args: argparse.Namespace) -> Any:
     mode = pick["mode"] or "passthrough"
     if mode not in MODES:
         raise ConfigError(f"[topology] mode {mode!r} is not one of {', '.join(MODES)}")
-    if pick["mode"] and pick["appliance"]:
-        raise ConfigError("--mode picks the reference appliance's hook; with --appliance, use {hook:MODE} in "
-                          "the command instead")
+    # with --appliance, the mode shapes the topology only (nat: the internet side); the command picks its hook
     spec = ApplianceSpec(command=reference_command(mode))
     changes = {k: v for k, v in (("command", pick["appliance"]), ("health_protocol", pick["health_protocol"]),
                                  ("health_port", pick["health_port"]), ("health_path", pick["health_path"]))
@@ -72,7 +72,7 @@ def _session_options(args: argparse.Namespace) -> Any:
     if config is not None and "health_check" not in tomllib.loads(args.config.read_text()):
         config = replace(config, health_check=health_check_for(spec))
     return SessionOptions(zones=pick["zones"] or 1, appliances=pick["appliances"] or 2,
-                          endpoints=pick["endpoints"] or 1, spec=spec, config=config, workdir=args.workdir)
+                          endpoints=pick["endpoints"] or 1, spec=spec, config=config, workdir=args.workdir, mode=mode)
 
 
 # ------------------------------------------------------------------------------------------------------- up
@@ -102,12 +102,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  ip netns exec {e0.client_ns} curl http://{e0.server_v4}:8000/")
         for a in topo.appliances:
             print(f"  ip netns exec {a.ns} ip link   # appliance {a.id}'s devices")
-        if getattr(args, "mode", None) == "routed":
-            a0 = topo.appliances[0]
-            print(f"  ip netns exec {a0.ns} ip rule   # routed mode: each gwi- is routed out of its gwo- (table "
-                  "per tunnel)")
+        a0 = topo.appliances[0]
+        if opts.mode == "local":
+            print(f"  ip netns exec {e0.client_ns} curl http://{e0.server_v4}:{LOCAL_PORT}/   # answered by the "
+                  "appliance itself (local termination)")
+        if opts.mode in ("routed", "nat", "local"):
+            print(f"  ip netns exec {a0.ns} ip rule   # {opts.mode} mode: each gwi- has its routing table")
             print(f"  ip netns exec {a0.ns} nft add table inet policy   # then a forward chain: its rules see "
                   "the traffic")
+        if topo.internet is not None:
+            net = topo.internet
+            print(f"  ip netns exec {e0.client_ns} ping {net.server_v4}   # the internet, through the appliance's "
+                  "second arm (NAT)")
+            print(f"  ip netns exec {net.ns} python3 -m http.server 8001 --bind {net.server_v4} &")
+            print(f"  ip netns exec {e0.client_ns} curl http://{net.server_v4}:8001/")
+            print(f"  ip netns exec {a0.ns} nft list ruleset   # the hook's NAT, one table per tunnel")
         print("Ctrl-C (or SIGTERM) removes everything.\n", flush=True)
         last = 0.0
         while not stop.wait(0.5):
@@ -144,6 +153,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 prog.note(f"endpoint {e.index}: ping {dst}: {'ok' if r.returncode == 0 else 'FAILED'}")
             ok &= _demo_tcp(s, e.index, prog)
             ok &= _demo_udp(s, e.index, prog)
+            if opts.mode == "local":  # answered by the appliance itself, back through GWLB
+                for v6 in (False, True):
+                    msg = f"terminate {e.index} {'v6' if v6 else 'v4'}".encode()
+                    got = tcp_request(s, e.index, LOCAL_PORT, msg, v6=v6)
+                    done = got == msg[::-1]
+                    ok &= done
+                    dst = e.server_v6 if v6 else e.server_v4
+                    prog.note(f"endpoint {e.index}: TCP to {dst} port {LOCAL_PORT} answered by the appliance: "
+                              + ("ok" if done else f"FAILED (got {got!r})"))
+            if topo.internet is not None:  # two-arm: out of the second arm, NATed, and the replies back
+                net = topo.internet
+                for dst in (net.server_v4, net.server_v6):
+                    r = s.run_client(e.index, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
+                    ok &= r.returncode == 0
+                    prog.note(f"endpoint {e.index}: ping {dst} (internet): {'ok' if r.returncode == 0 else 'FAILED'}")
+                ok &= _demo_tcp(s, e.index, prog, internet=True)
+                ok &= _demo_udp(s, e.index, prog, internet=True)
         prog.note(s.report())
         if len(s.appliances) > 1:
             victim = s.appliances[0]
@@ -164,17 +190,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _demo_tcp(s: Any, e: int, prog: Progress) -> bool:
+def _demo_tcp(s: Any, e: int, prog: Progress, internet: bool = False) -> bool:
 
-    r = tcp_transfer(s, e, 9000, size=1 << 20)
-    prog.note(f"endpoint {e}: TCP 1 MiB: {'ok, ' + r.detail if r.ok else 'FAILED: ' + r.detail}")
+    r = tcp_transfer(s, e, 9000, size=1 << 20, internet=internet)
+    where = " (internet)" if internet else ""
+    prog.note(f"endpoint {e}: TCP 1 MiB{where}: {'ok, ' + r.detail if r.ok else 'FAILED: ' + r.detail}")
     return r.ok
 
 
-def _demo_udp(s: Any, e: int, prog: Progress) -> bool:
+def _demo_udp(s: Any, e: int, prog: Progress, internet: bool = False) -> bool:
 
-    ok = udp_exchange(s, e, 5353) == b"gnip"
-    prog.note(f"endpoint {e}: UDP exchange: {'ok' if ok else 'FAILED'}")
+    ok = udp_exchange(s, e, 5353, internet=internet) == b"gnip"
+    prog.note(f"endpoint {e}: UDP exchange{' (internet)' if internet else ''}: {'ok' if ok else 'FAILED'}")
     return ok
 
 

@@ -14,6 +14,7 @@ from gwlbsim.reference.datapath import ReferenceAppliance
 from gwlbsim.reference.hooks import parse_hook
 from gwlbsim.reference.logs import configure_logging
 from gwlbsim.reference.options import Options
+from gwlbsim.reference.responder import LocalResponder
 from gwlbsim.reference.supervisor import Supervisor
 
 from gwlbsim import __version__, cliargs
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "GWLB's address are known (faster; one return per second still takes the IP layer)")
     e.add_argument("--option-class", type=cliargs.option_class, default=geneve.AWS_OPTION_CLASS, metavar="N",
                    help="GENEVE option class of the GWLB options (default 0x0108, AWS; Tencent uses 0x0167)")
+    e.add_argument("--local-responder", type=cliargs.port, metavar="PORT",
+                   help="answer TCP flows diverted to PORT in this namespace (IP_TRANSPARENT; local termination, "
+                        "with the shipped local hook): an HTTP request gets a short answer, anything else its "
+                        "first message reversed")
     e.add_argument("--version", action="version", version=f"gwlb-reference {__version__}")
     return p
 
@@ -132,7 +137,18 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    app.run()
+    responder = None
+    if args.local_responder:
+        try:
+            responder = LocalResponder(args.local_responder).start()
+        except OSError as e:
+            print(f"gwlb-reference: --local-responder {args.local_responder}: {e.strerror or e}", file=sys.stderr)
+            return 1
+    try:
+        app.run()
+    finally:
+        if responder is not None:
+            responder.close()
     log.info("stopped")
     return 0
 

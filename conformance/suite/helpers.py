@@ -10,6 +10,7 @@ import contextlib
 from gwlbsim.conformance.environment import ConformanceEnv
 from hypothesis import HealthCheck, settings
 
+from gwlbsim.appliance import INTERNET_MODES
 from gwlbsim.traffic.inner import icmp_message, ipv4, ipv6, tcp_flag_bits, tcp_packet, tcp_segment, udp_datagram
 from gwlbsim.wire import geneve
 from gwlbsim.wire.flowkey import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InnerError, address, flow_of, tcp_flags
@@ -58,6 +59,12 @@ def eni(env: ConformanceEnv, e: int = 0) -> int:
 def raw_eni(env: ConformanceEnv) -> int:
     """This test's own ENI id for crafted datagrams: a tunnel no earlier test touched."""
     return env.test_eni
+
+
+def private_only(env: ConformanceEnv) -> bool:
+    """Whether generated inner packets keep to private (VPC) addresses: an appliance deployed with a second arm
+    (two-arm NAT) sends traffic to any other address out of that arm, not back through GWLB."""
+    return env.options.mode in INTERNET_MODES
 
 
 def property_settings(env: ConformanceEnv) -> settings:

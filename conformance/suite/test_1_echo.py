@@ -6,7 +6,16 @@ import itertools
 
 from gwlbsim.conformance.environment import ConformanceEnv, check, inner_of, same_inner
 from gwlbsim.conformance.plugin import requirement
-from gwlbsim.conformance.suite.helpers import icmp4, opening_syn, property_settings, raw_eni, tcp4, udp4, udp6
+from gwlbsim.conformance.suite.helpers import (
+    icmp4,
+    opening_syn,
+    private_only,
+    property_settings,
+    raw_eni,
+    tcp4,
+    udp4,
+    udp6,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -76,7 +85,7 @@ def test_any_valid_layout_is_echoed(gwlb: ConformanceEnv) -> None:
 
     @property_settings(gwlb)
     @given(vp=gst.valid_packets(eni_ids=st.just(fresh), cookies=st.integers(1, 2**32 - 1),
-                                inner=gst.inner_packets(max_size=8500, routable=True)))
+                                inner=gst.inner_packets(max_size=8500, routable=True, private=private_only(gwlb))))
     def echoed(vp) -> None:
         sport = next(sports)
         syn = opening_syn(vp.inner)

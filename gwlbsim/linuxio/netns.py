@@ -361,9 +361,26 @@ def _stale_tempdirs(everything: bool) -> list[Path]:
     return stale
 
 
+#: where the shipped routing hooks keep a namespace's saved sysctls while it has tunnels (see
+#: gwlbsim/data/hooks/hooklib.sh): one file per namespace, named after the namespace's device and inode
+HOOK_STATE = "/run/gwlbsim-*-hook/*.sysctl"
+
+
+def _stale_hook_state() -> list[Path]:
+    """Saved sysctls of namespaces that are gone (their last tunnel was never destroyed: a killed run)."""
+    live = set()
+    for ns in [*Path("/proc").glob("[0-9]*/ns/net"), *Path("/run/netns").glob("*")]:
+        try:
+            st = os.stat(ns)
+        except OSError:
+            continue
+        live.add(f"{st.st_dev}-{st.st_ino}")
+    return [f for f in Path("/").glob(HOOK_STATE.lstrip("/")) if f.name.removesuffix(".sysctl") not in live]
+
+
 def cleanup(everything: bool = False) -> list[str]:
-    """Remove namespaces (and working directories made by :func:`owned_tempdir`) left by runs whose owner
-    process is gone (all gwlbsim ones with ``everything``).
+    """Remove namespaces (and working directories made by :func:`owned_tempdir`, and the hooks' saved state of
+    namespaces that are gone) left by runs whose owner process is gone (all gwlbsim ones with ``everything``).
 
     Returns the names (and paths) removed.
     """
@@ -388,6 +405,11 @@ def cleanup(everything: bool = False) -> list[str]:
     for d in _stale_tempdirs(everything):  # the working directories of runs that were killed outright
         shutil.rmtree(d, ignore_errors=True)
         removed.append(str(d))
+    for f in _stale_hook_state():  # after the namespaces: theirs are gone now
+        f.unlink(missing_ok=True)
+        removed.append(str(f))
+        with contextlib.suppress(OSError):
+            f.parent.rmdir()  # when it was the last
     return removed
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gwlbsim.appliance import ApplianceSpec, RunningAppliance
+from gwlbsim.appliance import INTERNET_MODES, ApplianceSpec, RunningAppliance
 from gwlbsim.config import GwlbConfig, HealthCheck
 from gwlbsim.linuxio.netns import Lab
 from gwlbsim.live.balancer import LiveGwlb
@@ -42,6 +42,8 @@ class SessionOptions:
     time_scale: float = 1.0
     #: environment variables for the appliances (on top of this process's)
     appliance_env: dict[str, str] = field(default_factory=dict)
+    #: how the appliances are deployed (gwlbsim.appliance.MODES): two-arm modes get the internet namespace
+    mode: str = "passthrough"
 
 
 def health_check_for(spec: ApplianceSpec, base: HealthCheck | None = None) -> HealthCheck:
@@ -82,7 +84,8 @@ class GwlbSession:
             else:
                 self.workdir = o.workdir
                 self.workdir.mkdir(parents=True, exist_ok=True)
-            self.topo = topo = build(self.lab, zones=o.zones, appliances=o.appliances, endpoints=o.endpoints)
+            self.topo = topo = build(self.lab, zones=o.zones, appliances=o.appliances, endpoints=o.endpoints,
+                                     internet=o.mode in INTERNET_MODES)
             config = o.config or GwlbConfig(health_check=health_check_for(o.spec))
             self.model = GwlbModel(config, topo.nodes, o.encapsulation)
             now = self.clock()

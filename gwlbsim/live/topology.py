@@ -14,12 +14,20 @@ destination. So ordinary tools (ping, TCP, UDP) work end to end through the appl
 
 Routes on the consumer side carry an MTU of 8500 (GWLB's), while the links themselves take 9000: bigger
 packets can still be sent on purpose (raw sockets) to see the GWLB drop them.
+
+With ``internet=True`` (the two-arm NAT deployment), an "internet" namespace is added, and every appliance
+gets a second arm toward it, with its default routes::
+
+    app<i> eth1 203.0.113.<10 + i> ── br-net 203.0.113.1 (inet ns) ── servers 198.51.100.10, 2001:db8:100::10
+           2001:db8:113::<10 + i>        2001:db8:113::1
+
+All of those are documentation addresses (RFC 5737, RFC 3849): nothing outside the namespaces is reachable.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gwlbsim.linuxio.netns import Lab
 
@@ -29,6 +37,11 @@ CLIENT_V4, SERVER_V4 = "10.10.0.2", "10.20.0.2"
 CLIENT_V6, SERVER_V6 = "fd00:10::2", "fd00:20::2"
 ENDPOINT_TABLE = 100
 ENI_BASE = 0x2B8EE1D4DB0C5100
+#: the internet side (two-arm deployments): its router on the appliances' second arm, and its servers
+INTERNET_GATEWAY_V4, INTERNET_GATEWAY_V6 = "203.0.113.1", "2001:db8:113::1"
+INTERNET_SERVER_V4, INTERNET_SERVER_V6 = "198.51.100.10", "2001:db8:100::10"
+#: the appliances' second arm
+UPLINK = "eth1"
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,9 @@ class ApplianceSlot:
     address: str
     zone: str
     gwlb_address: str  #: the node address of its zone
+    #: its addresses on the second arm toward the internet ("" without one)
+    uplink_v4: str = ""
+    uplink_v6: str = ""
 
     @property
     def id(self) -> str:
@@ -67,6 +83,18 @@ class EndpointSlot:
     server_v6: str = SERVER_V6
 
 
+@dataclass(frozen=True)
+class Internet:
+    """The internet side of two-arm deployments: a namespace routing between the appliances' second arms
+    and the servers it holds."""
+
+    ns: str
+    server_v4: str = INTERNET_SERVER_V4
+    server_v6: str = INTERNET_SERVER_V6
+    gateway_v4: str = INTERNET_GATEWAY_V4
+    gateway_v6: str = INTERNET_GATEWAY_V6
+
+
 @dataclass
 class Topology:
     lab: Lab
@@ -74,6 +102,7 @@ class Topology:
     zones: list[Zone] = field(default_factory=list)
     appliances: list[ApplianceSlot] = field(default_factory=list)
     endpoints: list[EndpointSlot] = field(default_factory=list)
+    internet: Internet | None = None
 
     @property
     def nodes(self) -> dict[str, str]:
@@ -83,10 +112,15 @@ class Topology:
         lines = [f"fake GWLB: namespace {self.gwlb_ns}; nodes " +
                  ", ".join(f"{z.name}={z.node}" for z in self.zones)]
         for a in self.appliances:
-            lines.append(f"appliance {a.id}: namespace {a.ns}, address {a.address}, zone {a.zone}")
+            lines.append(f"appliance {a.id}: namespace {a.ns}, address {a.address}, zone {a.zone}"
+                         + (f"; second arm {UPLINK} {a.uplink_v4}/{a.uplink_v6}" if a.uplink_v4 else ""))
         for e in self.endpoints:
             lines.append(f"endpoint {e.index} (ENI {e.eni_id:016x}, zone {e.zone}): client {e.client_ns} "
                          f"{e.client_v4}/{e.client_v6}, server {e.server_ns} {e.server_v4}/{e.server_v6}")
+        if self.internet is not None:
+            i = self.internet
+            lines.append(f"internet: namespace {i.ns}, servers {i.server_v4}/{i.server_v6} (router "
+                         f"{i.gateway_v4}/{i.gateway_v6})")
         return "\n".join(lines)
 
 
@@ -94,8 +128,10 @@ class Topology:
 NODES_CIDR = "10.100.0.0/16"
 
 
-def build(lab: Lab, *, zones: int = 1, appliances: int = 2, endpoints: int = 1) -> Topology:
-    """Create every namespace and link; nothing runs yet."""
+def build(lab: Lab, *, zones: int = 1, appliances: int = 2, endpoints: int = 1,
+          internet: bool = False) -> Topology:
+    """Create every namespace and link; nothing runs yet. ``internet``: the internet namespace, and a second
+    arm for every appliance with its default routes through it (two-arm deployments)."""
     if not 1 <= zones <= 9:
         raise ValueError("zones must be 1 to 9")
     if appliances < 1 or appliances > 200:
@@ -121,7 +157,25 @@ def build(lab: Lab, *, zones: int = 1, appliances: int = 2, endpoints: int = 1) 
         topo.appliances.append(ApplianceSlot(i, ns, addr, z.name, z.node))
     for e in range(endpoints):
         topo.endpoints.append(_endpoint(lab, e, topo.zones[e % zones].name))
+    if internet:
+        _internet(lab, topo)
     return topo
+
+
+def _internet(lab: Lab, topo: Topology) -> None:
+    net = Internet(lab.namespace("inet"))
+    topo.internet = net
+    lab.bridge(net.ns, "br-net", f"{net.gateway_v4}/24", f"{net.gateway_v6}/64", mtu=LINK_MTU)
+    lab.configure(net.ns, "lo", f"{net.server_v4}/32", f"{net.server_v6}/128")
+    lab.sysctl(net.ns, "net.ipv6.conf.all.accept_dad", 0)
+    for n, a in enumerate(topo.appliances):
+        v4, v6 = f"203.0.113.{10 + a.index}", f"2001:db8:113::{10 + a.index:x}"
+        lab.veth(a.ns, UPLINK, net.ns, f"u{a.index}", addr_a=f"{v4}/24", mtu=LINK_MTU)
+        lab.configure(a.ns, UPLINK, f"{v6}/64")
+        lab.enslave(net.ns, f"u{a.index}", "br-net")
+        lab.route(a.ns, "default", gateway=net.gateway_v4)
+        lab.route(a.ns, "default", gateway=net.gateway_v6)
+        topo.appliances[n] = replace(a, uplink_v4=v4, uplink_v6=v6)
 
 
 def _endpoint(lab: Lab, e: int, zone: str) -> EndpointSlot:

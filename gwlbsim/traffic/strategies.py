@@ -122,16 +122,21 @@ def ipv6_addresses() -> st.SearchStrategy[str]:
     return st.integers(0, 2**128 - 1).map(lambda v: str(ipaddress.IPv6Address(v)))
 
 
-#: unicast ranges a VPC routes (private and global): what a routing appliance forwards
-_ROUTABLE_V4 = ((0x0A000000, 8), (0xAC100000, 12), (0xC0A80000, 16), (0x0B000000, 8), (0x64400000, 10))
-_ROUTABLE_V6 = ((0xFD << 120, 8), (0x1 << 125, 3))
+#: unicast ranges a VPC routes: private ones first (10/8, 172.16/12, 192.168/16, 100.64/10; fd00::/8), then
+#: global ones; the private ones are what a two-arm NAT appliance returns through the tunnel (the rest it NATs)
+_PRIVATE_V4 = ((0x0A000000, 8), (0xAC100000, 12), (0xC0A80000, 16), (0x64400000, 10))
+_PRIVATE_V6 = ((0xFD << 120, 8),)
+_ROUTABLE_V4 = (*_PRIVATE_V4, (0x0B000000, 8))
+_ROUTABLE_V6 = (*_PRIVATE_V6, (0x1 << 125, 3))
 
 
-def routable_addresses(version: int) -> st.SearchStrategy[str]:
+def routable_addresses(version: int, private: bool = False) -> st.SearchStrategy[str]:
     """Unicast addresses a VPC routes to a GWLB endpoint (no unspecified, loopback, multicast, broadcast or
-    link-local address): what an appliance that routes through its kernel must forward."""
+    link-local address): what an appliance that routes through its kernel must forward. ``private``: only
+    private ranges (the VPCs' own; a two-arm NAT appliance sends anything else out of its second arm)."""
     bits = 32 if version == 4 else 128
-    nets = _ROUTABLE_V4 if version == 4 else _ROUTABLE_V6
+    v4, v6 = (_PRIVATE_V4, _PRIVATE_V6) if private else (_ROUTABLE_V4, _ROUTABLE_V6)
+    nets = v4 if version == 4 else v6
     make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
 
     def pick(net: tuple[int, int], host: int) -> str:
@@ -163,10 +168,11 @@ def _payload(draw: st.DrawFn, size: int) -> bytes:
 @st.composite
 def inner_packets(draw: st.DrawFn, *, versions: Sequence[int] = (4, 6), protocols: Sequence[str] = PROTOCOLS,
                   max_size: int = geneve.GWLB_MTU, extension_headers: bool = True,
-                  fragments: bool = True, routable: bool = False) -> InnerPacket:
+                  fragments: bool = True, routable: bool = False, private: bool = False) -> InnerPacket:
     """Bare IP packets as GWLB carries them, well formed, with every flow-relevant variation.
 
-    ``routable``: only packets a router forwards (unicast addresses a VPC routes, TTL / hop limit >= 2).
+    ``routable``: only packets a router forwards (unicast addresses a VPC routes, TTL / hop limit >= 2);
+    ``private`` with it: only private addresses (traffic a two-arm NAT appliance returns through the tunnel).
 
     ``protocols`` is a subset of ``("tcp", "udp", "icmp", "other")`` (ICMP is ICMPv6 in IPv6; "other" is
     any other protocol number, e.g. GRE or ESP, carrying random bytes). IPv4 packets may have options and be
@@ -183,7 +189,7 @@ def inner_packets(draw: st.DrawFn, *, versions: Sequence[int] = (4, 6), protocol
     version = draw(st.sampled_from(versions))
     kind = draw(st.sampled_from(protocols))
     if routable:
-        src, dst = draw(routable_addresses(version)), draw(routable_addresses(version))
+        src, dst = draw(routable_addresses(version, private)), draw(routable_addresses(version, private))
     elif version == 4:
         src, dst = draw(ipv4_addresses()), draw(ipv4_addresses())
     else:

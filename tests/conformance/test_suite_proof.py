@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from gwlbsim.conformance.requirements import REQUIREMENTS
 
-from gwlbsim.appliance import REFERENCE_COMMAND
+from gwlbsim.appliance import LOCAL_PORT, REFERENCE_COMMAND, reference_command
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.proof]
 
@@ -33,10 +33,20 @@ REFLECTOR = "{python} " + str(HERE / "reflector.py") + " --health-port {health_p
 HAIRPIN = "sh " + str(HERE / "hairpin.sh") + " {address} {gwlb_address} {health_port}"
 
 
-def variant(fault: str) -> str:
+def variant(fault: str, hook: str = "sh {hook}") -> str:
     """The reference with one fault, configured as the suite expects (hooks, health, short timeouts)."""
     return ("{python} " + str(HERE / "reference_variant.py") + f" {fault}"
-            " -c 'sh {hook}' -r 'sh {hook}' -p {health_port} -j -i {flow_timeout} -t {tunnel_timeout}")
+            f" -c '{hook}' -r '{hook}' -p {{health_port}} -j -i {{flow_timeout}} -t {{tunnel_timeout}}")
+
+
+def hook_fault(fault: str, mode: str) -> str:
+    """The hook of ``mode`` with one fault (``faulty/hook_fault.sh``), as the reference's shipped one is run."""
+    return f"sh {HERE / 'hook_fault.sh'} {fault} {{hook:{mode}}}"
+
+
+def deployed(mode: str, hook: str) -> str:
+    """The reference deployed in ``mode`` (``reference_command(mode)``), running ``hook`` instead of its own."""
+    return reference_command(mode).replace(f"sh {{hook:{mode}}}", hook)
 
 
 def run_suite(tmp_path: Path, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
@@ -108,6 +118,21 @@ FAULTY: dict[str, tuple[str, str, set[str], tuple[str, ...]]] = {
                                      (*I1, "--flows", "3000")),
     "deployed routed, but its packets bypass the kernel (tc mirred)": (
         REFERENCE_COMMAND, "ROUTE-1,ECHO-3", {"ROUTE-1"}, (*I1, "--mode", "routed")),
+    "two-arm NAT whose replies are not steered back into the tunnel": (
+        deployed("nat", hook_fault("no-reply-route", "nat")), "NAT-1,ECHO-3", {"NAT-1"}, (*I1, "--mode", "nat")),
+    "two-arm NAT returning replies with the endpoint's latest header": (
+        variant("header-per-endpoint", "sh {hook:nat}"), "NAT-1,HEALTH-1", {"NAT-1"}, (*I1, "--mode", "nat")),
+    "two-arm NAT letting the internet's packets into the tunnel, and a handler that returns unseen flows": (
+        variant("returns-unseen", hook_fault("routes-inbound", "nat")),
+        "NAT-2,ECHO-3", {"NAT-2"}, (*I1, "--mode", "nat")),
+    "two-arm NAT without a conntrack zone per endpoint": (
+        deployed("nat", hook_fault("no-zones", "nat")), "NAT-3,ECHO-3", {"NAT-3"}, (*I1, "--mode", "nat")),
+    "local termination whose replies do not keep the flow's mark": (
+        deployed("local", hook_fault("no-fwmark-accept", "local")), "LOCAL-1,ECHO-3", {"LOCAL-1"},
+        (*I1, "--mode", "local")),
+    "local termination with flows keyed by direction (the service's replies find no flow)": (
+        variant("one-way-flows", "sh {hook:local}") + f" --local-responder {LOCAL_PORT}", "LOCAL-1,ECHO-3",
+        {"LOCAL-1"}, (*I1, "--mode", "local")),
 }
 
 
@@ -145,9 +170,13 @@ def test_a_crash_is_reported_as_such_restarted_and_reproducible(tmp_path: Path) 
     assert len(pcaps) == len({p.parent for p in pcaps}) == 3, "one capture per failing test (16, 32, 64 KB)"
 
 
+#: the requirements of deployment modes other than passthrough
+MODE_REQUIREMENTS = ("ROUTE-1", "NAT-1", "NAT-2", "NAT-3", "LOCAL-1")
+
+
 def _expect(**overrides: str) -> dict[str, str]:
     """Every requirement PASS, those of another deployment mode NOT APPLICABLE, unless overridden."""
-    want = {r: "PASS" for r in REQUIREMENTS} | {"ROUTE-1": "NOT APPLICABLE"}
+    want = {r: "PASS" for r in REQUIREMENTS} | {r: "NOT APPLICABLE" for r in MODE_REQUIREMENTS}
     want.update({k.replace("_", "-"): v for k, v in overrides.items()})
     return want
 
@@ -174,6 +203,12 @@ CALIBRATION = {
     # deployed routed: the shipped routed hook (ip_forward, policy routing per tunnel) instead of tc mirred; its
     # FORWARD policy is honoured (ROUTE-1)
     "reference deployed routed": (["--mode", "routed"], _expect(ROUTE_1="PASS"), 0),
+    # deployed two-arm NAT: VPC traffic routed back through the tunnel (so the whole suite applies), internet
+    # traffic masqueraded out of a second arm with conntrack zones and marks per endpoint
+    "reference deployed two-arm NAT": (["--mode", "nat"], _expect(ROUTE_1="PASS", NAT_1="PASS", NAT_2="PASS",
+                                                                  NAT_3="PASS"), 0),
+    # local termination: TCP to port 7780 answered by the reference's responder (TPROXY), the rest routed
+    "reference deployed for local termination": (["--mode", "local"], _expect(ROUTE_1="PASS", LOCAL_1="PASS"), 0),
 }
 
 

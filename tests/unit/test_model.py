@@ -201,6 +201,21 @@ def test_return_validation_strict_and_lenient() -> None:
     assert back(lenient, b, other, now=20) == [ToEndpoint(ENI, other)]
 
 
+def test_strict_validation_takes_a_de_natted_reply_and_nothing_else() -> None:
+    """Two-arm NAT: the forward packets never come back (they leave by the appliance's second arm); the reply,
+    de-NATed by conntrack, comes back with the flow's header. Its inner tuple is the flow's reversed: accepted.
+    A reply still carrying the NAT's address or port (not de-NATed) is another tuple: dropped."""
+    m = model()
+    out = raw(IP(src="10.10.0.2", dst="198.51.100.10") / TCP(sport=40000, dport=443, flags="S"))
+    a = one(m.from_endpoint(ENI, out, 20))
+    reply = raw(IP(src="198.51.100.10", dst="10.10.0.2") / TCP(sport=443, dport=40000, flags="SA"))
+    assert back(m, a, reply, now=20) == [ToEndpoint(ENI, reply)]
+    for not_de_natted in (IP(src="198.51.100.10", dst="203.0.113.10") / TCP(sport=443, dport=40000, flags="A"),
+                          IP(src="198.51.100.10", dst="10.10.0.2") / TCP(sport=443, dport=61000, flags="A")):
+        assert back(m, a, raw(not_de_natted), now=20) == []
+    assert m.metrics.drops["tuple_mismatch"] == 2
+
+
 def test_oversize_dropped_both_ways_and_port_check_switch() -> None:
     m = model()
     big = raw(IP(src="10.0.0.1", dst="192.168.0.1") / UDP(sport=1, dport=2) / (b"x" * 8500))

@@ -12,6 +12,8 @@ Faults (each a bug real gwlbtun-style handlers have had):
   returns-unseen    a packet of a flow it never received goes back with the tunnel's latest header
   header-per-endpoint  returns carry the endpoint's latest header, not their own flow's (right only while
                     one packet is in flight at a time)
+  one-way-flows     flows are keyed by direction: right while every packet comes from GWLB, but a reply the
+                    appliance itself originates (NAT, local termination) finds no flow and is dropped
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import gwlbsim.reference.core as core
 import gwlbsim.reference.datapath as datapath
 import gwlbsim.reference.lifecycle as lifecycle
 from gwlbsim.reference.cli import main as reference_main
+
+from gwlbsim.wire.flowkey import flow_of
 
 
 def never_503() -> None:
@@ -119,9 +123,17 @@ def loses_after_recreate() -> None:
     datapath.ReferenceAppliance._on_tun = lose  # type: ignore[method-assign]
 
 
+def one_way_flows() -> None:
+    def directional(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> object:
+        return flow_of(buf, start, len(buf) if end is None else end)[0]
+
+    core.symmetric_key = directional  # type: ignore[assignment]
+
+
 FAULTS = {"never-503": never_503, "leaves-devices": leaves_devices, "mixes-endpoints": mixes_endpoints,
           "stale-cookie": stale_cookie, "black-holes": black_holes, "header-per-endpoint": header_per_endpoint,
-          "returns-unseen": returns_unseen, "loses-after-recreate": loses_after_recreate}
+          "returns-unseen": returns_unseen, "loses-after-recreate": loses_after_recreate,
+          "one-way-flows": one_way_flows}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in FAULTS:
