@@ -192,16 +192,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_tcp(s: Any, e: int, prog: Progress, internet: bool = False) -> bool:
 
-    r = tcp_transfer(s, e, 9000, size=1 << 20, internet=internet)
-    where = " (internet)" if internet else ""
-    prog.note(f"endpoint {e}: TCP 1 MiB{where}: {'ok, ' + r.detail if r.ok else 'FAILED: ' + r.detail}")
-    return r.ok
+    ok = True
+    for v6 in (False, True):
+        r = tcp_transfer(s, e, 9000 + v6, size=1 << 20, v6=v6, internet=internet)
+        where = f" over IPv{6 if v6 else 4}" + (" (internet)" if internet else "")
+        prog.note(f"endpoint {e}: TCP 1 MiB{where}: {'ok, ' + r.detail if r.ok else 'FAILED: ' + r.detail}")
+        ok &= r.ok
+    return ok
 
 
 def _demo_udp(s: Any, e: int, prog: Progress, internet: bool = False) -> bool:
 
-    ok = udp_exchange(s, e, 5353, internet=internet) == b"gnip"
-    prog.note(f"endpoint {e}: UDP exchange{' (internet)' if internet else ''}: {'ok' if ok else 'FAILED'}")
+    ok = True
+    for v6 in (False, True):
+        done = udp_exchange(s, e, 5353, v6=v6, internet=internet) == b"gnip"
+        where = f" over IPv{6 if v6 else 4}" + (" (internet)" if internet else "")
+        prog.note(f"endpoint {e}: UDP exchange{where}: {'ok' if done else 'FAILED'}")
+        ok &= done
     return ok
 
 

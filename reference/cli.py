@@ -11,6 +11,7 @@ from typing import Any
 
 from gwlbsim.reference.core import ApplianceCore, Config
 from gwlbsim.reference.datapath import ReferenceAppliance
+from gwlbsim.reference.fastpath import DATAPATHS, Unavailable
 from gwlbsim.reference.hooks import parse_hook
 from gwlbsim.reference.logs import configure_logging
 from gwlbsim.reference.options import Options
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "GWLB's address are known (faster; one return per second still takes the IP layer)")
     e.add_argument("--option-class", type=cliargs.option_class, default=geneve.AWS_OPTION_CLASS, metavar="N",
                    help="GENEVE option class of the GWLB options (default 0x0108, AWS; Tencent uses 0x0167)")
+    e.add_argument("--datapath", choices=DATAPATHS, default="auto",
+                   help="kernel: GWLB's own layout with IPv4 inside is carried by BPF programs (tcx) and the rest "
+                        "by Python, or fail; python: Python carries everything; auto (default): kernel where it "
+                        "loads, else python, saying why (health, -j)")
     e.add_argument("--local-responder", type=cliargs.port, metavar="PORT",
                    help="answer TCP flows diverted to PORT in this namespace (IP_TRANSPARENT; local termination, "
                         "with the shipped local hook): an HTTP request gets a short answer, anything else its "
@@ -115,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(listen=args.listen, create_hook=hooks["create_hook"], destroy_hook=hooks["destroy_hook"],
                    hook_timeout=args.hook_timeout, health_port=args.health_port, health_bind=args.health_bind,
                    health_mode="simple" if args.simple else "json" if args.json else "text",
-                   hexdump=args.hexdump and args.debug, raw_returns=args.raw_returns)
+                   hexdump=args.hexdump and args.debug, raw_returns=args.raw_returns, datapath=args.datapath)
+    if workers > 1 and args.datapath == "kernel":
+        parser.error("--datapath kernel runs in one process so far: not with --udpthreads/--tunthreads above 1")
+    if workers > 1:
+        opts.datapath = "python"
     app: Any
     try:
         if workers > 1:
@@ -124,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             if cpus:
                 os.sched_setaffinity(0, cpus)
             app = ReferenceAppliance(ApplianceCore(config), opts)
+    except Unavailable as e:
+        print(f"gwlb-reference: --datapath kernel: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"gwlb-reference: {e.strerror or e}", file=sys.stderr)
         if e.errno in (1, 13):

@@ -364,6 +364,22 @@ class ApplianceCore:
         udp_sum = route.udp_sum + _sum16(header) if self.config.udp_checksum else -1
         flows[key] = ReturnFlow(header, route, udp_sum, now)
 
+    def adopt(self, tunnel: Tunnel, pkt: bytes | bytearray | memoryview, start: int, end: int, header: bytes,
+              addressing: tuple[str, int, str, int], seen: float) -> None:
+        """Another datapath (the kernel's fast path) carried the latest inbound packet of ``pkt[start:end]``'s
+        flow, with ``header`` from ``addressing`` (GWLB's address and port, ours) at ``seen``: this core's copy
+        becomes that, so a return it sends carries the flow's newest header."""
+        try:
+            key = symmetric_key(pkt, start, end)
+        except InnerError:
+            return
+        flow = tunnel.flows.get(key)
+        if flow is not None and flow.header == header and flow.route.addressing == addressing:
+            flow.last_seen = max(flow.last_seen, seen)
+            return
+        src, sport, dst, dport = addressing
+        self._remember(tunnel, key, header, 0, len(header), src, dst, sport, dport, seen)
+
     def _route(self, src: str, sport: int, dst: str, dport: int) -> Route:
         """The shared route for this addressing (made once; the table is emptied when it grows large)."""
         addressing = (src, sport, dst, dport)

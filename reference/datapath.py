@@ -35,6 +35,7 @@ from functools import partial
 from typing import Any
 
 from gwlbsim.reference.core import ApplianceCore, Tunnel, put_return_header
+from gwlbsim.reference.fastpath import COUNTERS, FastPath, Unavailable
 from gwlbsim.reference.health import HealthServer
 from gwlbsim.reference.lifecycle import Created, Lifecycle, TunHandle, TunnelLifecycle
 from gwlbsim.reference.options import Options
@@ -113,9 +114,13 @@ class ReferenceAppliance:
         self.ip_returns = 0  #: returns sent one by one through the raw IP socket (with the link path on)
         self.tunnels_rebuilt = 0  #: tunnels retired because their device was deleted under the appliance
         self.health = None
+        self.fast: FastPath | None = None
+        self.datapath_reason = ""
         try:
+            self.fast, self.datapath_reason = FastPath.start(opts.datapath, core.config.option_class,
+                                                             core.config.udp_checksum, core.config.flow_timeout)
             self.health = health_server(opts, self.status)
-        except OSError:
+        except (OSError, Unavailable):
             self.close()
             raise
 
@@ -156,6 +161,8 @@ class ReferenceAppliance:
         self._shutdown()
 
     def _tick(self, now: float) -> None:
+        if self.fast is not None:  # first: the tunnels' last-seen times include the kernel's traffic
+            self.fast.tick(now, self.core, self.resolver.routes if self.resolver is not None else None)
         for t in self.core.tick(now):
             self._retire(t)
         self.paths.tick(now)
@@ -182,7 +189,7 @@ class ReferenceAppliance:
         rx, inbound, write = self.rx, self.core.inbound, os.write
         views, lengths, source, destination = rx.views, rx.lengths, rx.source, rx.destination
         port = self.core.config.geneve_port
-        listen, dumping = self.opts.listen, self.opts.hexdump
+        listen, dumping, fast = self.opts.listen, self.opts.hexdump, self.fast
         for _ in range(UDP_BATCHES):
             n = rx.recv()
             touched: dict[int, Tunnel] = {}  # by ENI
@@ -197,6 +204,8 @@ class ReferenceAppliance:
                 tunnel, start, end, new_tunnel, queued = v
                 if new_tunnel:
                     self.lifecycle.create(tunnel)
+                if fast is not None:  # this flow's header is the Python datapath's now
+                    fast.learned(tunnel.eni_id, view, start, end)
                 if not queued:
                     try:
                         # not queued: the tunnel is ready, so it has its devices
@@ -235,7 +244,7 @@ class ReferenceAppliance:
         of it there, send the slots in batches."""
         outbound, tx, reads = self.core.outbound, self.tx, self._tun_reads
         views, known, destination = tx.views, self.paths.known, self.paths.destination
-        readv, dumping = os.readv, self.opts.hexdump
+        readv, dumping, fast = os.readv, self.opts.hexdump, self.fast
         for _ in range(TUN_READ_BUDGET):
             i = tx.count
             try:
@@ -253,6 +262,8 @@ class ReferenceAppliance:
                 # (type: ignore below) packets come only out of a ready tunnel's devices
                 log.debug("from %s (%d bytes):\n%s", t.ingress if fd == t.handle.ingress_fd else t.egress,  # type: ignore[union-attr]
                           n, hexdump(view[HEADROOM:HEADROOM + n], "  "))
+            if fast is not None:
+                fast.adopt(self.core, t, view, HEADROOM, HEADROOM + n, now)
             flow = outbound(t, view, now, HEADROOM, HEADROOM + n)
             if flow is None:
                 continue
@@ -301,6 +312,8 @@ class ReferenceAppliance:
                 self._watch_tunnel(t, result.handle)
                 for pkt in self.core.tunnel_ready(t.eni_id, now):
                     self._write_tun(t, pkt)
+                if self.fast is not None:  # after the queued packets: the kernel path takes the next ones
+                    self.fast.tunnel_ready(t)
             else:
                 self.core.tunnel_failed(t.eni_id, now)
 
@@ -318,6 +331,8 @@ class ReferenceAppliance:
         self._retire(t, idle=False)
 
     def _retire(self, t: Tunnel, idle: bool = True) -> None:
+        if self.fast is not None:
+            self.fast.tunnel_gone(t)
         self._unwatch_tunnel(t)
         if idle and self.core.config.tunnel_timeout:
             log.info("tunnel %s idle for %g s: destroying", t.ingress, self.core.config.tunnel_timeout)
@@ -329,6 +344,8 @@ class ReferenceAppliance:
     def _shutdown(self) -> None:
         log.info("shutting down: destroying %d tunnel(s)", len(self.core.tunnels))
         for t in self.core.retire_all():
+            if self.fast is not None:
+                self.fast.tunnel_gone(t)
             self._unwatch_tunnel(t)
             self.lifecycle.destroy(t)
         self.lifecycle.stop()
@@ -346,6 +363,9 @@ class ReferenceAppliance:
                 pass
         if self.resolver is not None:
             self.resolver.stop()
+        if getattr(self, "fast", None) is not None:
+            self.fast.close()  # type: ignore[union-attr]  # (checked just above)
+            self.fast = None
         for s in ("udp", "raw", "link"):
             sock = getattr(self, s, None)
             if sock is not None:
@@ -366,21 +386,30 @@ class ReferenceAppliance:
                 + self.lifecycle.unhealthy_reasons(stopping))
 
     def totals(self) -> dict[str, Any]:
-        """The ``totals`` of the status document (the core's counters, the driver's drops added)."""
+        """The ``totals`` of the status document (the core's counters, the driver's drops and the kernel
+        path's packets added)."""
         core = self.core
         c = core.totals
         drops = dict(c.drops)
         for k, v in self.driver_drops.items():
             drops[k] = drops.get(k, 0) + v
-        return {"packets_in": c.in_packets, "bytes_in": c.in_bytes, "packets_out": c.out_packets,
-                "bytes_out": c.out_bytes, "flows": core.flow_count, "flow_evictions": core.evictions,
-                "drops": drops, "tunnels_rebuilt": self.tunnels_rebuilt, **self.return_paths()}
+        kp = self.fast.kernel.counters() if self.fast is not None else dict.fromkeys(COUNTERS, 0)
+        return {"packets_in": c.in_packets + kp["in_fast"], "bytes_in": c.in_bytes + kp["in_fast_bytes"],
+                "packets_out": c.out_packets + kp["out_fast"], "bytes_out": c.out_bytes + kp["out_fast_bytes"],
+                "flows": core.flow_count, "flow_evictions": core.evictions, "drops": drops,
+                "tunnels_rebuilt": self.tunnels_rebuilt, **self.return_paths()}
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
         tunnels = [tunnel_entry(t, now, t.last_seen, tunnel_counters(t)) for t in list(self.core.tunnels.values())]
         return status_document(self.core.config, now - self.started, self.unhealthy_reasons(),
-                               self.lifecycle.hooks, self.totals(), tunnels)
+                               self.lifecycle.hooks, self.totals(), tunnels, datapath=self.datapath())
+
+    def datapath(self) -> dict[str, Any]:
+        """Which datapath carries the common case, why, and the kernel path's own counters."""
+        if self.fast is None:
+            return {"kind": "python", "reason": self.datapath_reason}
+        return {"kind": "kernel", "reason": self.datapath_reason, "kernel": self.fast.status()}
 
 
 def _nobody(gwlb: str) -> None:

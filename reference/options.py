@@ -23,3 +23,5 @@ class Options:
     #: send returns through the raw IP socket only (through the IP layer, so netfilter's output hooks see them,
     #: as gwlbtun's do) instead of straight to the link where the route and neighbour are known (faster)
     raw_returns: bool = False
+    #: "kernel" (the BPF fast path, or fail), "python" (none), "auto" (the kernel's when it can load, else none)
+    datapath: str = "auto"

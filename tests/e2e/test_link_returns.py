@@ -1,5 +1,6 @@
 """Returns sent straight to the link (AF_PACKET) once the route and neighbour of GWLB's address are known:
-the lookup itself, the reference using it (and --raw-returns not), and a changed neighbour being followed."""
+the lookup itself, the reference using it (and --raw-returns not), and a changed neighbour being followed.
+The reference runs with --datapath python here: with the kernel path, returns of its flows leave from BPF."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def _counted(topo: Topo, n: int) -> dict[str, Any]:
 
 
 def test_returns_go_to_the_link_and_follow_a_changed_neighbour(topo: Topo) -> None:
-    topo.start()
+    topo.start("--datapath", "python")  # the Python datapath's link path
     _flow_back(topo, 1, 1)  # the first return goes through the IP layer: the kernel resolves GWLB's address
     time.sleep(0.3)
     _flow_back(topo, 50, 1)
@@ -88,7 +89,7 @@ def test_returns_go_to_the_link_and_follow_a_changed_neighbour(topo: Topo) -> No
 
 
 def test_the_device_is_left_the_udp_checksum_and_it_comes_out_right(topo: Topo) -> None:
-    topo.start()
+    topo.start("--datapath", "python")
     _flow_back(topo, 1, 3)
     time.sleep(0.3)
     with entered(topo.gwlb):
@@ -115,7 +116,7 @@ def test_the_device_is_left_the_udp_checksum_and_it_comes_out_right(topo: Topo) 
 
 
 def test_raw_returns_keeps_every_return_in_the_ip_layer(topo: Topo) -> None:
-    topo.start("--raw-returns")
+    topo.start("--raw-returns", "--datapath", "python")
     _flow_back(topo, 30, 7)
     time.sleep(0.3)
     _flow_back(topo, 30, 7)

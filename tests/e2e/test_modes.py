@@ -92,7 +92,8 @@ def test_demo_carries_traffic_in_every_mode(mode: str, tmp_path: Path) -> None:
                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
-    for what in ("ping 10.20.0.2: ok", "ping fd00:20::2: ok"):
+    for what in ("ping 10.20.0.2: ok", "ping fd00:20::2: ok", "TCP 1 MiB over IPv4: ok", "TCP 1 MiB over IPv6: ok",
+                 "UDP exchange over IPv4: ok", "UDP exchange over IPv6: ok"):
         assert what in out, out[-3000:]
     if mode == "local":  # TCP to the terminated port is answered by the appliance itself
         for what in ("TCP to 10.20.0.2 port 7780 answered by the appliance: ok",
@@ -100,7 +101,8 @@ def test_demo_carries_traffic_in_every_mode(mode: str, tmp_path: Path) -> None:
             assert what in out, out[-3000:]
     if mode == "nat":  # and out of the second arm, to the internet namespace's server, and back
         for what in ("ping 198.51.100.10 (internet): ok", "ping 2001:db8:100::10 (internet): ok",
-                     "TCP 1 MiB (internet): ok", "UDP exchange (internet): ok"):
+                     "TCP 1 MiB over IPv4 (internet): ok", "TCP 1 MiB over IPv6 (internet): ok",
+                     "UDP exchange over IPv4 (internet): ok", "UDP exchange over IPv6 (internet): ok"):
             assert what in out, out[-3000:]
     assert "FAILED" not in out, out[-3000:]
 

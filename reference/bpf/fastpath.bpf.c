@@ -1,0 +1,387 @@
+// The reference appliance's kernel fast path (gwlb-reference --datapath kernel): two tc programs.
+//
+// geneve_in (tcx ingress of the device GENEVE arrives on): a GENEVE datagram in GWLB's own layout (IPv4, no
+// IP options or fragments, UDP to 6081, version 0, no O or C bit, exactly the three options of the configured
+// class: ENI id, attachment id, cookie, in any order) carrying an unfragmented IPv4 packet, for an ENI whose
+// tunnel the Python side has marked ready: the flow is learnt (header byte for byte and the outer addressing,
+// keyed by ENI and the symmetric inner flow key), the outer headers are stripped and the inner packet is
+// redirected into the tunnel's gwi- as if received there. Anything else goes on to the stack, where the
+// Python datapath's socket receives it (and drops what is malformed, with its reason).
+//
+// tunnel_out (tcx egress of every gwi-/gwo-): an unfragmented IPv4 packet of a flow in the map, with the next
+// hop toward its GWLB node known, that came in through a tunnel (not a local service's reply, not a second
+// arm's NAT reply: those may carry checksums left to the device) and is not GSO, gets the outer
+// Ethernet/IPv4/UDP/GENEVE headers (the flow's latest header,
+// GWLB's source port to 6081, addresses swapped, checksums right, as the Python path writes them) and is
+// redirected out of that device. Anything else goes on to the TUN device, where the Python datapath reads it.
+//
+// The key layout, the value layout and the counter indexes are mirrored in reference/kernelpath.py.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define GENEVE_PORT 6081
+#define GENEVE_LEN 40 /* 8-byte base header + 32 bytes of options: GWLB's layout */
+#define OUTER_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr) + GENEVE_LEN)
+#define MAX_INNER 8500
+#define RETURN_TTL 64
+/* "not mine": tcx goes on to the next program and the device's classic tc filters (TCX_NEXT) */
+#define PASS TC_ACT_UNSPEC
+
+struct flow_key {
+    __u64 eni;
+    __u8 proto;
+    __u8 pad[3];
+    __u32 lo_addr; /* the lower (address, port) end of the flow, network order */
+    __u32 hi_addr;
+    __u16 lo_port;
+    __u16 hi_port;
+};
+
+struct flow_val {
+    __u8 header[GENEVE_LEN];
+    __u32 gwlb_addr; /* GWLB's address (the outer source it came from), network order */
+    __u32 self_addr; /* ours (the outer destination) */
+    __u16 gwlb_port; /* GWLB's source port, network order */
+    __u16 pad;
+    __u32 pad2;
+    __u64 last_seen; /* bpf_ktime_get_ns() of its latest packet from GWLB */
+};
+
+struct tunnel_val {
+    __u32 gwi_ifindex;
+    __u32 gwo_ifindex;
+    __u64 last_seen;
+};
+
+struct nexthop_val {
+    __u32 ifindex;
+    __u8 src_mac[6];
+    __u8 dst_mac[6];
+    __u16 pad;
+};
+
+struct config_val {
+    __u16 option_class; /* host order */
+    __u8 udp_checksum;
+    __u8 pad[5];
+};
+
+enum counter {
+    C_IN_FAST,      /* datagrams decapsulated into a tunnel here */
+    C_IN_FAST_BYTES,
+    C_IN_PASSED,    /* datagrams to 6081 left to the Python datapath */
+    C_OUT_FAST,     /* returns encapsulated here */
+    C_OUT_FAST_BYTES,
+    C_OUT_PASSED,   /* tunnel packets left to the Python datapath (no flow, no next hop, other layouts) */
+    C_IN_REDIRECT_FAILED,
+    C_OUT_REDIRECT_FAILED,
+    C_COUNT,
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 1000000);
+    __type(key, struct flow_key);
+    __type(value, struct flow_val);
+} flows SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);
+    __type(value, struct tunnel_val);
+} tunnels SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 131072);
+    __type(key, __u32);
+    __type(value, __u64);
+} devices SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, struct nexthop_val);
+} nexthops SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct config_val);
+} config SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, C_COUNT);
+    __type(key, __u32);
+    __type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which, __u64 n)
+{
+    __u64 *c = bpf_map_lookup_elem(&counters, &which);
+    if (c)
+        *c += n;
+}
+
+/* the symmetric key of an unfragmented IPv4 packet at data..data_end; 0 when it has none here */
+static __always_inline int inner_key(void *data, void *data_end, __u64 eni, struct flow_key *k)
+{
+    struct iphdr *ip = data;
+    if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+        return 0;
+    if (ip->frag_off & bpf_htons(0x3fff))
+        return 0;
+    __u32 ihl = ip->ihl * 4;
+    __u16 sport = 0, dport = 0;
+    if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
+        __u16 *ports = data + ihl;
+        if ((void *)(ports + 2) > data_end)
+            return 0;
+        sport = ports[0];
+        dport = ports[1];
+    }
+    __u32 s = bpf_ntohl(ip->saddr), d = bpf_ntohl(ip->daddr);
+    __u16 sp = bpf_ntohs(sport), dp = bpf_ntohs(dport);
+    k->eni = eni;
+    k->proto = ip->protocol;
+    k->pad[0] = k->pad[1] = k->pad[2] = 0;
+    if (s < d || (s == d && sp <= dp)) {
+        k->lo_addr = ip->saddr; k->lo_port = sport; k->hi_addr = ip->daddr; k->hi_port = dport;
+    } else {
+        k->lo_addr = ip->daddr; k->lo_port = dport; k->hi_addr = ip->saddr; k->hi_port = sport;
+    }
+    return 1;
+}
+
+static __always_inline __u16 fold(__u64 sum)
+{
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (__u16)sum;
+}
+
+SEC("tc")
+int geneve_in(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+        return PASS;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
+        (ip->frag_off & bpf_htons(0x3fff)))
+        return PASS;
+    struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(GENEVE_PORT))
+        return PASS;
+    if (skb->gso_size)
+        goto pass; /* aggregated datagrams (UDP GRO): one at a time through the socket */
+    __u8 *g = (void *)(udp + 1);
+    if ((void *)(g + GENEVE_LEN) > data_end)
+        goto pass;
+    __u32 zero = 0;
+    struct config_val *cfg = bpf_map_lookup_elem(&config, &zero);
+    if (!cfg)
+        goto pass;
+    /* version 0 and 8 words of options; no O (control) or C (critical) bit; inner IPv4 */
+    if (g[0] != 8 || (g[1] & 0xc0) || g[2] != 0x08 || g[3] != 0x00)
+        goto pass;
+    __u64 eni = 0;
+    int seen = 0;
+    __u32 off = 8;
+#pragma unroll
+    for (int i = 0; i < 3; i++) {
+        if (off + 4 > GENEVE_LEN)
+            goto pass;
+        __u16 cls = ((__u16)g[off] << 8) | g[off + 1];
+        __u8 type = g[off + 2];
+        __u8 words = g[off + 3] & 0x1f;
+        if (cls != cfg->option_class)
+            goto pass;
+        if (type == 1 && words == 2 && off + 12 <= GENEVE_LEN) {
+            __u64 v = 0;
+#pragma unroll
+            for (int b = 0; b < 8; b++)
+                v = (v << 8) | g[off + 4 + b];
+            eni = v;
+            seen |= 1;
+        } else if (type == 2 && words == 2) {
+            seen |= 2;
+        } else if (type == 3 && words == 1) {
+            seen |= 4;
+        } else {
+            goto pass;
+        }
+        off += 4 + words * 4;
+    }
+    if (seen != 7 || off != GENEVE_LEN)
+        goto pass;
+    struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni);
+    if (!t)
+        goto pass; /* a new ENI, or its tunnel is not ready yet: the Python side creates it */
+    void *inner = g + GENEVE_LEN;
+    __u32 inner_len = bpf_ntohs(ip->tot_len) - (sizeof(*ip) + sizeof(*udp) + GENEVE_LEN);
+    if (inner_len > MAX_INNER || bpf_ntohs(udp->len) != inner_len + sizeof(*udp) + GENEVE_LEN)
+        goto pass;
+    struct iphdr *in = inner;
+    if ((void *)(in + 1) > data_end || bpf_ntohs(in->tot_len) != inner_len)
+        goto pass; /* the Python side checks and counts what does not add up */
+    struct flow_key k;
+    if (!inner_key(inner, data_end, eni, &k))
+        goto pass;
+    __u64 now = bpf_ktime_get_ns();
+    struct flow_val v;
+    __builtin_memcpy(v.header, g, GENEVE_LEN);
+    v.gwlb_addr = ip->saddr;
+    v.self_addr = ip->daddr;
+    v.gwlb_port = udp->source;
+    v.pad = 0;
+    v.pad2 = 0;
+    v.last_seen = now;
+    if (bpf_map_update_elem(&flows, &k, &v, BPF_ANY))
+        goto pass;
+    t->last_seen = now;
+    __u32 gwi = t->gwi_ifindex;
+    if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(*ip) + sizeof(*udp) + GENEVE_LEN), BPF_ADJ_ROOM_MAC, 0)) {
+        count(C_IN_REDIRECT_FAILED, 1);
+        return TC_ACT_SHOT;
+    }
+    count(C_IN_FAST, 1);
+    count(C_IN_FAST_BYTES, inner_len + GENEVE_LEN); /* as the Python datapath counts: the GENEVE payload */
+    return bpf_redirect(gwi, BPF_F_INGRESS);
+pass:
+    count(C_IN_PASSED, 1);
+    return PASS;
+}
+
+SEC("tc")
+int tunnel_out(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    __u32 ifindex = skb->ifindex;
+    __u64 *eni = bpf_map_lookup_elem(&devices, &ifindex);
+    if (!eni)
+        return PASS;
+    /* only what came in through a tunnel (from GWLB, whole checksums) goes back here; this namespace's own
+       packets (a local service's replies) and what came in on another device (a second arm's NAT replies, or
+       anything from a namespace behind a veth) may carry a checksum the device is left to finish, and GSO
+       packets are to be cut first: the TUN device does both for the Python datapath */
+    __u32 from = skb->ingress_ifindex;
+    if (skb->gso_size || !bpf_map_lookup_elem(&devices, &from))
+        goto pass;
+    struct flow_key k;
+    if (skb->protocol != bpf_htons(ETH_P_IP) || !inner_key(data, data_end, *eni, &k))
+        goto pass;
+    struct iphdr *in = data;
+    __u32 inner_len = skb->len;
+    if ((void *)(in + 1) > data_end || bpf_ntohs(in->tot_len) != inner_len || inner_len > MAX_INNER)
+        goto pass;
+    struct flow_val *f = bpf_map_lookup_elem(&flows, &k);
+    if (!f)
+        goto pass;
+    struct nexthop_val *nh = bpf_map_lookup_elem(&nexthops, &f->gwlb_addr);
+    __u32 zero = 0;
+    struct config_val *cfg = bpf_map_lookup_elem(&config, &zero);
+    if (!nh || !cfg)
+        goto pass;
+    /* everything the outer headers need, copied before the packet moves */
+    struct flow_val v = *f;
+    struct nexthop_val hop = *nh;
+    __u8 udp_checksum = cfg->udp_checksum;
+    if (bpf_skb_change_head(skb, OUTER_LEN, 0)) {
+        count(C_OUT_REDIRECT_FAILED, 1);
+        return TC_ACT_SHOT;
+    }
+    data = (void *)(long)skb->data;
+    data_end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    __u8 *g = (void *)(udp + 1);
+    if ((void *)(g + GENEVE_LEN) > data_end)
+        return TC_ACT_SHOT;
+    __builtin_memcpy(eth->h_dest, hop.dst_mac, 6);
+    __builtin_memcpy(eth->h_source, hop.src_mac, 6);
+    eth->h_proto = bpf_htons(ETH_P_IP);
+    __u16 ip_len = sizeof(*ip) + sizeof(*udp) + GENEVE_LEN + inner_len;
+    ip->version = 4;
+    ip->ihl = 5;
+    ip->tos = 0;
+    ip->tot_len = bpf_htons(ip_len);
+    ip->id = 0;
+    ip->frag_off = bpf_htons(0x4000); /* DF: returns are atomic datagrams */
+    ip->ttl = RETURN_TTL;
+    ip->protocol = IPPROTO_UDP;
+    ip->check = 0;
+    ip->saddr = v.self_addr;
+    ip->daddr = v.gwlb_addr;
+    __u64 s = 0;
+    __u16 *w = (void *)ip;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        s += w[i];
+    ip->check = ~fold(s);
+    udp->source = v.gwlb_port;
+    udp->dest = bpf_htons(GENEVE_PORT);
+    udp->len = bpf_htons(ip_len - sizeof(*ip));
+    udp->check = 0;
+    __builtin_memcpy(g, v.header, GENEVE_LEN);
+    if (udp_checksum) {
+        /* ones' sum of the pseudo header, the UDP header, the GENEVE header and the inner packet */
+        __u64 sum = (v.self_addr & 0xffff) + (v.self_addr >> 16) + (v.gwlb_addr & 0xffff) + (v.gwlb_addr >> 16)
+                    + bpf_htons(IPPROTO_UDP) + udp->len;
+        __u32 at = sizeof(*eth) + sizeof(*ip);
+        __u32 left = sizeof(*udp) + GENEVE_LEN + inner_len;
+        __u8 chunk[256];
+        for (int i = 0; i < (MAX_INNER + 48 + 255) / 256; i++) {
+            if (left >= 256) {
+                if (bpf_skb_load_bytes(skb, at, chunk, 256))
+                    return TC_ACT_SHOT;
+                sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, 256, 0);
+                at += 256;
+                left -= 256;
+                continue;
+            }
+            if (left == 0)
+                break;
+            /* the rest, 1 to 255 bytes, zero-padded to whole words; the mask is kept where the verifier
+               checks the call, so that it knows 1 <= n <= 256 */
+            __u32 n = left - 1;
+            __builtin_memset(chunk, 0, sizeof(chunk));
+            asm volatile("%0 &= 0xff" : "+r"(n));
+            n += 1;
+            if (bpf_skb_load_bytes(skb, at, chunk, n))
+                return TC_ACT_SHOT;
+            __u32 n4 = ((n + 3) & 0x1fc);
+            if (n4 > 256)
+                n4 = 256;
+            sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, n4, 0);
+            break;
+        }
+        __u16 c = ~fold(sum);
+        c = c ? c : 0xffff;
+        bpf_skb_store_bytes(skb, sizeof(*eth) + sizeof(*ip) + offsetof(struct udphdr, check), &c, 2, 0);
+    }
+    count(C_OUT_FAST, 1);
+    count(C_OUT_FAST_BYTES, inner_len);
+    return bpf_redirect(hop.ifindex, 0);
+pass:
+    count(C_OUT_PASSED, 1);
+    return PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,159 @@
+"""The kernel fast path as the datapath drives it (``--datapath kernel|python|auto``).
+
+The BPF programs (:mod:`gwlbsim.reference.kernelpath`) carry the common case; the Python datapath owns
+everything else and tells the kernel what it needs: which tunnels are ready (after their create hook), the
+next hop toward each GWLB node (from the link path's neighbour resolution), flows it learnt itself (so the
+kernel's copy of their header is never stale), and when flows expire. It reads back the tunnels' last-seen
+times (so a tunnel whose traffic all takes the fast path is not idle) and the counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from typing import Any
+
+from gwlbsim.reference.core import ApplianceCore, Tunnel
+from gwlbsim.reference.kernelpath import COUNTERS, KernelPath, Link, Unavailable
+
+from gwlbsim.linuxio import linkpath
+
+log = logging.getLogger("gwlb-reference.fastpath")
+
+DATAPATHS = ("auto", "kernel", "python")
+#: how often flows idle past the flow timeout are taken out of the kernel's map (at most)
+EXPIRE_EVERY = 1.0
+
+
+def uplinks() -> dict[str, int]:
+    """The devices GENEVE may arrive on: every device of this namespace but loopback and tunnel devices."""
+    return {name: idx for idx, name in socket.if_nameindex()
+            if name != "lo" and not name.startswith(("gwi-", "gwo-"))}
+
+
+class FastPath:
+    """The loaded kernel path, attached to the uplinks and to each ready tunnel's devices."""
+
+    def __init__(self, kernel: KernelPath, flow_timeout: float) -> None:
+        self.kernel = kernel
+        self.flow_timeout = flow_timeout
+        self.uplinks = uplinks()
+        if not self.uplinks:
+            raise Unavailable("no network device to attach the GENEVE program to")
+        for name, idx in self.uplinks.items():
+            kernel.attach(idx, True, name)
+        self._tunnels: dict[int, tuple[int, int, list[Link]]] = {}  # ENI -> (gwi, gwo, links)
+        self._nexthops: dict[str, tuple[int, bytes, bytes]] = {}
+        self._next_expiry = 0.0
+        self.python_tunnels = 0  #: tunnels kept on the Python datapath (tc egress rules on their devices)
+
+    @classmethod
+    def start(cls, choice: str, option_class: int, udp_checksum: bool,
+              flow_timeout: float) -> tuple[FastPath | None, str]:
+        """The fast path for ``--datapath choice``, and what the status says about it. ``kernel`` raises
+        :class:`Unavailable` when it cannot run; ``auto`` falls back to the Python datapath and says why."""
+        if choice == "python":
+            return None, "--datapath python"
+        try:
+            kernel = KernelPath(option_class, udp_checksum)
+        except (Unavailable, OSError) as e:
+            if choice == "kernel":
+                raise Unavailable(str(e)) from None
+            log.warning("kernel fast path unavailable (%s): the Python datapath carries everything", e)
+            return None, f"kernel path unavailable: {e}"
+        try:
+            return cls(kernel, flow_timeout), "GWLB's own layout with IPv4 inside takes the kernel path"
+        except (Unavailable, OSError) as e:
+            kernel.close()
+            if choice == "kernel":
+                raise Unavailable(str(e)) from None
+            log.warning("kernel fast path unavailable (%s): the Python datapath carries everything", e)
+            return None, f"kernel path unavailable: {e}"
+
+    def tunnel_ready(self, t: Tunnel) -> None:
+        """``t``'s devices exist and its create hook ran: its traffic may take the fast path, unless the hook
+        put classic tc egress rules on them (a clsact qdisc): the programs run before those and would bypass
+        them, so that tunnel stays on the Python datapath."""
+        blocked = [dev for dev in (t.ingress, t.egress) if _has_clsact(dev)]
+        if blocked:
+            log.info("tunnel %s stays on the Python datapath: tc egress rules on %s", t.ingress, ", ".join(blocked))
+            self.python_tunnels += 1
+            return
+        try:
+            gwi, gwo = socket.if_nametoindex(t.ingress), socket.if_nametoindex(t.egress)
+            links = [self.kernel.attach(gwi, False, t.ingress), self.kernel.attach(gwo, False, t.egress)]
+            self.kernel.tunnel_ready(t.eni_id, gwi, gwo)
+        except OSError as e:
+            log.warning("tunnel %s stays on the Python datapath: %s", t.ingress, e)
+            return
+        self._tunnels[t.eni_id] = (gwi, gwo, links)
+
+    def tunnel_gone(self, t: Tunnel) -> None:
+        """``t`` is being destroyed: the kernel stops using it first."""
+        entry = self._tunnels.pop(t.eni_id, None)
+        if entry is None:
+            return
+        gwi, gwo, links = entry
+        self.kernel.tunnel_gone(t.eni_id, gwi, gwo)
+        for link in links:
+            link.close()
+            self.kernel.links.remove(link)
+
+    def learned(self, eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> None:
+        """The Python datapath handled a packet from GWLB: the kernel must not keep an older header of its flow."""
+        if eni_id in self._tunnels:
+            self.kernel.forget_flow(eni_id, pkt, start, end)
+
+    def adopt(self, core: ApplianceCore, t: Tunnel, pkt: bytes | bytearray | memoryview, start: int, end: int,
+              now: float) -> None:
+        """A packet out of ``t`` the kernel left to the Python datapath (no next hop yet, say): if the kernel
+        saw its flow, the kernel's header is the newest (the Python datapath takes its copy out whenever it
+        learns a flow itself), so the core adopts it before returning the packet."""
+        if t.eni_id not in self._tunnels:
+            return
+        got = self.kernel.flow(t.eni_id, pkt, start, end)
+        if got is not None:
+            header, addressing, seen = got
+            core.adopt(t, pkt, start, end, header, addressing, now - (time.monotonic() - seen))
+
+    def tick(self, now: float, core: ApplianceCore, routes: dict[str, linkpath.LinkRoute | None] | None) -> None:
+        kernel = self.kernel
+        for gwlb, route in list((routes or {}).items()):
+            if route is None:  # not resolved (yet): the kernel leaves that GWLB address's returns to Python
+                continue
+            hop = (int.from_bytes(route.address[4:8], "little"), route.frame[6:12], route.frame[0:6])
+            if self._nexthops.get(gwlb) != hop:
+                kernel.set_nexthop(gwlb, *hop)
+                self._nexthops[gwlb] = hop
+        mono = time.monotonic()
+        for eni_id in self._tunnels:
+            seen = kernel.tunnel_last_seen(eni_id)
+            t = core.tunnels.get(eni_id)
+            if seen is not None and t is not None:
+                t.last_seen = max(t.last_seen, now - (mono - seen))
+        if mono >= self._next_expiry:
+            self._next_expiry = mono + max(EXPIRE_EVERY, self.flow_timeout / 4)
+            kernel.expire_flows(mono - self.flow_timeout)
+
+    def status(self) -> dict[str, Any]:
+        c = self.kernel.counters()
+        return {**c, "flows": self.kernel.flow_count(), "tunnels": len(self._tunnels),
+                "tunnels_kept_on_python": self.python_tunnels,
+                "uplinks": sorted(self.uplinks), "next_hops": len(self._nexthops)}
+
+    def close(self) -> None:
+        self.kernel.close()
+
+
+def _has_clsact(dev: str) -> bool:
+    """Whether ``dev`` has a clsact qdisc (classic tc egress filters may be attached to it)."""
+    try:
+        out = subprocess.run(["tc", "qdisc", "show", "dev", dev], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(line.startswith("qdisc clsact") for line in out.splitlines())
+
+
+__all__ = ["COUNTERS", "DATAPATHS", "FastPath", "Unavailable"]

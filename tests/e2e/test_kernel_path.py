@@ -1,0 +1,196 @@
+"""The kernel fast path (``--datapath kernel``): real BPF programs in the real kernel, attached with tcx.
+
+* It carries the common case (GWLB's layout, IPv4 inside) both ways once a tunnel is ready and the next hop
+  known, and the status says so.
+* Differential: the same datagrams through the kernel path and through the Python path give byte-identical
+  returns (outer IPv4 and UDP headers, GENEVE header, inner packet; the UDP checksum verified on its own, since
+  the Python path leaves it to the device) and the same drops.
+* The hooks' own tc qdiscs and a user's tc rules on the tunnel devices keep working beside the programs.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from gwlbsim.reference.kernelpath import available, flow_key
+from scapy.all import ICMP, IP, TCP, UDP, IPv6, raw
+
+from gwlbsim.linuxio.netns import entered
+from gwlbsim.wire import geneve
+from gwlbsim.wire.checksum import ones_sum
+from gwlbsim.wire.outer import parse_ipv4_udp
+
+from .conftest import APP_IP, PASSTHROUGH, Topo
+
+pytestmark = [pytest.mark.root]
+
+ENI = 0x2B8EE1D4DB0C5177
+WHY_NOT = available()
+needs_kernel_path = pytest.mark.skipif(WHY_NOT is not None, reason=f"kernel path unavailable: {WHY_NOT}")
+
+
+def _cases() -> list[tuple[bytes, int]]:
+    """(GENEVE payload, GWLB source port): the kernel's common case, and what it leaves to Python."""
+    v4 = dict(src="192.168.1.10", dst="192.168.2.20")
+    out = []
+    for n, inner in enumerate([
+            IP(**v4) / TCP(sport=1000, dport=80, flags="S"),
+            IP(src=v4["dst"], dst=v4["src"]) / TCP(sport=80, dport=1000, flags="SA"),
+            IP(**v4) / UDP(sport=5353, dport=53) / (b"q" * 100),
+            IP(**v4) / UDP(sport=5353, dport=53) / (b"x" * 8000),
+            IP(**v4) / ICMP(id=7, seq=1) / b"ping",
+            IP(**v4, ttl=1) / UDP(sport=9, dport=9) / b"ttl 1",
+            IP(**v4, options=b"\x01\x01\x01\x00") / UDP(sport=10, dport=10),  # IPv4 options inside
+            IP(**v4, flags="MF", frag=0) / UDP(sport=11, dport=11) / (b"f" * 64),  # a first fragment
+            IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=12, dport=12) / b"v6",  # IPv6: Python's
+    ]):
+        out.append((geneve.build(raw(inner), ENI, 0x5000 + n), 61000 + n))
+    # the same flow again with a new cookie (a reused 5-tuple): must switch at once
+    out.append((geneve.build(raw(IP(**v4) / TCP(sport=1000, dport=80, flags="S")), ENI, 0x6000), 61000))
+    # foreign options (Python's), then malformed ones (dropped by Python with their reasons)
+    extra = geneve.GeneveOption(0xFF01, 0x22, b"abcdefgh")
+    hdr = geneve.GeneveHeader(protocol=geneve.ETH_P_IP, options=(*geneve.gwlb_options(ENI, 0, 0x7000), extra))
+    out.append((hdr.to_bytes() + raw(IP(**v4) / UDP(sport=13, dport=13)), 61013))
+    out.append((b"\x00" * 7, 61014))
+    return out
+
+
+def _capture(topo: Topo) -> socket.socket:
+    with entered(topo.gwlb):
+        cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    cap.bind(("to-app", 0))
+    cap.settimeout(0.5)
+    return cap
+
+
+def _returns(cap: socket.socket, want: int, ports: set[int], timeout: float = 5.0) -> list[bytes]:
+    """IPv4 packets from the appliance to GWLB's 6081 from one of ``ports``, as captured (outer headers
+    included)."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        try:
+            f = cap.recv(65535)
+        except TimeoutError:
+            continue
+        if f[12:14] == b"\x08\x00" and f[14 + 9] == 17 and f[14 + 12:14 + 16] == socket.inet_aton(APP_IP) \
+                and int.from_bytes(f[34:36], "big") in ports:
+            got.append(f[14:])
+    return got
+
+
+def _run(topo: Topo, datapath: str) -> tuple[list[bytes], dict[str, int], dict[str, object]]:
+    """Start the reference with ``datapath``, warm the tunnel and the next hop up, then send every case once;
+    what came back (the UDP checksum verified, then zeroed) and the drops."""
+    proc = topo.start("--datapath", datapath)
+    warm = geneve.build(raw(IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=1)), ENI, 1)
+    for _ in range(3):  # the tunnel is created by the first, the next hop resolved by the first returns
+        topo.peer.send(warm, sport=60999)
+        assert topo.peer.recv(3) is not None, topo.log()
+    topo.wait_for(lambda: datapath == "python" or topo.status()["datapath"]["kernel"]["next_hops"] >= 1,
+                  what="the next hop toward GWLB in the kernel path's map")
+    cases = _cases()
+    with _capture(topo) as cap:
+        for payload, sport in cases:
+            topo.peer.send(payload, sport=sport)
+            time.sleep(0.02)  # one at a time: the order of returns is the order sent
+        got = _returns(cap, len(cases) - 2, {sport for _, sport in cases})
+    status = topo.status()
+    normalised = []
+    for pkt in got:
+        b = bytearray(pkt)
+        o = parse_ipv4_udp(bytes(b))
+        # complete and right (the kernel path's, and the IP layer's), or the pseudo-header's sum that the Python
+        # path leaves the device to finish (the receiver of a veth trusts it)
+        pseudo = ones_sum(b[12:20] + bytes([0, 17]) + b[24:26])
+        assert o.checksum_ok or int.from_bytes(b[26:28], "big") == pseudo, bytes(b[:48]).hex()
+        b[26:28] = b"\0\0"
+        normalised.append(bytes(b))
+    proc.terminate()
+    proc.wait(20)
+    topo.procs.clear()
+    return normalised, status["totals"]["drops"], status["datapath"]
+
+
+@needs_kernel_path
+def test_kernel_and_python_paths_return_the_same_bytes_and_drop_the_same(topo: Topo) -> None:
+    kernel, kdrops, kinfo = _run(topo, "kernel")
+    python, pdrops, pinfo = _run(topo, "python")
+    assert kinfo["kind"] == "kernel" and pinfo["kind"] == "python", (kinfo, pinfo)
+    assert len(kernel) == len(python) == len(_cases()) - 2, (len(kernel), len(python))
+    for n, (k, p) in enumerate(zip(kernel, python, strict=True)):
+        assert k == p, f"return {n} differs:\nkernel {k[:80].hex()}\npython {p[:80].hex()}"
+    assert kdrops == pdrops, (kdrops, pdrops)
+    fast = kinfo["kernel"]
+    assert isinstance(fast, dict) and fast["in_fast"] >= 6 and fast["out_fast"] >= 6, fast
+
+
+@needs_kernel_path
+def test_the_kernel_path_carries_the_common_case_and_counts_it(topo: Topo) -> None:
+    topo.start("--datapath", "kernel")
+    flows = [geneve.build(raw(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=2000 + i, dport=53) / b"d"), ENI,
+                          0x100 + i) for i in range(8)]
+    for rnd in range(3):
+        for i, payload in enumerate(flows):
+            topo.peer.send(payload, sport=62000 + i)
+        backs = topo.peer.recv_all(len(flows), 3)
+        assert sorted(r.payload for r in backs) == sorted(flows), f"round {rnd}\n{topo.log()}"
+        time.sleep(0.3)  # the first round resolves the next hop
+    info = topo.status()["datapath"]
+    assert info["kind"] == "kernel", info
+    fast = info["kernel"]
+    assert fast["in_fast"] >= 8 and fast["out_fast"] >= 8 and fast["tunnels"] == 1, fast
+    assert topo.status()["totals"]["packets_in"] >= 24
+
+
+@needs_kernel_path
+def test_tc_rules_on_the_tunnel_devices_still_apply(topo: Topo, tmp_path: Path) -> None:
+    """The passthrough hook's ingress qdisc and mirred filter work beside the tcx programs. A hook that puts
+    classic tc egress rules on gwo- (here: UDP to port 7 is sent away to lo) keeps its tunnel on the Python
+    datapath, so the rule applies (the programs run before classic egress rules and would bypass it)."""
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"""sh {PASSTHROUGH} "$@" || exit
+[ "$1" = CREATE ] || exit 0
+tc qdisc add dev "$3" clsact
+tc filter add dev "$3" egress protocol ip u32 match ip protocol 17 0xff match ip dport 7 0xffff \\
+    action mirred egress redirect dev lo
+""")
+    topo.start("--datapath", "kernel", create=f"sh {hook}")
+    ok = geneve.build(raw(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=3000, dport=8) / b"kept"), ENI, 0x900)
+    away = geneve.build(raw(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=3001, dport=7) / b"gone"), ENI, 0x901)
+    topo.peer.send(ok, sport=63000)
+    assert topo.peer.recv(3) is not None, topo.log()
+    for _ in range(3):
+        topo.peer.send(away, sport=63001)
+        topo.peer.send(ok, sport=63000)
+    backs = topo.peer.recv_all(6, 2)
+    assert [r.payload for r in backs] == [ok] * 3, [r.payload[-4:] for r in backs]
+    assert topo.status()["datapath"]["kernel"]["tunnels_kept_on_python"] == 1
+
+
+@needs_kernel_path
+def test_classic_tc_on_the_uplink_still_sees_what_the_program_passes(topo: Topo) -> None:
+    """The GENEVE program passes what is not its own on (TCX_NEXT, not TCX_PASS): a classic tc ingress rule on
+    the uplink still applies to it (here: GENEVE sent away to lo, so nothing comes back)."""
+    topo.start("--datapath", "kernel")
+    topo.lab.run(topo.app, ["tc", "qdisc", "add", "dev", "eth0", "clsact"])
+    topo.lab.run(topo.app, ["tc", "filter", "add", "dev", "eth0", "ingress", "protocol", "ip", "u32", "match", "ip",
+                            "protocol", "17", "0xff", "match", "ip", "dport", "6081", "0xffff", "action", "mirred",
+                            "egress", "redirect", "dev", "lo"])
+    payload = geneve.build(raw(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=3002, dport=9) / b"x"), ENI, 0x902)
+    for _ in range(3):
+        topo.peer.send(payload, sport=63002)
+    assert topo.peer.recv(1.5) is None, "a classic tc rule on the uplink was bypassed"
+
+
+def test_flow_key_orders_both_directions_alike() -> None:
+    fwd = raw(IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=5, dport=6))
+    rev = raw(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=6, dport=5))
+    assert flow_key(1, fwd, 0, len(fwd)) == flow_key(1, rev, 0, len(rev)) is not None
+    assert flow_key(2, fwd, 0, len(fwd)) != flow_key(1, fwd, 0, len(fwd))
+    frag = raw(IP(src="10.0.0.2", dst="10.0.0.1", flags="MF") / UDP(sport=5, dport=6))
+    v6 = raw(IPv6() / UDP())
+    assert flow_key(1, frag, 0, len(frag)) is None and flow_key(1, v6, 0, len(v6)) is None
