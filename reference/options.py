@@ -18,7 +18,10 @@ class Options:
     health_mode: str = "text"
     hexdump: bool = False
     batch: int = 64
-    rcvbuf: int = 16 << 20
+    #: the GENEVE socket's receive buffer, sized by time, not by the most the kernel allows: at the Python
+    #: datapath's capacity it holds about 10 ms of small packets (measured: p99 queueing 14 ms under a flood of
+    #: 64-byte packets, 5 ms at 8500 bytes, no loss at its closed-loop rate); 16 MiB queued for seconds
+    rcvbuf: int = 512 << 10
     sndbuf: int = 8 << 20
     #: send returns through the raw IP socket only (through the IP layer, so netfilter's output hooks see them,
     #: as gwlbtun's do) instead of straight to the link where the route and neighbour are known (faster)
