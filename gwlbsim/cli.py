@@ -148,9 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         prog.note(f"healthy: {s.target_states()}")
         for e in topo.endpoints:
             for dst in (e.server_v4, e.server_v6):
-                r = s.run_client(e.index, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
-                ok &= r.returncode == 0
-                prog.note(f"endpoint {e.index}: ping {dst}: {'ok' if r.returncode == 0 else 'FAILED'}")
+                ok &= _demo_ping(s, e.index, dst, prog)
             ok &= _demo_tcp(s, e.index, prog)
             ok &= _demo_udp(s, e.index, prog)
             if opts.mode == "local":  # answered by the appliance itself, back through GWLB
@@ -165,9 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if topo.internet is not None:  # two-arm: out of the second arm, NATed, and the replies back
                 net = topo.internet
                 for dst in (net.server_v4, net.server_v6):
-                    r = s.run_client(e.index, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
-                    ok &= r.returncode == 0
-                    prog.note(f"endpoint {e.index}: ping {dst} (internet): {'ok' if r.returncode == 0 else 'FAILED'}")
+                    ok &= _demo_ping(s, e.index, dst, prog, " (internet)")
                 ok &= _demo_tcp(s, e.index, prog, internet=True)
                 ok &= _demo_udp(s, e.index, prog, internet=True)
         prog.note(s.report())
@@ -188,6 +184,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             prog.note(s.report())
     prog.done("demo " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+def _demo_ping(s: Any, e: int, dst: str, prog: Progress, where: str = "") -> bool:
+
+    r = s.run_client(e, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
+    prog.note(f"endpoint {e}: ping {dst}{where}: {'ok' if r.returncode == 0 else 'FAILED'}")
+    return bool(r.returncode == 0)
 
 
 def _demo_tcp(s: Any, e: int, prog: Progress, internet: bool = False) -> bool:

@@ -363,8 +363,8 @@ class ReferenceAppliance:
                 pass
         if self.resolver is not None:
             self.resolver.stop()
-        if getattr(self, "fast", None) is not None:
-            self.fast.close()  # type: ignore[union-attr]  # (checked just above)
+        if self.fast is not None:
+            self.fast.close()
             self.fast = None
         for s in ("udp", "raw", "link"):
             sock = getattr(self, s, None)

@@ -48,6 +48,7 @@ class FastPath:
         self._nexthops: dict[str, tuple[int, bytes, bytes]] = {}
         self._next_expiry = 0.0
         self.python_tunnels = 0  #: tunnels kept on the Python datapath (tc egress rules on their devices)
+        self.flows = 0  #: flows in the kernel's map at its last expiry sweep
 
     @classmethod
     def start(cls, choice: str, option_class: int, udp_checksum: bool,
@@ -56,17 +57,13 @@ class FastPath:
         :class:`Unavailable` when it cannot run; ``auto`` falls back to the Python datapath and says why."""
         if choice == "python":
             return None, "--datapath python"
+        kernel = None
         try:
             kernel = KernelPath(option_class, udp_checksum)
-        except (Unavailable, OSError) as e:
-            if choice == "kernel":
-                raise Unavailable(str(e)) from None
-            log.warning("kernel fast path unavailable (%s): the Python datapath carries everything", e)
-            return None, f"kernel path unavailable: {e}"
-        try:
             return cls(kernel, flow_timeout), "GWLB's own layout with IPv4 inside takes the kernel path"
         except (Unavailable, OSError) as e:
-            kernel.close()
+            if kernel is not None:
+                kernel.close()
             if choice == "kernel":
                 raise Unavailable(str(e)) from None
             log.warning("kernel fast path unavailable (%s): the Python datapath carries everything", e)
@@ -135,11 +132,11 @@ class FastPath:
                 t.last_seen = max(t.last_seen, now - (mono - seen))
         if mono >= self._next_expiry:
             self._next_expiry = mono + max(EXPIRE_EVERY, self.flow_timeout / 4)
-            kernel.expire_flows(mono - self.flow_timeout)
+            self.flows = kernel.expire_flows(mono - self.flow_timeout)
 
     def status(self) -> dict[str, Any]:
         c = self.kernel.counters()
-        return {**c, "flows": self.kernel.flow_count(), "tunnels": len(self._tunnels),
+        return {**c, "flows": self.flows, "tunnels": len(self._tunnels),
                 "tunnels_kept_on_python": self.python_tunnels,
                 "uplinks": sorted(self.uplinks), "next_hops": len(self._nexthops)}
 

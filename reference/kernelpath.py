@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gwlbsim.wire.flowkey import InnerError
+from gwlbsim.wire.flowkey import InnerError, flow_of
 from gwlbsim.wire.geneve import GENEVE_PORT
 
 SOURCE = Path(__file__).parent / "bpf" / "fastpath.bpf.c"
@@ -84,7 +84,7 @@ class _Libbpf:
         if name is None:
             raise Unavailable("libbpf is not installed (Debian: libbpf1)")
         lib = ctypes.CDLL(name, use_errno=True)
-        vp, cp, i, u, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_size_t
+        vp, cp, i, u = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint
         for fn, res, args in (
                 ("bpf_object__open_file", vp, [cp, vp]), ("bpf_object__load", i, [vp]),
                 ("bpf_object__close", None, [vp]), ("bpf_object__find_program_by_name", vp, [vp, cp]),
@@ -95,7 +95,6 @@ class _Libbpf:
                 ("libbpf_num_possible_cpus", i, [])):
             f = getattr(lib, fn)
             f.restype, f.argtypes = res, args
-        del sz
         self.lib = lib
 
 
@@ -205,10 +204,7 @@ class KernelPath:
 
     def forget_flow(self, eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> None:
         """The Python datapath learnt this packet's flow itself: the kernel's copy may be stale, drop it."""
-        try:
-            k = flow_key(eni_id, pkt, start, end)
-        except InnerError:
-            return
+        k = flow_key(eni_id, pkt, start, end)
         if k is not None:
             self._delete("flows", k)
 
@@ -216,10 +212,7 @@ class KernelPath:
              end: int) -> tuple[bytes, tuple[str, int, str, int], float] | None:
         """The kernel's copy of the flow of ``pkt[start:end]``: (GENEVE header, (GWLB's address and port, our
         address and GENEVE port), when its latest packet came in (CLOCK_MONOTONIC seconds)), or None."""
-        try:
-            k = flow_key(eni_id, pkt, start, end)
-        except InnerError:
-            return None
+        k = flow_key(eni_id, pkt, start, end)
         raw = self._lookup("flows", k, _FLOW_VAL.size) if k is not None else None
         if raw is None:
             return None
@@ -228,18 +221,17 @@ class KernelPath:
                 seen / 1e9)
 
     def expire_flows(self, older_than: float) -> int:
-        """Remove flows whose last packet from GWLB is older than ``older_than`` (CLOCK_MONOTONIC seconds)."""
-        n = 0
+        """Remove flows whose last packet from GWLB is older than ``older_than`` (CLOCK_MONOTONIC seconds);
+        returns how many remain."""
+        left = 0
         limit = int(older_than * 1e9)
         for k in self._keys("flows", _FLOW_KEY.size):
             raw = self._lookup("flows", k, _FLOW_VAL.size)
             if raw is not None and _FLOW_VAL.unpack(raw)[4] < limit:
                 self._delete("flows", k)
-                n += 1
-        return n
-
-    def flow_count(self) -> int:
-        return len(self._keys("flows", _FLOW_KEY.size))
+            elif raw is not None:
+                left += 1
+        return left
 
     def counters(self) -> dict[str, int]:
         """The per-CPU counters, summed."""
@@ -258,22 +250,18 @@ class KernelPath:
 
 
 def flow_key(eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> bytes | None:
-    """The fast path's key for the flow of the IP packet ``pkt[start:end]`` (None: one it does not handle)."""
-    if end - start < 20 or pkt[start] >> 4 != 4:
+    """The fast path's key for the flow of the IP packet ``pkt[start:end]`` (None: one it does not handle: not
+    IPv4, a fragment, TCP or UDP without its ports)."""
+    try:
+        ft, l4 = flow_of(pkt, start, end)
+    except InnerError:
         return None
-    ihl = (pkt[start] & 0x0F) * 4
-    if ihl < 20 or int.from_bytes(pkt[start + 6:start + 8], "big") & 0x3FFF:
+    if ft.src >= 1 << 32 or l4 < 0 or (ft.proto in (6, 17) and l4 + 4 > end):
         return None
-    proto = pkt[start + 9]
-    src, dst = bytes(pkt[start + 12:start + 16]), bytes(pkt[start + 16:start + 20])
-    sport = dport = b"\0\0"
-    if proto in (6, 17):
-        if start + ihl + 4 > end:
-            return None
-        sport, dport = bytes(pkt[start + ihl:start + ihl + 2]), bytes(pkt[start + ihl + 2:start + ihl + 4])
-    if (src, sport) <= (dst, dport):
-        return _FLOW_KEY.pack(eni_id, proto, src, dst, sport, dport)
-    return _FLOW_KEY.pack(eni_id, proto, dst, src, dport, sport)
+    a, b = (ft.src, ft.sport), (ft.dst, ft.dport)
+    (lo, lo_port), (hi, hi_port) = (a, b) if a <= b else (b, a)
+    return _FLOW_KEY.pack(eni_id, ft.proto, lo.to_bytes(4, "big"), hi.to_bytes(4, "big"), lo_port.to_bytes(2, "big"),
+                          hi_port.to_bytes(2, "big"))
 
 
 def available() -> str | None:

@@ -48,7 +48,6 @@ class LocalResponder:
             raise
         self.sock = sock
         self.port = port
-        self.answered = 0
         self._thread = threading.Thread(target=self._serve, name="local-responder", daemon=True)
 
     def start(self) -> LocalResponder:
@@ -71,7 +70,6 @@ class LocalResponder:
                 first = conn.recv(65536)
                 local = conn.getsockname()
                 conn.sendall(answer(first, (_plain(local[0]), local[1]), (_plain(peer[0]), peer[1])))
-                self.answered += 1
             except OSError as e:
                 log.debug("connection from %s: %s", peer, e)
 

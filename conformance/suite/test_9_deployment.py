@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 import time
@@ -252,8 +253,7 @@ NAT3_CLIENT_PORT, NAT3_SERVER_PORT = 7500, 7600
 
 def _one_instance(gwlb: ConformanceEnv, seen: list[Captured], cport: int, sport: int) -> bool:
     """Whether GWLB sent the packets of client port ``cport`` to server port ``sport`` to a single instance."""
-    return len({c.dst for c in seen if c.kind == "to_target" and (f := _flow(c)) is not None
-                and f[3] == cport and f[4] == sport}) == 1
+    return len(_instances_carrying(gwlb, seen, lambda f: f[3] == cport and f[4] == sport)) == 1
 
 
 def _same_tuple_udp(gwlb: ConformanceEnv, net: Internet, k: int, v6: bool) -> tuple[bool, str]:
@@ -363,17 +363,12 @@ def _same_tuple_tcp(gwlb: ConformanceEnv, net: Internet, k: int) -> tuple[bool, 
 
 
 def _wait_connected(c: socket.socket, deadline: float) -> None:
-    while True:
-        err = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise OSError(err, f"connect failed: {os.strerror(err)}")
-        try:
-            c.getpeername()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the TCP handshake did not complete") from None
-            time.sleep(0.02)
+    """Until the non-blocking connect of ``c`` completes (the socket turns writable), or ``deadline``."""
+    if not select.select([], [c], [], max(0.0, deadline - time.monotonic()))[1]:
+        raise TimeoutError("the TCP handshake did not complete")
+    err = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, f"connect failed: {os.strerror(err)}")
 
 
 @requirement("NAT-3")
