@@ -20,7 +20,7 @@ from gwlbsim.conformance.plugin import SUITE_DIR
 from gwlbsim.conformance.requirements import REQUIREMENTS, markdown_table
 
 from gwlbsim import cliargs
-from gwlbsim.appliance import MODES, ApplianceSpec
+from gwlbsim.appliance import DATAPATHS, MODES, ApplianceSpec
 
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the appliance is deployed (the reference gets that mode's shipped hook, {hook:MODE}): "
                    + "; ".join(f"{m}: {d}" for m, d in MODES.items()) + ". Requirements of another mode are NOT "
                    "APPLICABLE")
+    p.add_argument("--datapath", choices=DATAPATHS, default="auto",
+                   help="the built-in reference's datapath: kernel (its eBPF fast path), python, or auto (default: "
+                   "the kernel path where it can run); not with --appliance")
     p.add_argument("--kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
                    help="gwlbtun: tunnel devices (gwi-/gwo-) and hooks; reflector: none (raw socket, kernel "
                    "NAT); auto (default): detected from the first packet. Decides what is NOT APPLICABLE")
@@ -133,6 +136,8 @@ def check_options(args: argparse.Namespace) -> str | None:
         return f"--artifacts {args.artifacts}: not a directory"
     if not args.health_path.startswith("/"):
         return f"--health-path {args.health_path!r}: must start with /"
+    if args.appliance is not None and args.datapath != "auto":
+        return "--datapath chooses the built-in reference's datapath; with --appliance, put it in the command"
     if args.appliance is not None:
         if not args.appliance.strip():
             return "--appliance: empty command"
@@ -214,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
           "--gwlb-flows", str(args.flows), "--gwlb-flow-rate", str(args.flow_rate),
           "--gwlb-examples", str(args.examples),
           "--gwlb-artifacts", str(args.artifacts), "--gwlb-kind", args.kind, "--gwlb-mode", args.mode,
+          "--gwlb-datapath", args.datapath,
           "--rootdir", str(Path(__file__).parent)]
     if args.appliance is not None:
         pa += ["--gwlb-appliance", args.appliance]

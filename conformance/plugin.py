@@ -21,7 +21,7 @@ import pytest
 from gwlbsim.conformance import results
 from gwlbsim.conformance.requirements import REQUIREMENTS
 
-from gwlbsim.appliance import MODES, ApplianceSpec, reference_command
+from gwlbsim.appliance import DATAPATHS, MODES, ApplianceSpec, reference_command
 from gwlbsim.wire.hexdump import hexdump
 
 SUITE_DIR = Path(__file__).parent / "suite"
@@ -66,6 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gwlb-html", type=Path, default=None, help="write a self-contained HTML report")
     g.addoption("--gwlb-mode", choices=tuple(MODES), default="passthrough",
                 help="how the appliance is deployed: " + "; ".join(f"{m}: {d}" for m, d in MODES.items()))
+    g.addoption("--gwlb-datapath", choices=DATAPATHS, default="auto",
+                help="the built-in reference's datapath (kernel, python, auto); ignored with --gwlb-appliance")
     g.addoption("--gwlb-kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
                 help="gwlbtun: tunnel devices gwi-/gwo- and hooks; reflector: none (raw socket, kernel NAT); "
                 "auto: detected from the first packet")
@@ -106,7 +108,7 @@ def spec_from(config: pytest.Config) -> ApplianceSpec:
     flow_t = config.getoption("--gwlb-flow-timeout")
     tun_t = config.getoption("--gwlb-tunnel-timeout")
     if cmd is None:  # the reference, configured with short timeouts so the timeout checks run quickly
-        cmd = reference_command(config.getoption("--gwlb-mode"))
+        cmd = reference_command(config.getoption("--gwlb-mode"), config.getoption("--gwlb-datapath"))
         flow_t = 5.0 if flow_t is None else flow_t
         tun_t = 3.0 if tun_t is None else tun_t
     return ApplianceSpec(command=cmd, health_protocol=config.getoption("--gwlb-health-protocol"),

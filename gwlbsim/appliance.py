@@ -77,14 +77,22 @@ class _Hooks:
         return format(self, "")
 
 
-def reference_command(mode: str = "passthrough") -> str:
+#: the values of gwlb-reference --datapath (the reference is run as a black box: its CLI, not its code); auto is
+#: the kernel path where it can run
+DATAPATHS = ("auto", "kernel", "python")
+
+
+def reference_command(mode: str = "passthrough", datapath: str = "auto") -> str:
     """The reference appliance's command template, with the shipped hook of deployment ``mode``."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    if datapath not in DATAPATHS:
+        raise ValueError(f"unknown datapath {datapath!r}; datapaths: {', '.join(DATAPATHS)}")
     hook = "{hook}" if mode == "passthrough" else f"{{hook:{mode}}}"
     responder = f" --local-responder {LOCAL_PORT}" if mode == "local" else ""
+    chosen = "" if datapath == "auto" else f" --datapath {datapath}"
     return (f"{{python}} -m gwlbsim.reference.cli -c 'sh {hook}' -r 'sh {hook}' -p {{health_port}} -j "
-            "-i {flow_timeout} -t {tunnel_timeout}" + responder)
+            "-i {flow_timeout} -t {tunnel_timeout}" + responder + chosen)
 
 
 REFERENCE_COMMAND = reference_command()

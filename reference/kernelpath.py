@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gwlbsim.wire.flowkey import InnerError, flow_of
+from gwlbsim.wire.flowkey import V6_OFFSET, InnerError, flow_of
 from gwlbsim.wire.geneve import GENEVE_PORT
 
 SOURCE = Path(__file__).parent / "bpf" / "fastpath.bpf.c"
@@ -37,7 +37,7 @@ BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47  # enum bpf_attach_type, Linux 6.6 (new
 COUNTERS = ("in_fast", "in_fast_bytes", "in_passed", "out_fast", "out_fast_bytes", "out_passed",
             "in_redirect_failed", "out_redirect_failed")
 
-_FLOW_KEY = struct.Struct("=QB3x4s4s2s2s")  # eni, proto, lo addr, hi addr, lo port, hi port (network order)
+_FLOW_KEY = struct.Struct("=QBB2s2s2x16s16s")  # eni, proto, family, lo port, hi port, lo addr, hi addr (network order)
 _FLOW_VAL = struct.Struct("=40s4s4s2s2x4xQ")  # header, gwlb addr, own addr, gwlb port, last seen (ns)
 _TUNNEL_VAL = struct.Struct("=IIQ")  # gwi ifindex, gwo ifindex, last seen (ns)
 _NEXTHOP_VAL = struct.Struct("=I6s6s2x")  # ifindex, source MAC, destination MAC
@@ -250,18 +250,23 @@ class KernelPath:
 
 
 def flow_key(eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> bytes | None:
-    """The fast path's key for the flow of the IP packet ``pkt[start:end]`` (None: one it does not handle: not
-    IPv4, a fragment, TCP or UDP without its ports)."""
+    """The fast path's key for the flow of the IP packet ``pkt[start:end]`` (None: one it does not handle: a
+    fragment, IPv6 with extension headers, TCP or UDP without its ports)."""
     try:
         ft, l4 = flow_of(pkt, start, end)
     except InnerError:
         return None
-    if ft.src >= 1 << 32 or l4 < 0 or (ft.proto in (6, 17) and l4 + 4 > end):
+    v6 = ft.src >= V6_OFFSET
+    if l4 < 0 or (ft.proto in (6, 17) and l4 + 4 > end) or (v6 and l4 != start + 40):
         return None
     a, b = (ft.src, ft.sport), (ft.dst, ft.dport)
     (lo, lo_port), (hi, hi_port) = (a, b) if a <= b else (b, a)
-    return _FLOW_KEY.pack(eni_id, ft.proto, lo.to_bytes(4, "big"), hi.to_bytes(4, "big"), lo_port.to_bytes(2, "big"),
-                          hi_port.to_bytes(2, "big"))
+    if v6:
+        lo_addr, hi_addr = (lo - V6_OFFSET).to_bytes(16, "big"), (hi - V6_OFFSET).to_bytes(16, "big")
+    else:
+        lo_addr, hi_addr = lo.to_bytes(4, "big") + bytes(12), hi.to_bytes(4, "big") + bytes(12)
+    return _FLOW_KEY.pack(eni_id, ft.proto, 6 if v6 else 4, lo_port.to_bytes(2, "big"), hi_port.to_bytes(2, "big"),
+                          lo_addr, hi_addr)
 
 
 def available() -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 from gwlbsim.bench import extra, memory, report, topology
 from gwlbsim.bench import fake_gwlb as _registers_gwlb_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench import hotpath as _registers_hotpath_benchmarks  # noqa: F401  (registers with extra)
-from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix
+from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix, overload_summary
 from gwlbsim.bench.traffic import MAX_SIZE, MIN_SIZE
 from gwlbsim.linuxio.netns import Lab, sigterm_raises
 
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also search the highest rate with loss <= --max-loss (bisection, --search-steps)")
     r.add_argument("--max-loss", type=float, default=0.001, help="loss bound for --search (default 0.001)")
     r.add_argument("--search-steps", type=int, default=6)
+    r.add_argument("--overload", type=float, default=0.0, metavar="FACTOR",
+                   help="also offer FACTOR (e.g. 2) times each subject's loss-free rate (found by --search, which "
+                        "this implies) open-loop: what it still returns, as a share of that rate, and the p99 "
+                        "latency of the queue it builds")
     t = p.add_argument_group("timing")
     t.add_argument("--duration", type=float, default=2.0, help="measured seconds per run (default 2)")
     t.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first (default 0.5)")
@@ -94,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--flood", action="store_true",
                    help="also run each matrix cell open-loop, flat out (the generator takes a core; what an "
                         "overloaded appliance does)")
+    t.add_argument("--split-cpus", action="store_true",
+                   help="give the generator CPU 0 alone and steer each subject's receive processing (RPS) and the "
+                        "receivers to the other CPUs: a kernel datapath's work is otherwise done in the "
+                        "generator's own send calls, so the generator can never offer it more than it takes")
     t.add_argument("--quick", action="store_true",
                    help="smoke run of a few seconds: 64 B, 64 flows, short runs, 20k-flow memory figure")
     o = p.add_argument_group("other")
@@ -152,7 +160,8 @@ def _meta(argv: list[str]) -> dict[str, Any]:
             "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "git": rev}
 
 
-def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, Any]]) -> list[Measurement]:
+def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, Any]],
+                   overloads: list[dict[str, Any]] | None = None) -> list[Measurement]:
 
     specs = _subjects(args)
     timing = Timing(args.warmup, args.duration, args.batch, args.window, late=args.late)
@@ -164,7 +173,7 @@ def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, 
     out: list[Measurement] = []
     logdir = args.logs or Path(tempfile.mkdtemp(prefix="gwlbsim-bench-"))
     with sigterm_raises(), Lab() as lab:
-        topo = topology.build(lab, specs, logdir)
+        topo = topology.build(lab, specs, logdir, split_cpus=args.split_cpus)
         runner = Runner(topo, timing, log)
         try:
             for s in topo.subjects:
@@ -186,6 +195,10 @@ def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, 
                     searches.append({"subject": s.name, "size": rate_cell.size, "flows": rate_cell.flows,
                                      "ports": rate_cell.ports, "max_loss": args.max_loss, "rate": round(best),
                                      "generator_bound": bound})
+                    if args.overload > 0 and overloads is not None and best > 0:
+                        m = runner.overload(s, rate_cell, best, args.overload)
+                        out.append(m)
+                        overloads.append(overload_summary(s.name, best, bound, args.overload, m))
         finally:
             runner.close()
             topology.close(topo)
@@ -209,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         _apply_quick(args)
+    if args.overload < 0 or 0 < args.overload <= 1:
+        parser.error(f"--overload {args.overload:g}: a factor above 1 (e.g. 2: twice the loss-free rate)")
+    if args.overload:
+        args.search = True
     for s in args.sizes:
         if not MIN_SIZE <= s <= MAX_SIZE:
             parser.error(f"inner size {s} outside {MIN_SIZE}-{MAX_SIZE}")
@@ -226,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             print("gwlbsim bench: needs root (network namespaces, TUN devices, raw sockets)", file=sys.stderr)
             return 2
         searched: list[dict[str, Any]] = []
-        ms = run_appliances(args, log, searched)
+        overloaded: list[dict[str, Any]] = []
+        ms = run_appliances(args, log, searched, overloaded)
         print(report.results_table(report.aggregate(ms)))
         rat = report.ratios(ms)
         if rat:
@@ -239,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                 bound = " (the generator's limit: the subject may do more)" if r["generator_bound"] else ""
                 print(f"{r['subject']}: highest offered rate with loss <= {r['max_loss']:.2%} "
                       f"({r['size']} B inner, {r['flows']} flows): {r['rate']:,} packets/s{bound}")
+        if overloaded:
+            sections["overload"] = overloaded
+            print()
+            print(report.overload_text(overloaded))
         errors = sum(m.echo_errors for m in ms)
         if errors:
             print(f"\n{errors} returned packets were WRONG (header not echoed, wrong port or length):")

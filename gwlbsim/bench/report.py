@@ -118,6 +118,24 @@ def ratio_table(rows: list[dict[str, Any]]) -> str:
     return _table(["subject", "inner B", "flows", "ports", "offer", "x kernel", "x naive"], out)
 
 
+def overload_text(rows: list[dict[str, Any]]) -> str:
+    """Overload: each subject offered a multiple of its loss-free rate, open-loop."""
+    out = []
+    for r in rows:
+        note = []
+        if r["loss_free_generator_bound"]:
+            note.append("loss-free rate bounded by the generator")
+        if r["generator_bound"]:
+            note.append(f"the generator offered only {r['offered_pps'] / r['loss_free_pps']:.2f}x")
+        share = r["returned_of_loss_free"]
+        out.append([r["subject"], f"{r['size']}", f"{r['flows']}", r["ports"], _fmt(r["loss_free_pps"], 1000),
+                    _fmt(r["offered_pps"], 1000), _fmt(r["returned_pps"], 1000),
+                    "-" if share is None else f"{share * 100:.0f}", f"{r['loss'] * 100:.1f}",
+                    _fmt(r["p50_us"], 1000, 2), _fmt(r["p99_us"], 1000, 2), "; ".join(note)])
+    return _table(["overload", "inner B", "flows", "ports", "loss-free kpps", "offered kpps", "returned kpps",
+                   "% of loss-free", "loss %", "p50 ms", "p99 ms", "note"], out)
+
+
 def memory_text(mem: dict[str, Any]) -> str:
     return (f"flow cache: {mem['traced_bytes_per_flow']:.0f} bytes/flow traced (tracemalloc, "
             f"{mem['traced_flows']:,} flows), {mem['rss_bytes_per_flow']:.0f} bytes/flow resident "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import itertools
 import os
 import statistics
@@ -200,6 +201,26 @@ class Runner:
                 hi = rate
             rate = (lo + hi) / 2 if lo else hi / 2
         return lo, False
+
+    def overload(self, subject: Subject, cell: Cell, loss_free: float, factor: float,
+                 repeat: int = 0) -> Measurement:
+        """An open-loop offer of ``factor`` times the subject's loss-free rate: every return counts, however
+        late, so that the returned rate is what the subject still does and the latency is the queue it builds."""
+        timing = dataclasses.replace(self.timing, late=self.timing.max_wait * 1000)
+        return self.measure(subject, Cell(cell.size, cell.flows, cell.ports, loss_free * factor), repeat, timing)
+
+
+def overload_summary(subject: str, loss_free: float, bound: bool, factor: float, m: Measurement) -> dict[str, Any]:
+    """What the overload offer showed, against the loss-free rate (JSON-ready)."""
+    p99 = m.latency_us.get("p99")
+    return {"subject": subject, "size": m.cell.size, "flows": m.cell.flows, "ports": m.cell.ports,
+            "loss_free_pps": round(loss_free), "loss_free_generator_bound": bound, "factor": factor,
+            "asked_pps": round(m.cell.rate), "offered_pps": round(m.offered_pps),
+            "returned_pps": round(m.returned_pps),
+            "returned_of_loss_free": round(m.returned_pps / loss_free, 4) if loss_free else None,
+            "loss": round(m.loss, 6), "p50_us": m.latency_us.get("p50"), "p99_us": p99,
+            # the generator could not offer what was asked: the subject was not overloaded by that factor
+            "generator_bound": m.offered_pps < 0.97 * m.cell.rate}
 
 
 def matrix(sizes: list[int], flows: list[int], ports: list[str]) -> list[Cell]:

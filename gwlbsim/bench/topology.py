@@ -14,6 +14,7 @@ forwarding hop.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -135,8 +136,18 @@ class Topology:
         raise KeyError(name)
 
 
-def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: float = 30.0) -> Topology:
-    """Create the namespaces, links, agents, and start the appliances (waiting until they are healthy)."""
+def steer_receive(lab: Lab, ns: str, ifname: str, cpus: set[int]) -> None:
+    """Process what ``ifname`` in ``ns`` receives on ``cpus`` (RPS), not on the CPU of whoever sent it."""
+    mask = sum(1 << c for c in cpus)
+    lab.run(ns, ["sh", "-c", f"echo {mask:x} > /sys/class/net/{ifname}/queues/rx-0/rps_cpus"])
+
+
+def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: float = 30.0,
+          split_cpus: bool = False) -> Topology:
+    """Create the namespaces, links, agents, and start the appliances (waiting until they are healthy).
+    ``split_cpus``: the generator keeps CPU 0 to itself and every subject's receive processing runs on the other
+    CPUs, so that a subject in the kernel (whose work is otherwise done on the sender's CPU, in its send call)
+    can be offered more than it can take."""
     workdir.mkdir(parents=True, exist_ok=True)
     topo = Topology(lab, workdir)
     topo.gwlb = g = lab.namespace("gwlb")
@@ -158,6 +169,15 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
     for s in topo.subjects:
         if s.recv_ns not in topo.receivers:
             topo.receivers[s.recv_ns] = Agent(lab, s.recv_ns, workdir / f"receiver-{s.recv_ns}.log")
+    if split_cpus:
+        others = set(os.sched_getaffinity(0)) - {0}
+        if not others:
+            raise RuntimeError("--split-cpus needs at least two CPUs")
+        os.sched_setaffinity(topo.generator.pid, {0})
+        for a in topo.receivers.values():
+            os.sched_setaffinity(a.pid, others)
+        for s in topo.subjects:  # an appliance's uplink, or the kernel path's router
+            steer_receive(lab, s.ns or f"{lab.prefix}-rtr", "eth0", others)
     for s in topo.subjects:
         if s.appliance is not None:
             s.appliance.start(wait=True)

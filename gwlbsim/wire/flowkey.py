@@ -31,7 +31,7 @@ IPPROTO_DSTOPTS = 60
 _GENERIC_EXT = frozenset({IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, 135, 139, 140, 253, 254})
 _PORTED = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 _MAX_EXT_HEADERS = 16
-_V6_OFFSET = 1 << 32
+V6_OFFSET = 1 << 32
 
 _V4_ADDRS = struct.Struct("!II")
 _V6_ADDRS = struct.Struct("!QQQQ")
@@ -104,8 +104,8 @@ def flow_of(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None
         if end - start < 40:
             raise InnerError(f"IPv6 header needs 40 bytes, {end - start} present")
         s_hi, s_lo, d_hi, d_lo = _V6_ADDRS.unpack_from(buf, start + 8)
-        src = ((s_hi << 64) | s_lo) + _V6_OFFSET
-        dst = ((d_hi << 64) | d_lo) + _V6_OFFSET
+        src = ((s_hi << 64) | s_lo) + V6_OFFSET
+        dst = ((d_hi << 64) | d_lo) + V6_OFFSET
         proto, l4, fragmented = _walk_ipv6(buf, start, end)
     else:
         raise InnerError(f"IP version {version}")
@@ -164,14 +164,14 @@ def symmetric_key(buf: bytes | bytearray | memoryview, start: int = 0, end: int 
 
 def address(value: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The address an integer from a :class:`FiveTuple` stands for."""
-    if value >= _V6_OFFSET:
-        return ipaddress.IPv6Address(value - _V6_OFFSET)
+    if value >= V6_OFFSET:
+        return ipaddress.IPv6Address(value - V6_OFFSET)
     return ipaddress.IPv4Address(value)
 
 
 def address_int(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
     a = ipaddress.ip_address(addr)
-    return int(a) + (_V6_OFFSET if a.version == 6 else 0)
+    return int(a) + (V6_OFFSET if a.version == 6 else 0)
 
 
 def _proto_name(proto: int) -> str:

@@ -2,13 +2,14 @@
 //
 // geneve_in (tcx ingress of the device GENEVE arrives on): a GENEVE datagram in GWLB's own layout (IPv4, no
 // IP options or fragments, UDP to 6081, version 0, no O or C bit, exactly the three options of the configured
-// class: ENI id, attachment id, cookie, in any order) carrying an unfragmented IPv4 packet, for an ENI whose
+// class: ENI id, attachment id, cookie, in any order) carrying an unfragmented IPv4 packet or an IPv6 packet
+// without extension headers (the protocol type saying which), for an ENI whose
 // tunnel the Python side has marked ready: the flow is learnt (header byte for byte and the outer addressing,
 // keyed by ENI and the symmetric inner flow key), the outer headers are stripped and the inner packet is
 // redirected into the tunnel's gwi- as if received there. Anything else goes on to the stack, where the
 // Python datapath's socket receives it (and drops what is malformed, with its reason).
 //
-// tunnel_out (tcx egress of every gwi-/gwo-): an unfragmented IPv4 packet of a flow in the map, with the next
+// tunnel_out (tcx egress of every gwi-/gwo-): such an IPv4 or IPv6 packet of a flow in the map, with the next
 // hop toward its GWLB node known, that came in through a tunnel (not a local service's reply, not a second
 // arm's NAT reply: those may carry checksums left to the device) and is not GSO, gets the outer
 // Ethernet/IPv4/UDP/GENEVE headers (the flow's latest header,
@@ -21,6 +22,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -33,15 +35,19 @@
 #define RETURN_TTL 64
 /* "not mine": tcx goes on to the next program and the device's classic tc filters (TCX_NEXT) */
 #define PASS TC_ACT_UNSPEC
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8) /* Linux 6.3: the packet left is IPv6 (skb->protocol follows) */
+#endif
 
 struct flow_key {
     __u64 eni;
     __u8 proto;
-    __u8 pad[3];
-    __u32 lo_addr; /* the lower (address, port) end of the flow, network order */
-    __u32 hi_addr;
-    __u16 lo_port;
+    __u8 family; /* 4 or 6 */
+    __u16 lo_port; /* the lower (address, port) end of the flow, network order */
     __u16 hi_port;
+    __u16 pad;
+    __u8 lo_addr[16]; /* an IPv4 address in the first 4 bytes, the rest zero */
+    __u8 hi_addr[16];
 };
 
 struct flow_val {
@@ -134,33 +140,92 @@ static __always_inline void count(__u32 which, __u64 n)
         *c += n;
 }
 
-/* the symmetric key of an unfragmented IPv4 packet at data..data_end; 0 when it has none here */
-static __always_inline int inner_key(void *data, void *data_end, __u64 eni, struct flow_key *k)
+/* the ends of a flow ordered as the Python datapath orders them: by address, then by port (host order) */
+static __always_inline void order(struct flow_key *k, const void *src, const void *dst, __u32 alen, __u16 sport,
+                                  __u16 dport)
+{
+    int lower = 0, decided = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i += 4) {
+        if (i < alen && !decided) {
+            __u32 s = bpf_ntohl(*(const __u32 *)(src + i)), d = bpf_ntohl(*(const __u32 *)(dst + i));
+            if (s != d) {
+                lower = s < d;
+                decided = 1;
+            }
+        }
+    }
+    if (!decided)
+        lower = bpf_ntohs(sport) <= bpf_ntohs(dport);
+    __builtin_memset(k->lo_addr, 0, 32);
+    if (lower) {
+        __builtin_memcpy(k->lo_addr, src, 4);
+        __builtin_memcpy(k->hi_addr, dst, 4);
+        if (alen == 16) {
+            __builtin_memcpy(k->lo_addr + 4, src + 4, 12);
+            __builtin_memcpy(k->hi_addr + 4, dst + 4, 12);
+        }
+        k->lo_port = sport;
+        k->hi_port = dport;
+    } else {
+        __builtin_memcpy(k->lo_addr, dst, 4);
+        __builtin_memcpy(k->hi_addr, src, 4);
+        if (alen == 16) {
+            __builtin_memcpy(k->lo_addr + 4, dst + 4, 12);
+            __builtin_memcpy(k->hi_addr + 4, src + 4, 12);
+        }
+        k->lo_port = dport;
+        k->hi_port = sport;
+    }
+}
+
+/* the ports of a TCP or UDP header at l4 (0, 0 for other protocols); 0 when they are cut off */
+static __always_inline int ports(__u8 proto, void *l4, void *data_end, __u16 *sport, __u16 *dport)
+{
+    *sport = *dport = 0;
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+        return 1;
+    __u16 *p = l4;
+    if ((void *)(p + 2) > data_end)
+        return 0;
+    *sport = p[0];
+    *dport = p[1];
+    return 1;
+}
+
+/* the symmetric key of the packet at data..data_end, whose length is len: an unfragmented IPv4 packet, or an
+   IPv6 packet without extension headers (the Python datapath walks those), its length field matching; 0 when
+   it is not one the fast path takes */
+static __always_inline int inner_key(void *data, void *data_end, __u32 len, __u64 eni, struct flow_key *k)
 {
     struct iphdr *ip = data;
-    if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+    __u16 sport, dport;
+    if ((void *)(ip + 1) > data_end)
         return 0;
-    if (ip->frag_off & bpf_htons(0x3fff))
-        return 0;
-    __u32 ihl = ip->ihl * 4;
-    __u16 sport = 0, dport = 0;
-    if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
-        __u16 *ports = data + ihl;
-        if ((void *)(ports + 2) > data_end)
-            return 0;
-        sport = ports[0];
-        dport = ports[1];
-    }
-    __u32 s = bpf_ntohl(ip->saddr), d = bpf_ntohl(ip->daddr);
-    __u16 sp = bpf_ntohs(sport), dp = bpf_ntohs(dport);
     k->eni = eni;
-    k->proto = ip->protocol;
-    k->pad[0] = k->pad[1] = k->pad[2] = 0;
-    if (s < d || (s == d && sp <= dp)) {
-        k->lo_addr = ip->saddr; k->lo_port = sport; k->hi_addr = ip->daddr; k->hi_port = dport;
-    } else {
-        k->lo_addr = ip->daddr; k->lo_port = dport; k->hi_addr = ip->saddr; k->hi_port = sport;
+    k->pad = 0;
+    if (ip->version == 4) {
+        if (ip->ihl < 5 || ip->ihl * 4 > len || (ip->frag_off & bpf_htons(0x3fff)) || bpf_ntohs(ip->tot_len) != len)
+            return 0;
+        if (!ports(ip->protocol, data + ip->ihl * 4, data_end, &sport, &dport))
+            return 0;
+        k->proto = ip->protocol;
+        k->family = 4;
+        order(k, &ip->saddr, &ip->daddr, 4, sport, dport);
+        return 1;
     }
+    struct ipv6hdr *ip6 = data;
+    if (ip6->version != 6 || (void *)(ip6 + 1) > data_end || bpf_ntohs(ip6->payload_len) + sizeof(*ip6) != len)
+        return 0;
+    switch (ip6->nexthdr) {
+    case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140: case 253: case 254:
+        return 0; /* extension headers */
+    }
+    if (!ports(ip6->nexthdr, ip6 + 1, data_end, &sport, &dport))
+        return 0;
+    k->proto = ip6->nexthdr;
+    k->family = 6;
+    order(k, &ip6->saddr, &ip6->daddr, 16, sport, dport);
     return 1;
 }
 
@@ -196,8 +261,11 @@ int geneve_in(struct __sk_buff *skb)
     struct config_val *cfg = bpf_map_lookup_elem(&config, &zero);
     if (!cfg)
         goto pass;
-    /* version 0 and 8 words of options; no O (control) or C (critical) bit; inner IPv4 */
-    if (g[0] != 8 || (g[1] & 0xc0) || g[2] != 0x08 || g[3] != 0x00)
+    /* version 0 and 8 words of options; no O (control) or C (critical) bit; inner IPv4 or IPv6 */
+    if (g[0] != 8 || (g[1] & 0xc0))
+        goto pass;
+    __u16 ptype = ((__u16)g[2] << 8) | g[3];
+    if (ptype != ETH_P_IP && ptype != ETH_P_IPV6)
         goto pass;
     __u64 eni = 0;
     int seen = 0;
@@ -236,11 +304,9 @@ int geneve_in(struct __sk_buff *skb)
     __u32 inner_len = bpf_ntohs(ip->tot_len) - (sizeof(*ip) + sizeof(*udp) + GENEVE_LEN);
     if (inner_len > MAX_INNER || bpf_ntohs(udp->len) != inner_len + sizeof(*udp) + GENEVE_LEN)
         goto pass;
-    struct iphdr *in = inner;
-    if ((void *)(in + 1) > data_end || bpf_ntohs(in->tot_len) != inner_len)
-        goto pass; /* the Python side checks and counts what does not add up */
     struct flow_key k;
-    if (!inner_key(inner, data_end, eni, &k))
+    /* the Python side checks and counts what does not add up */
+    if (!inner_key(inner, data_end, inner_len, eni, &k) || k.family != (ptype == ETH_P_IP ? 4 : 6))
         goto pass;
     __u64 now = bpf_ktime_get_ns();
     struct flow_val v;
@@ -255,9 +321,12 @@ int geneve_in(struct __sk_buff *skb)
         goto pass;
     t->last_seen = now;
     __u32 gwi = t->gwi_ifindex;
-    if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(*ip) + sizeof(*udp) + GENEVE_LEN), BPF_ADJ_ROOM_MAC, 0)) {
+    /* an IPv6 packet inside: the flag makes skb->protocol say so (a kernel without it refuses the call and
+       leaves the packet as it was, for the Python datapath) */
+    if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(*ip) + sizeof(*udp) + GENEVE_LEN), BPF_ADJ_ROOM_MAC,
+                            ptype == ETH_P_IP ? 0 : BPF_F_ADJ_ROOM_DECAP_L3_IPV6)) {
         count(C_IN_REDIRECT_FAILED, 1);
-        return TC_ACT_SHOT;
+        goto pass;
     }
     count(C_IN_FAST, 1);
     count(C_IN_FAST_BYTES, inner_len + GENEVE_LEN); /* as the Python datapath counts: the GENEVE payload */
@@ -284,11 +353,9 @@ int tunnel_out(struct __sk_buff *skb)
     if (skb->gso_size || !bpf_map_lookup_elem(&devices, &from))
         goto pass;
     struct flow_key k;
-    if (skb->protocol != bpf_htons(ETH_P_IP) || !inner_key(data, data_end, *eni, &k))
-        goto pass;
-    struct iphdr *in = data;
     __u32 inner_len = skb->len;
-    if ((void *)(in + 1) > data_end || bpf_ntohs(in->tot_len) != inner_len || inner_len > MAX_INNER)
+    if (inner_len > MAX_INNER || !inner_key(data, data_end, inner_len, *eni, &k) ||
+        skb->protocol != bpf_htons(k.family == 4 ? ETH_P_IP : ETH_P_IPV6))
         goto pass;
     struct flow_val *f = bpf_map_lookup_elem(&flows, &k);
     if (!f)

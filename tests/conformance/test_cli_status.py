@@ -53,6 +53,9 @@ BAD = {
     "artifacts under a missing directory": (["--artifacts", "/nonexistent/dir/a"], "does not exist"),
     "unknown placeholder": (["--appliance", "x {nope}"], "unknown placeholder {nope}"),
     "health path": (["--health-path", "health"], "must start with /"),
+    "datapath of another appliance": (["--appliance", "x", "--datapath", "python"],
+                                      "--datapath chooses the built-in reference's datapath"),
+    "unknown datapath": (["--datapath", "ebpf"], "--datapath: invalid choice: 'ebpf'"),
 }
 
 

@@ -206,8 +206,7 @@ CALIBRATION = {
     # FORWARD policy is honoured (ROUTE-1). With the Python datapath only (the other runs of the reference use
     # the kernel path, its default here): the suite passes with either
     "reference deployed routed, Python datapath": (
-        ["--mode", "routed", "--appliance", reference_command("routed") + " --datapath python", "--flow-timeout", "5",
-         "--tunnel-timeout", "3"],
+        ["--mode", "routed", "--datapath", "python"],
         _expect(ROUTE_1="PASS"), 0),
     # deployed two-arm NAT: VPC traffic routed back through the tunnel (so the whole suite applies), internet
     # traffic masqueraded out of a second arm with conntrack zones and marks per endpoint
@@ -228,10 +227,14 @@ def test_correct_but_different_appliances_get_exactly_their_verdicts(tmp_path: P
     assert code == status, f"{name}: exit status {code}, expected {status}\n{out}"
 
 
-def test_the_reference_passes_the_whole_suite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("datapath", ["kernel", "python"])
+def test_the_reference_passes_the_whole_suite(tmp_path: Path, datapath: str) -> None:
+    """Deployed passthrough, with either datapath (the kernel path where it can run, else the run is refused:
+    the suite must not pass a Python-path run off as the kernel path's)."""
     html = tmp_path / "report.html"
     junit = tmp_path / "junit.xml"
-    code, results, out = run_suite(tmp_path, "--html", str(html), "--junit", str(junit), *SCALE)
+    code, results, out = run_suite(tmp_path, "--datapath", datapath, "--html", str(html), "--junit", str(junit),
+                                   *SCALE)
     assert set(results) == set(REQUIREMENTS), f"not every requirement ran: {set(REQUIREMENTS) - set(results)}"
     want = _expect()  # passthrough: the requirements of other deployment modes do not apply
     bad = {r: v["reason"] for r, v in results.items() if v["verdict"] != want[r]}

@@ -14,7 +14,7 @@ from gwlbsim.fuzz.coverage import load_check, parse_output
 
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
 
-SECONDS = 15
+SECONDS = 8
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

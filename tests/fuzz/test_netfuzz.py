@@ -51,7 +51,7 @@ def only_reproducer(tmp_path: Path) -> Path:
 @pytest.mark.root
 @pytest.mark.slow
 def test_reference_appliance_survives_a_bounded_run(tmp_path: Path) -> None:
-    fuzzer = NetworkFuzzer(Options(duration=20, rate=500, pool_size=150, out=tmp_path, seed=7),
+    fuzzer = NetworkFuzzer(Options(duration=10, rate=500, pool_size=150, out=tmp_path, seed=7),
                            Progress(stream=sys.stderr, tty=False))
     summary = fuzzer.run()
     print(summary.render())
