@@ -43,7 +43,7 @@ class FastPath:
         if not self.uplinks:
             raise Unavailable("no network device to attach the GENEVE program to")
         for name, idx in self.uplinks.items():
-            kernel.attach(idx, True, name)
+            kernel.attach_path(idx, True, name)
         self._tunnels: dict[int, tuple[int, int, list[Link]]] = {}  # ENI -> (gwi, gwo, links)
         self._nexthops: dict[str, tuple[int, bytes, bytes]] = {}
         self._next_expiry = 0.0
@@ -80,7 +80,7 @@ class FastPath:
             return
         try:
             gwi, gwo = socket.if_nametoindex(t.ingress), socket.if_nametoindex(t.egress)
-            links = [self.kernel.attach(gwi, False, t.ingress), self.kernel.attach(gwo, False, t.egress)]
+            links = [self.kernel.attach_path(gwi, False, t.ingress), self.kernel.attach_path(gwo, False, t.egress)]
             self.kernel.tunnel_ready(t.eni_id, gwi, gwo)
         except OSError as e:
             log.warning("tunnel %s stays on the Python datapath: %s", t.ingress, e)

@@ -153,7 +153,13 @@ class Runner:
         if subject.appliance is not None and not subject.appliance.alive():
             raise RuntimeError(f"{subject.name} is not running any more; its output:\n"
                                f"{subject.appliance.output_tail()}")
-        rcv.call({"op": "recv", "traffic": traffic.as_dict(), "bind": list(subject.bind), "shm": self.shm})
+        sink = self.topo.sink
+        if sink is not None and cell.rate == MAX:
+            raise ValueError("closed-loop offers need the user-space receiver's count: not with the in-kernel sink")
+        if sink is not None:
+            sink.reset()
+        else:
+            rcv.call({"op": "recv", "traffic": traffic.as_dict(), "bind": list(subject.bind), "shm": self.shm})
         cpu = {"receiver": [rcv.pid]}
         netns = {"receiver": rcv.pid}
         if app_pids:
@@ -164,11 +170,17 @@ class Runner:
                           "duration": t.duration, "batch": t.batch, "window": t.window, "shm": self.shm,
                           "cpu": cpu, "netns": netns})
         except Exception:
-            with contextlib.suppress(Exception):
-                rcv.call({"op": "stop", "s0": 0, "s1": 0, "quiet": 0, "max_wait": 0})
+            if sink is None:
+                with contextlib.suppress(Exception):
+                    rcv.call({"op": "stop", "s0": 0, "s1": 0, "quiet": 0, "max_wait": 0})
             raise
-        r = rcv.call({"op": "stop", "s0": g["s0"], "s1": g["s1"], "quiet": t.quiet, "max_wait": t.max_wait,
-                      "late": t.late if cell.rate > 0 else None})
+        late = t.late if cell.rate > 0 else None
+        if sink is not None:
+            sink.wait_quiet(t.quiet, t.max_wait)
+            r = sink.window(g["s0"], g["s1"], late)
+        else:
+            r = rcv.call({"op": "stop", "s0": g["s0"], "s1": g["s1"], "quiet": t.quiet, "max_wait": t.max_wait,
+                          "late": late})
         m = Measurement(subject.name, cell, repeat, g["s1"] - g["s0"], r["returned"], g["t1"] - g["t0"],
                         r["echo_errors"], r["duplicates"], r["latency_us"], g["cpu_seconds"], g["machine_busy"],
                         g["udp_rcvbuf_drops"], g["tun_drops"], g["send_errors"], r["echo_error_examples"],
@@ -184,22 +196,23 @@ class Runner:
 
     def search(self, subject: Subject, cell: Cell, start: float, max_loss: float, steps: int,
                repeat: int = 0) -> tuple[float, bool]:
-        """The highest offered rate (packets/s) found with loss at most ``max_loss`` (bisection), and whether
-        the search stopped because the generator could not offer more (then the subject is faster)."""
-        lo, hi = 0.0, max(start, 1000.0)
-        rate = hi
+        """The highest offered rate (packets/s) found with loss at most ``max_loss`` (doubling from ``start``
+        until a rate fails, then bisection), and whether the search stopped because the generator could not
+        offer more (then the subject is faster)."""
+        lo, hi = 0.0, 0.0  # the highest rate that passed, the lowest that failed (0: none yet)
+        rate = max(start, 1000.0)
         for _ in range(steps):
             m = self.measure(subject, Cell(cell.size, cell.flows, cell.ports, rate), repeat)
             ok = m.loss <= max_loss and not m.echo_errors
-            if m.offered_pps < 0.97 * rate:  # the generator is the limit, not the subject
-                return (max(lo, m.returned_pps) if ok else lo), ok
+            if m.offered_pps < 0.97 * rate:  # the generator cannot offer this much
+                if ok:  # ... and the subject took all it could: the subject is faster than the generator
+                    return max(lo, m.returned_pps), True
+                rate = m.offered_pps  # what it can offer is too much already: search below that
             if ok:
                 lo = rate
-                if rate >= hi:
-                    hi = rate * 1.5
             else:
                 hi = rate
-            rate = (lo + hi) / 2 if lo else hi / 2
+            rate = (lo + hi) / 2 if hi else rate * 2
         return lo, False
 
     def overload(self, subject: Subject, cell: Cell, loss_free: float, factor: float,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec, RunningAppliance
+from gwlbsim.bench.sink import KernelSink
 from gwlbsim.bench.traffic import INNER_DPORT, INNER_DST
 from gwlbsim.linuxio.netns import Lab
 from gwlbsim.wire.geneve import GENEVE_PORT
@@ -65,6 +66,7 @@ class Subject:
     dst: str = ""
     ns: str = ""  #: the appliance's namespace
     appliance: RunningAppliance | None = None
+    rx_dev: str = ""  #: the device of ``recv_ns`` its returns arrive on
 
     @property
     def name(self) -> str:
@@ -128,6 +130,7 @@ class Topology:
     subjects: list[Subject] = field(default_factory=list)
     generator: Agent | None = None
     receivers: dict[str, Agent] = field(default_factory=dict)
+    sink: KernelSink | None = None  #: with split CPUs: returns are counted in the kernel
 
     def subject(self, name: str) -> Subject:
         for s in self.subjects:
@@ -147,7 +150,7 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
     """Create the namespaces, links, agents, and start the appliances (waiting until they are healthy).
     ``split_cpus``: the generator keeps CPU 0 to itself and every subject's receive processing runs on the other
     CPUs, so that a subject in the kernel (whose work is otherwise done on the sender's CPU, in its send call)
-    can be offered more than it can take."""
+    can be offered more than it can take; returns are then counted in the kernel (:mod:`gwlbsim.bench.sink`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     topo = Topology(lab, workdir)
     topo.gwlb = g = lab.namespace("gwlb")
@@ -164,7 +167,7 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
         aspec = ApplianceSpec(command=spec.command, health_protocol=spec.health, ready_timeout=ready_timeout,
                               name=spec.name)
         app = RunningAppliance(lab, aspec, ns, dst, g, src, k, workdir / spec.name)
-        topo.subjects.append(Subject(spec, g, (src, GENEVE_PORT), src, dst, ns, app))
+        topo.subjects.append(Subject(spec, g, (src, GENEVE_PORT), src, dst, ns, app, f"app{k}"))
     topo.generator = Agent(lab, g, workdir / "generator.log")
     for s in topo.subjects:
         if s.recv_ns not in topo.receivers:
@@ -178,6 +181,9 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
             os.sched_setaffinity(a.pid, others)
         for s in topo.subjects:  # an appliance's uplink, or the kernel path's router
             steer_receive(lab, s.ns or f"{lab.prefix}-rtr", "eth0", others)
+        topo.sink = KernelSink()
+        for s in topo.subjects:
+            topo.sink.attach(s.recv_ns, s.rx_dev)
     for s in topo.subjects:
         if s.appliance is not None:
             s.appliance.start(wait=True)
@@ -197,11 +203,14 @@ def _kernel_path(lab: Lab, g: str) -> Subject:
     lab.route(g, "172.16.0.0/16", gateway="10.98.0.2")
     lab.route(rtr, "172.16.0.0/16", gateway="10.97.0.2")
     lab.route(sink, "192.168.0.0/16", gateway="10.97.0.1")
-    return Subject(KERNEL, sink, ("0.0.0.0", INNER_DPORT))
+    return Subject(KERNEL, sink, ("0.0.0.0", INNER_DPORT), rx_dev="eth0")
 
 
 def close(topo: Topology) -> None:
     """Stop agents and appliances (the lab removes the namespaces)."""
+    if topo.sink is not None:
+        topo.sink.close()
+        topo.sink = None
     for a in [topo.generator, *topo.receivers.values()]:
         if a is not None:
             a.close()

@@ -1,0 +1,102 @@
+// The benchmark's in-kernel return counter (gwlbsim bench --split-cpus): a tcx ingress program on the device
+// returns arrive on. A return's stamp (flow index, sequence number, send time: gwlbsim/bench/traffic.py) is read
+// where the traffic puts it: after the inner IPv4/UDP headers of a GENEVE datagram to 6081, or after the UDP
+// header of a plain inner packet to 5001 (the kernel-forwarding subject). Its latency (now - send time, in
+// microseconds, plus one so that 0 means "not back") is written to the slot of its sequence number, and the
+// packet is dropped here: no user-space receiver competes for the CPUs it measures, so a subject offered more
+// than it can take is measured, not the receiver's receive livelock. Anything else goes on (TCX_NEXT).
+//
+// The slot count and the counter indexes are mirrored in gwlbsim/bench/sink.py.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define SLOTS (1 << 22) /* sequence numbers kept: 4 Mi (a run of 2.5 s at 1.6 Mpps) */
+#define GENEVE_PORT 6081
+#define PLAIN_PORT 5001
+
+enum counter { C_RETURNS, C_DUPLICATES, C_COUNT };
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, SLOTS);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, __u64); /* an array map's values are 8-byte aligned anyway, also in its mmap */
+} slots SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, C_COUNT);
+    __type(key, __u32);
+    __type(value, __u64);
+} counters SEC(".maps");
+
+struct stamp {
+    __u32 flow;
+    __u32 seq;
+    __u64 sent;
+};
+
+static __always_inline void count(__u32 which)
+{
+    __u64 *c = bpf_map_lookup_elem(&counters, &which);
+    if (c)
+        *c += 1;
+}
+
+/* the offset of the UDP payload of the IPv4/UDP packet at off, and its destination port; 0 if none */
+static __always_inline __u32 udp_payload(struct __sk_buff *skb, __u32 off, __u16 *dport)
+{
+    struct iphdr ip;
+    struct udphdr udp;
+    if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) || ip.version != 4 || ip.protocol != IPPROTO_UDP)
+        return 0;
+    off += ip.ihl * 4;
+    if (bpf_skb_load_bytes(skb, off, &udp, sizeof(udp)))
+        return 0;
+    *dport = bpf_ntohs(udp.dest);
+    return off + sizeof(udp);
+}
+
+SEC("tc")
+int count_returns(struct __sk_buff *skb)
+{
+    if (skb->protocol != bpf_htons(ETH_P_IP))
+        return TC_ACT_UNSPEC;
+    __u16 dport = 0;
+    __u32 off = udp_payload(skb, sizeof(struct ethhdr), &dport);
+    if (!off)
+        return TC_ACT_UNSPEC;
+    if (dport == GENEVE_PORT) {
+        __u8 g[2];
+        if (bpf_skb_load_bytes(skb, off, g, 2))
+            return TC_ACT_UNSPEC;
+        off = udp_payload(skb, off + 8 + (g[0] & 0x3f) * 4, &dport);
+        if (!off)
+            return TC_ACT_UNSPEC;
+    }
+    if (dport != PLAIN_PORT)
+        return TC_ACT_UNSPEC;
+    struct stamp s;
+    if (bpf_skb_load_bytes(skb, off, &s, sizeof(s)))
+        return TC_ACT_UNSPEC;
+    __u64 now = bpf_ktime_get_ns(), sent = bpf_be64_to_cpu(s.sent);
+    __u32 key = bpf_ntohl(s.seq) & (SLOTS - 1);
+    __u64 *slot = bpf_map_lookup_elem(&slots, &key);
+    if (!slot)
+        return TC_ACT_SHOT;
+    if (*slot)
+        count(C_DUPLICATES);
+    *slot = (now > sent ? (now - sent) / 1000 : 0) + 1;
+    count(C_RETURNS);
+    return TC_ACT_SHOT;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,163 @@
+"""BPF objects: compiled with clang, loaded and attached through Debian's libbpf (ctypes), their maps read and
+written. Used by the reference's kernel fast path and by the benchmark's in-kernel return counter.
+
+Programs attach with tcx (a bpf_link per device, no qdisc), so classic tc qdiscs and filters on the same
+devices keep working. libbpf 1.1 predates its tcx helpers: ``bpf_link_create`` is called with the kernel's
+attach types.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import mmap
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47  # enum bpf_attach_type, Linux 6.6 (newer than Debian's uapi headers)
+
+
+class Unavailable(RuntimeError):
+    """A BPF program cannot run here; the message says why."""
+
+
+def compiled_object(source: Path) -> Path:
+    """``source`` compiled: the object beside it (``scripts/setup`` builds it) when not older than the source,
+    else one compiled now into a cache (by the source's hash), which needs clang and libbpf's headers."""
+    prebuilt = source.with_suffix(".o")
+    if prebuilt.exists() and prebuilt.stat().st_mtime >= source.stat().st_mtime:
+        return prebuilt
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gwlbsim"
+    out = cache / f"{source.name.split('.')[0]}-{digest}.bpf.o"
+    if out.exists():
+        return out
+    clang = shutil.which("clang")
+    if clang is None:
+        raise Unavailable(f"clang is not installed (scripts/setup installs it), so {source.name} cannot be built")
+    if not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        raise Unavailable("libbpf's headers are missing (Debian: libbpf-dev)")
+    cache.mkdir(parents=True, exist_ok=True)
+    arch = f"/usr/include/{os.uname().machine}-linux-gnu"
+    with tempfile.NamedTemporaryFile(dir=cache, suffix=".o", delete=False) as tmp:
+        pass
+    res = subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I{arch}", "-c", str(source), "-o", tmp.name],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        os.unlink(tmp.name)
+        raise Unavailable(f"clang could not build {source.name}: {res.stderr.strip()[-300:]}")
+    os.replace(tmp.name, out)
+    return out
+
+
+class _Libbpf:
+    """The few libbpf calls used, through ctypes."""
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("bpf")
+        if name is None:
+            raise Unavailable("libbpf is not installed (Debian: libbpf1)")
+        lib = ctypes.CDLL(name, use_errno=True)
+        vp, cp, i, u = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint
+        for fn, res, args in (
+                ("bpf_object__open_file", vp, [cp, vp]), ("bpf_object__load", i, [vp]),
+                ("bpf_object__close", None, [vp]), ("bpf_object__find_program_by_name", vp, [vp, cp]),
+                ("bpf_program__fd", i, [vp]), ("bpf_object__find_map_fd_by_name", i, [vp, cp]),
+                ("bpf_link_create", i, [i, i, u, vp]), ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
+                ("bpf_map_lookup_elem", i, [i, vp, vp]), ("bpf_map_delete_elem", i, [i, vp]),
+                ("bpf_map_get_next_key", i, [i, vp, vp]), ("libbpf_get_error", ctypes.c_long, [vp]),
+                ("libbpf_num_possible_cpus", i, [])):
+            f = getattr(lib, fn)
+            f.restype, f.argtypes = res, args
+        self.lib = lib
+
+
+@dataclass
+class Link:
+    """An attached program (a bpf_link): detached when closed."""
+
+    fd: int
+    where: str
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class BpfObject:
+    """A loaded BPF object: its programs and maps by name, and the links it attached."""
+
+    def __init__(self, source: Path, programs: tuple[str, ...], maps: tuple[str, ...]) -> None:
+        obj_path = compiled_object(source)
+        self._bpf = _Libbpf()
+        lib = self._bpf.lib
+        self.links: list[Link] = []
+        obj = lib.bpf_object__open_file(str(obj_path).encode(), None)
+        if not obj or lib.libbpf_get_error(obj):
+            raise Unavailable(f"libbpf cannot open {obj_path}")
+        self._obj = obj
+        if lib.bpf_object__load(obj) != 0:
+            err = ctypes.get_errno()
+            lib.bpf_object__close(obj)
+            self._obj = None
+            why = "needs root or CAP_BPF + CAP_NET_ADMIN" if err in (errno.EPERM, errno.EACCES) else \
+                os.strerror(err) if err else "see the libbpf messages above"
+            raise Unavailable(f"the kernel refused the BPF programs of {source.name}: {why}")
+        self.programs = {p: lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, p.encode()))
+                         for p in programs}
+        self.maps = {m: lib.bpf_object__find_map_fd_by_name(obj, m.encode()) for m in maps}
+        if min([*self.maps.values(), *self.programs.values()]) < 0:
+            self.close()
+            raise Unavailable(f"{obj_path.name} lacks a program or map it should have")
+        self.cpus = max(1, lib.libbpf_num_possible_cpus())
+
+    def attach(self, program: str, ifindex: int, ingress: bool, where: str) -> Link:
+        """Attach ``program`` to the device ``ifindex`` (of the calling thread's namespace) with tcx."""
+        fd = self._bpf.lib.bpf_link_create(self.programs[program], ifindex,
+                                           BPF_TCX_INGRESS if ingress else BPF_TCX_EGRESS, None)
+        if fd < 0:
+            raise OSError(-fd, f"cannot attach to {where} with tcx: {os.strerror(-fd)}")
+        link = Link(fd, where)
+        self.links.append(link)
+        return link
+
+    def update(self, name: str, key: bytes, value: bytes) -> None:
+        if self._bpf.lib.bpf_map_update_elem(self.maps[name], key, value, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF map {name}: {os.strerror(err)}")
+
+    def delete(self, name: str, key: bytes) -> None:
+        self._bpf.lib.bpf_map_delete_elem(self.maps[name], key)
+
+    def lookup(self, name: str, key: bytes, size: int) -> bytes | None:
+        buf = ctypes.create_string_buffer(size)
+        if self._bpf.lib.bpf_map_lookup_elem(self.maps[name], key, buf) != 0:
+            return None
+        return buf.raw
+
+    def keys(self, name: str, size: int) -> list[bytes]:
+        lib, fd = self._bpf.lib, self.maps[name]
+        out, prev, nxt = [], None, ctypes.create_string_buffer(size)
+        while lib.bpf_map_get_next_key(fd, prev, nxt) == 0:
+            out.append(nxt.raw)
+            prev = ctypes.create_string_buffer(nxt.raw, size)
+        return out
+
+    def mapped(self, name: str, size: int) -> mmap.mmap:
+        """An array map created with BPF_F_MMAPABLE, ``size`` bytes of it, shared with the kernel."""
+        return mmap.mmap(self.maps[name], size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def close(self) -> None:
+        for link in self.links:
+            link.close()
+        self.links = []
+        if self._obj:
+            self._bpf.lib.bpf_object__close(self._obj)
+            self._obj = None
