@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--listen", default="0.0.0.0", metavar="ADDR", help="address to receive GENEVE on")
     e.add_argument("--health-bind", default="0.0.0.0", metavar="ADDR", help="address for the health port")
     e.add_argument("--max-flows", type=cliargs.count, default=1_000_000, metavar="N",
-                   help="bound on flow-cache entries (least recently used evicted; default 1000000)")
+                   help="bound on flow-cache entries (least recently used evicted; default 1000000); also the "
+                        "kernel path's flow map, allocated at start: about 177 bytes of kernel memory per entry")
     e.add_argument("--hook-timeout", type=cliargs.positive, default=30.0, metavar="SECS",
                    help="kill a hook still running after this long (default 30)")
     e.add_argument("--no-udp-checksum", action="store_true",

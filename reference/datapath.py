@@ -118,7 +118,8 @@ class ReferenceAppliance:
         self.datapath_reason = ""
         try:
             self.fast, self.datapath_reason = FastPath.start(opts.datapath, core.config.option_class,
-                                                             core.config.udp_checksum, core.config.flow_timeout)
+                                                             core.config.udp_checksum, core.config.flow_timeout,
+                                                             core.config.max_flows)
             self.health = health_server(opts, self.status)
         except (OSError, Unavailable):
             self.close()

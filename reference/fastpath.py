@@ -52,15 +52,15 @@ class FastPath:
 
     @classmethod
     def start(cls, choice: str, option_class: int, udp_checksum: bool,
-              flow_timeout: float) -> tuple[FastPath | None, str]:
+              flow_timeout: float, max_flows: int = 1_000_000) -> tuple[FastPath | None, str]:
         """The fast path for ``--datapath choice``, and what the status says about it. ``kernel`` raises
         :class:`Unavailable` when it cannot run; ``auto`` falls back to the Python datapath and says why."""
         if choice == "python":
             return None, "--datapath python"
         kernel = None
         try:
-            kernel = KernelPath(option_class, udp_checksum)
-            return cls(kernel, flow_timeout), "GWLB's own layout with IPv4 inside takes the kernel path"
+            kernel = KernelPath(option_class, udp_checksum, max_flows)
+            return cls(kernel, flow_timeout), "GWLB's own layout with IPv4 or IPv6 inside takes the kernel path"
         except (Unavailable, OSError) as e:
             if kernel is not None:
                 kernel.close()

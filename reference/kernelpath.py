@@ -34,9 +34,10 @@ _CONFIG_VAL = struct.Struct("=HB5x")  # option class, UDP checksum on
 class KernelPath(BpfObject):
     """The loaded programs and their maps."""
 
-    def __init__(self, option_class: int, udp_checksum: bool) -> None:
+    def __init__(self, option_class: int, udp_checksum: bool, max_flows: int = 1_000_000) -> None:
+        """``max_flows``: the flow map's entries (an LRU map: all allocated at load, about 177 bytes each)."""
         super().__init__(SOURCE, ("geneve_in", "tunnel_out"),
-                         ("flows", "tunnels", "devices", "nexthops", "config", "counters"))
+                         ("flows", "tunnels", "devices", "nexthops", "config", "counters"), {"flows": max_flows})
         self.update("config", struct.pack("=I", 0), _CONFIG_VAL.pack(option_class, int(udp_checksum)))
 
     def attach_path(self, ifindex: int, ingress: bool, where: str) -> Link:
@@ -133,7 +134,7 @@ def flow_key(eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: 
 def available() -> str | None:
     """Why the kernel path cannot run here, or None when it can (checked by loading it)."""
     try:
-        KernelPath(0x0108, True).close()
+        KernelPath(0x0108, True, 1024).close()
     except (Unavailable, OSError) as e:
         return str(e)
     return None

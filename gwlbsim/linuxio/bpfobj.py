@@ -72,7 +72,8 @@ class _Libbpf:
                 ("bpf_link_create", i, [i, i, u, vp]), ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
                 ("bpf_map_lookup_elem", i, [i, vp, vp]), ("bpf_map_delete_elem", i, [i, vp]),
                 ("bpf_map_get_next_key", i, [i, vp, vp]), ("libbpf_get_error", ctypes.c_long, [vp]),
-                ("libbpf_num_possible_cpus", i, [])):
+                ("libbpf_num_possible_cpus", i, []), ("bpf_object__find_map_by_name", vp, [vp, cp]),
+                ("bpf_map__set_max_entries", i, [vp, ctypes.c_uint32])):
             f = getattr(lib, fn)
             f.restype, f.argtypes = res, args
         self.lib = lib
@@ -94,7 +95,9 @@ class Link:
 class BpfObject:
     """A loaded BPF object: its programs and maps by name, and the links it attached."""
 
-    def __init__(self, source: Path, programs: tuple[str, ...], maps: tuple[str, ...]) -> None:
+    def __init__(self, source: Path, programs: tuple[str, ...], maps: tuple[str, ...],
+                 max_entries: dict[str, int] | None = None) -> None:
+        """Open, size (``max_entries``: maps whose size is chosen at load) and load ``source``'s object."""
         obj_path = compiled_object(source)
         self._bpf = _Libbpf()
         lib = self._bpf.lib
@@ -103,6 +106,11 @@ class BpfObject:
         if not obj or lib.libbpf_get_error(obj):
             raise Unavailable(f"libbpf cannot open {obj_path}")
         self._obj = obj
+        for name, n in (max_entries or {}).items():
+            m = lib.bpf_object__find_map_by_name(obj, name.encode())
+            if not m or lib.bpf_map__set_max_entries(m, n) != 0:
+                self.close()
+                raise Unavailable(f"cannot size BPF map {name} to {n} entries")
         if lib.bpf_object__load(obj) != 0:
             err = ctypes.get_errno()
             lib.bpf_object__close(obj)

@@ -229,6 +229,15 @@ static __always_inline int inner_key(void *data, void *data_end, __u32 len, __u6
     return 1;
 }
 
+/* whether two 40-byte GENEVE headers are the same, byte for byte */
+static __always_inline int same_header(const __u8 *a, const __u8 *b)
+{
+    __u64 x[GENEVE_LEN / 8], y[GENEVE_LEN / 8];
+    __builtin_memcpy(x, a, GENEVE_LEN);
+    __builtin_memcpy(y, b, GENEVE_LEN);
+    return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+}
+
 static __always_inline __u16 fold(__u64 sum)
 {
     sum = (sum & 0xffff) + (sum >> 16);
@@ -309,16 +318,22 @@ int geneve_in(struct __sk_buff *skb)
     if (!inner_key(inner, data_end, inner_len, eni, &k) || k.family != (ptype == ETH_P_IP ? 4 : 6))
         goto pass;
     __u64 now = bpf_ktime_get_ns();
-    struct flow_val v;
-    __builtin_memcpy(v.header, g, GENEVE_LEN);
-    v.gwlb_addr = ip->saddr;
-    v.self_addr = ip->daddr;
-    v.gwlb_port = udp->source;
-    v.pad = 0;
-    v.pad2 = 0;
-    v.last_seen = now;
-    if (bpf_map_update_elem(&flows, &k, &v, BPF_ANY))
-        goto pass;
+    struct flow_val *cur = bpf_map_lookup_elem(&flows, &k);
+    if (cur && same_header(cur->header, g) && cur->gwlb_addr == ip->saddr && cur->self_addr == ip->daddr &&
+        cur->gwlb_port == udp->source) {
+        cur->last_seen = now; /* the common case: nothing but the time changed (an LRU update costs an entry) */
+    } else {
+        struct flow_val v;
+        __builtin_memcpy(v.header, g, GENEVE_LEN);
+        v.gwlb_addr = ip->saddr;
+        v.self_addr = ip->daddr;
+        v.gwlb_port = udp->source;
+        v.pad = 0;
+        v.pad2 = 0;
+        v.last_seen = now;
+        if (bpf_map_update_elem(&flows, &k, &v, BPF_ANY))
+            goto pass;
+    }
     t->last_seen = now;
     __u32 gwi = t->gwi_ifindex;
     /* an IPv6 packet inside: the flag makes skb->protocol say so (a kernel without it refuses the call and

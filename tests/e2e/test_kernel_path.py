@@ -328,3 +328,16 @@ def test_generated_traffic_gets_the_same_answers_from_both_paths(tmp_path: Path)
                 lab.stop_process(proc)
             for peer in peers.values():
                 peer.close()
+
+
+@needs_kernel_path
+def test_max_flows_sizes_the_kernel_flow_map() -> None:
+    from gwlbsim.reference.kernelpath import KernelPath
+
+    kernel = KernelPath(0x0108, True, 5000)
+    try:
+        info = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{kernel.maps['flows']}").read_text()
+                    .splitlines() if ":" in line)
+        assert int(info["max_entries"]) == 5000 and int(info["key_size"]) == 48, info
+    finally:
+        kernel.close()
