@@ -402,9 +402,19 @@ class ReferenceAppliance:
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
-        tunnels = [tunnel_entry(t, now, t.last_seen, tunnel_counters(t)) for t in list(self.core.tunnels.values())]
+        tunnels = [tunnel_entry(t, now, t.last_seen, self._tunnel_counters(t))
+                   for t in list(self.core.tunnels.values())]
         return status_document(self.core.config, now - self.started, self.unhealthy_reasons(),
                                self.lifecycle.hooks, self.totals(), tunnels, datapath=self.datapath())
+
+    def _tunnel_counters(self, t: Tunnel) -> dict[str, Any]:
+        """A tunnel's counters: the Python datapath's, plus what the kernel path carried for it."""
+        out = tunnel_counters(t)
+        carried = self.fast.carried(t.eni_id) if self.fast is not None else None
+        if carried is not None:
+            for name, n in zip(("packets_in", "bytes_in", "packets_out", "bytes_out"), carried, strict=True):
+                out[name] += n
+        return out
 
     def datapath(self) -> dict[str, Any]:
         """Which datapath carries the common case, why, and the kernel path's own counters."""

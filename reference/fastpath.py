@@ -126,13 +126,21 @@ class FastPath:
                 self._nexthops[gwlb] = hop
         mono = time.monotonic()
         for eni_id in self._tunnels:
-            seen = kernel.tunnel_last_seen(eni_id)
+            state = kernel.tunnel_state(eni_id)
+            if state is None:
+                continue
+            seen = state[0]
             t = core.tunnels.get(eni_id)
             if seen is not None and t is not None:
                 t.last_seen = max(t.last_seen, now - (mono - seen))
         if mono >= self._next_expiry:
             self._next_expiry = mono + max(EXPIRE_EVERY, self.flow_timeout / 4)
             self.flows = kernel.expire_flows(mono - self.flow_timeout)
+
+    def carried(self, eni_id: int) -> tuple[int, int, int, int] | None:
+        """What the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out (inner)."""
+        state = self.kernel.tunnel_state(eni_id) if eni_id in self._tunnels else None
+        return state[1] if state is not None else None
 
     def status(self) -> dict[str, Any]:
         c = self.kernel.counters()

@@ -26,7 +26,7 @@ COUNTERS = ("in_fast", "in_fast_bytes", "in_passed", "out_fast", "out_fast_bytes
 
 _FLOW_KEY = struct.Struct("=QBB2s2s2x16s16s")  # eni, proto, family, lo port, hi port, lo addr, hi addr (network order)
 _FLOW_VAL = struct.Struct("=40s4s4s2s2x4xQ")  # header, gwlb addr, own addr, gwlb port, last seen (ns)
-_TUNNEL_VAL = struct.Struct("=IIQ")  # gwi ifindex, gwo ifindex, last seen (ns)
+_TUNNEL_VAL = struct.Struct("=IIQQQQQ")  # gwi, gwo ifindex, last seen (ns), packets and bytes in, out
 _NEXTHOP_VAL = struct.Struct("=I6s6s2x")  # ifindex, source MAC, destination MAC
 _CONFIG_VAL = struct.Struct("=HB5x")  # option class, UDP checksum on
 
@@ -50,7 +50,7 @@ class KernelPath(BpfObject):
         """Traffic of ``eni_id`` may take the fast path both ways (its tunnel is created, hooks done)."""
         for dev in (gwi, gwo):
             self.update("devices", struct.pack("=I", dev), struct.pack("=Q", eni_id))
-        self.update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0))
+        self.update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0))
 
     def tunnel_gone(self, eni_id: int, gwi: int, gwo: int) -> None:
         self.delete("tunnels", struct.pack("=Q", eni_id))
@@ -60,13 +60,14 @@ class KernelPath(BpfObject):
             if struct.unpack_from("=Q", k)[0] == eni_id:
                 self.delete("flows", k)
 
-    def tunnel_last_seen(self, eni_id: int) -> float | None:
-        """When the fast path last carried a packet of the tunnel (CLOCK_MONOTONIC seconds), or None."""
+    def tunnel_state(self, eni_id: int) -> tuple[float | None, tuple[int, int, int, int]] | None:
+        """When the fast path last carried a packet of the tunnel (CLOCK_MONOTONIC seconds, None: never) and
+        what it carried (packets in, bytes in, packets out, bytes out); None for a tunnel it does not have."""
         raw = self.lookup("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size)
         if raw is None:
             return None
-        ns = _TUNNEL_VAL.unpack(raw)[2]
-        return ns / 1e9 if ns else None
+        _gwi, _gwo, ns, *counts = _TUNNEL_VAL.unpack(raw)
+        return (ns / 1e9 if ns else None), (counts[0], counts[1], counts[2], counts[3])
 
     def set_nexthop(self, gwlb: str, ifindex: int, src_mac: bytes, dst_mac: bytes) -> None:
         self.update("nexthops", ipaddress.IPv4Address(gwlb).packed, _NEXTHOP_VAL.pack(ifindex, src_mac, dst_mac))

@@ -64,6 +64,10 @@ struct tunnel_val {
     __u32 gwi_ifindex;
     __u32 gwo_ifindex;
     __u64 last_seen;
+    __u64 packets_in; /* what this path carried for the tunnel: inner packets and bytes, each way */
+    __u64 bytes_in;
+    __u64 packets_out;
+    __u64 bytes_out;
 };
 
 struct nexthop_val {
@@ -335,6 +339,8 @@ int geneve_in(struct __sk_buff *skb)
             goto pass;
     }
     t->last_seen = now;
+    __sync_fetch_and_add(&t->packets_in, 1);
+    __sync_fetch_and_add(&t->bytes_in, inner_len);
     __u32 gwi = t->gwi_ifindex;
     /* an IPv6 packet inside: the flag makes skb->protocol say so (a kernel without it refuses the call and
        leaves the packet as it was, for the Python datapath) */
@@ -360,6 +366,7 @@ int tunnel_out(struct __sk_buff *skb)
     __u64 *eni = bpf_map_lookup_elem(&devices, &ifindex);
     if (!eni)
         return PASS;
+    __u64 eni_id = *eni;
     /* only what came in through a tunnel (from GWLB, whole checksums) goes back here; this namespace's own
        packets (a local service's replies) and what came in on another device (a second arm's NAT replies, or
        anything from a namespace behind a veth) may carry a checksum the device is left to finish, and GSO
@@ -369,7 +376,7 @@ int tunnel_out(struct __sk_buff *skb)
         goto pass;
     struct flow_key k;
     __u32 inner_len = skb->len;
-    if (inner_len > MAX_INNER || !inner_key(data, data_end, inner_len, *eni, &k) ||
+    if (inner_len > MAX_INNER || !inner_key(data, data_end, inner_len, eni_id, &k) ||
         skb->protocol != bpf_htons(k.family == 4 ? ETH_P_IP : ETH_P_IPV6))
         goto pass;
     struct flow_val *f = bpf_map_lookup_elem(&flows, &k);
@@ -457,6 +464,11 @@ int tunnel_out(struct __sk_buff *skb)
         __u16 c = ~fold(sum);
         c = c ? c : 0xffff;
         bpf_skb_store_bytes(skb, sizeof(*eth) + sizeof(*ip) + offsetof(struct udphdr, check), &c, 2, 0);
+    }
+    struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni_id);
+    if (t) {
+        __sync_fetch_and_add(&t->packets_out, 1);
+        __sync_fetch_and_add(&t->bytes_out, inner_len);
     }
     count(C_OUT_FAST, 1);
     count(C_OUT_FAST_BYTES, inner_len);
