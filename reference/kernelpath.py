@@ -27,7 +27,7 @@ COUNTERS = ("in_fast", "in_fast_bytes", "in_passed", "out_fast", "out_fast_bytes
 _FLOW_KEY = struct.Struct("=QBB2s2s2x16s16s")  # eni, proto, family, lo port, hi port, lo addr, hi addr (network order)
 _FLOW_VAL = struct.Struct("=40s4s4s2s2x4xQ")  # header, gwlb addr, own addr, gwlb port, last seen (ns)
 _TUNNEL_VAL = struct.Struct("=IIQQQQQ")  # gwi, gwo ifindex, last seen (ns), packets and bytes in, out
-_NEXTHOP_VAL = struct.Struct("=I6s6s2x")  # ifindex, source MAC, destination MAC
+_NEXTHOP_VAL = struct.Struct("=I6s6sQ")  # ifindex, source MAC, destination MAC, next refresh (ns)
 _CONFIG_VAL = struct.Struct("=HB5x")  # option class, UDP checksum on
 
 
@@ -70,7 +70,7 @@ class KernelPath(BpfObject):
         return (ns / 1e9 if ns else None), (counts[0], counts[1], counts[2], counts[3])
 
     def set_nexthop(self, gwlb: str, ifindex: int, src_mac: bytes, dst_mac: bytes) -> None:
-        self.update("nexthops", ipaddress.IPv4Address(gwlb).packed, _NEXTHOP_VAL.pack(ifindex, src_mac, dst_mac))
+        self.update("nexthops", ipaddress.IPv4Address(gwlb).packed, _NEXTHOP_VAL.pack(ifindex, src_mac, dst_mac, 0))
 
     def forget_flow(self, eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> None:
         """The Python datapath learnt this packet's flow itself: the kernel's copy may be stale, drop it."""

@@ -33,6 +33,7 @@
 #define OUTER_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr) + GENEVE_LEN)
 #define MAX_INNER 8500
 #define RETURN_TTL 64
+#define REFRESH_NS 1000000000ULL /* gwlbsim.linuxio.linkpath.REFRESH */
 /* "not mine": tcx goes on to the next program and the device's classic tc filters (TCX_NEXT) */
 #define PASS TC_ACT_UNSPEC
 #ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
@@ -74,7 +75,7 @@ struct nexthop_val {
     __u32 ifindex;
     __u8 src_mac[6];
     __u8 dst_mac[6];
-    __u16 pad;
+    __u64 next_refresh; /* bpf_ktime_get_ns() after which one return goes through the IP layer (Python) */
 };
 
 struct config_val {
@@ -387,6 +388,14 @@ int tunnel_out(struct __sk_buff *skb)
     struct config_val *cfg = bpf_map_lookup_elem(&config, &zero);
     if (!nh || !cfg)
         goto pass;
+    /* once a second per GWLB address, one return takes the Python datapath, which sends it through the IP
+       layer: the kernel's neighbour entry for GWLB stays confirmed (and a changed address is learnt), as
+       returns straight to the link would never do */
+    __u64 now = bpf_ktime_get_ns();
+    if (now >= nh->next_refresh) {
+        nh->next_refresh = now + REFRESH_NS;
+        goto pass;
+    }
     /* everything the outer headers need, copied before the packet moves */
     struct flow_val v = *f;
     struct nexthop_val hop = *nh;
