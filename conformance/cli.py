@@ -13,14 +13,14 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from gwlbsim.conformance import results
 from gwlbsim.conformance.plugin import SUITE_DIR
 from gwlbsim.conformance.requirements import REQUIREMENTS, markdown_table
 
 from gwlbsim import cliargs
-from gwlbsim.appliance import DATAPATHS, MODES, ApplianceSpec
+from gwlbsim.appliance import DATAPATHS, HEALTH_PROTOCOLS, MODES, ApplianceSpec
 
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
@@ -45,15 +45,8 @@ Needs root.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad usage is one line (the option, the value, what is allowed) and exit status 2, not a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(results.EXIT_USAGE, f"{self.prog}: {message.removeprefix('argument ')} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gwlb-conformance", description="Validate a GWLB appliance against what "
+    p = cliargs.Parser(prog="gwlb-conformance", description="Validate a GWLB appliance against what "
                                 "AWS Gateway Load Balancer needs, requirement by requirement.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--appliance", metavar="CMD", help="appliance command template (default: the reference)")
@@ -67,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("auto", "gwlbtun", "reflector"), default="auto",
                    help="gwlbtun: tunnel devices (gwi-/gwo-) and hooks; reflector: none (raw socket, kernel "
                    "NAT); auto (default): detected from the first packet. Decides what is NOT APPLICABLE")
-    p.add_argument("--health-protocol", choices=("http", "tcp", "none"), default="http",
+    p.add_argument("--health-protocol", choices=HEALTH_PROTOCOLS, default="http",
                    help="how the appliance answers health checks; none: no health checks at all")
     p.add_argument("--health-port", type=cliargs.port, default=8080)
     p.add_argument("--health-path", default="/")

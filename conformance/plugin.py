@@ -21,7 +21,7 @@ import pytest
 from gwlbsim.conformance import results
 from gwlbsim.conformance.requirements import REQUIREMENTS
 
-from gwlbsim.appliance import DATAPATHS, MODES, ApplianceSpec, reference_command
+from gwlbsim.appliance import DATAPATHS, HEALTH_PROTOCOLS, MODES, ApplianceSpec, reference_command
 from gwlbsim.wire.hexdump import hexdump
 
 SUITE_DIR = Path(__file__).parent / "suite"
@@ -42,7 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gwlb-appliance", metavar="CMD", help="appliance command template (implies --gwlb-conformance; "
                 "default: the reference appliance). Placeholders: {python} {hook} {health_port} {flow_timeout} "
                 "{tunnel_timeout} {netns} {address} {gwlb_address} {index} {workdir}")
-    g.addoption("--gwlb-health-protocol", choices=("http", "tcp", "none"), default="http")
+    g.addoption("--gwlb-health-protocol", choices=HEALTH_PROTOCOLS, default="http")
     g.addoption("--gwlb-health-port", type=int, default=8080)
     g.addoption("--gwlb-health-path", default="/")
     g.addoption("--gwlb-instances", type=int, default=2, help="appliance instances (symmetry and failover need 2)")

@@ -16,6 +16,7 @@ reproduced (any level; without reproducer.json, any finding), 0 it did not, 2 an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -27,10 +28,10 @@ from gwlbsim.fuzz.reproducer import load_meta, recorded_finding, verdict
 from gwlbsim.fuzz.watchdog import Limits
 
 from gwlbsim import cliargs
-from gwlbsim.appliance import ApplianceSpec
+from gwlbsim.appliance import HEALTH_PROTOCOLS, ApplianceSpec
 from gwlbsim.linuxio.netns import NetnsError, require_root, sigterm_raises
 from gwlbsim.progress import Progress
-from gwlbsim.wire import geneve
+from gwlbsim.wire import geneve, pcap
 
 _FINDINGS = "\n".join(
     f"  {k.name:<20} {'fatal, ' if k.fatal else ''}{k.level} {k.requirement}"
@@ -56,21 +57,21 @@ findings with --strict, 2 bad options or the fuzzer could not run. --replay: 1 t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gwlb-fuzz", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+    p = cliargs.Parser(prog="gwlb-fuzz", description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--appliance", metavar="CMD", help="appliance command template (default: the reference)")
     p.add_argument("--health-port", type=cliargs.port, default=None, metavar="PORT", help="health check port (8080)")
-    p.add_argument("--health-protocol", choices=("http", "tcp", "none"), default=None,
+    p.add_argument("--health-protocol", choices=HEALTH_PROTOCOLS, default=None,
                    help="health check: HTTP 200, TCP connect, or none (default http)")
     p.add_argument("--health-path", default=None, metavar="PATH", help="HTTP health path (default /)")
     p.add_argument("--ready-timeout", type=cliargs.positive, default=20.0, metavar="SECS",
                    help="seconds for a fresh instance to become healthy (default 20)")
     p.add_argument("--rate", type=cliargs.positive, default=1000.0, metavar="PPS", help="datagrams per second (1000)")
     p.add_argument("--time", type=cliargs.positive, default=60.0, metavar="SECS", help="seconds of sending (60)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0; with --replay: the run's)")
-    p.add_argument("--out", type=Path, default=Path("gwlb-fuzz-results"), metavar="DIR",
+    p.add_argument("--seed", type=cliargs.whole, default=None, help="random seed (default 0; with --replay: the run's)")
+    p.add_argument("--out", type=cliargs.output_dir, default=Path("gwlb-fuzz-results"), metavar="DIR",
                    help="where reproducers go (default ./gwlb-fuzz-results)")
-    p.add_argument("--replay", type=Path, metavar="PCAP", help="replay a sequence against a fresh appliance")
+    p.add_argument("--replay", type=_pcap_file, metavar="PCAP", help="replay a sequence against a fresh appliance")
     g = p.add_argument_group("tuning")
     g.add_argument("--check-interval", type=cliargs.positive, default=1.0, metavar="SECS",
                    help="seconds of traffic between checks (1)")
@@ -83,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-probes", action="store_true", help="do not check that valid flows are returned")
     g.add_argument("--oversize", type=_share, default=0.005, metavar="SHARE",
                    help="share of datagrams above the link MTU, up to 65,000 bytes (0.005; 0: none)")
-    g.add_argument("--pool", type=int, default=400, metavar="N", help="distinct generated packets per kind (400)")
-    g.add_argument("--max-fd-growth", type=int, default=64, metavar="N", help="descriptor growth allowed (64)")
-    g.add_argument("--max-device-growth", type=int, default=None, metavar="N",
+    g.add_argument("--pool", type=cliargs.whole_within(10, 100_000), default=400, metavar="N",
+                   help="distinct generated packets per kind, 10-100000 (400)")
+    g.add_argument("--max-fd-growth", type=cliargs.whole, default=64, metavar="N",
+                   help="descriptor growth allowed (64)")
+    g.add_argument("--max-device-growth", type=cliargs.whole, default=None, metavar="N",
                    help="device growth allowed (default: 2 per endpoint used + 16)")
     g.add_argument("--no-minimize", action="store_true",
                    help="do not replay findings: write what was recorded as reproducers")
@@ -100,11 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Hypothesis keeps its caches in ./.hypothesis unless told otherwise: not in the user's working directory
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                          str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gwlbsim" /
+                              "hypothesis"))
     meta = None
     if args.replay is not None:
-        if not args.replay.is_file():
-            parser.error(f"--replay: no such file {args.replay}")
-
         meta = load_meta(args.replay)
     base = (meta or {}).get("appliance", {})
     try:
@@ -116,8 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                              name="reference" if not (args.appliance or base) else "appliance")
     except ValueError as e:
         parser.error(str(e))
-    if args.pool < 10:
-        parser.error("--pool must be at least 10")
     try:
         require_root("gwlb-fuzz (network namespaces)")
     except NetnsError as e:
@@ -193,6 +195,16 @@ def _replay(fuzzer: object, path: Path) -> int:
               + ("" if findings else ": no finding, the appliance survived the sequence"))
         return 0
     return 1
+
+
+def _pcap_file(text: str) -> Path:
+    """--replay: an existing, readable classic pcap file."""
+    path = cliargs.input_file(text)
+    try:
+        pcap.read(path)
+    except (OSError, pcap.PcapError) as e:
+        raise argparse.ArgumentTypeError(f"{text}: {e}") from None
+    return path
 
 
 def _share(text: str) -> float:

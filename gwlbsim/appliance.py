@@ -77,6 +77,9 @@ class _Hooks:
         return format(self, "")
 
 
+#: how an appliance answers health checks (none: it is not health-checked)
+HEALTH_PROTOCOLS = ("http", "tcp", "none")
+
 #: the values of gwlb-reference --datapath (the reference is run as a black box: its CLI, not its code); auto is
 #: the kernel path where it can run
 DATAPATHS = ("auto", "kernel", "python")
@@ -117,7 +120,7 @@ class ApplianceSpec:
     name: str = "reference"
 
     def __post_init__(self) -> None:
-        if self.health_protocol not in ("http", "tcp", "none"):
+        if self.health_protocol not in HEALTH_PROTOCOLS:
             raise ValueError(f"health protocol must be http, tcp or none, not {self.health_protocol!r}")
         if not 1 <= self.health_port <= 65535:
             raise ValueError(f"health port {self.health_port} is not within 1-65535")

@@ -9,28 +9,30 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gwlbsim import __version__
-from gwlbsim.appliance import LOCAL_PORT, MODES, ApplianceError, ApplianceSpec, reference_command
+from gwlbsim import __version__, cliargs
+from gwlbsim.appliance import HEALTH_PROTOCOLS, LOCAL_PORT, MODES, ApplianceError, ApplianceSpec, reference_command
 from gwlbsim.bench.cli import main as bench_main
-from gwlbsim.config import ConfigError, GwlbConfig
+from gwlbsim.config import ConfigError, GwlbConfig, read_toml
 from gwlbsim.linuxio.netns import NetnsError, cleanup, sigterm_raises
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
+from gwlbsim.live.topology import LIMITS
 from gwlbsim.live.traffic import tcp_request, tcp_transfer, udp_exchange
 from gwlbsim.progress import Progress
 from gwlbsim.simulate import Flap, Workload, run
 
 
 def _topology_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, metavar="FILE",
+    p.add_argument("--config", type=cliargs.input_file, metavar="FILE",
                    help="TOML file with GWLB attributes (AWS names) and an optional [topology] table")
-    p.add_argument("--zones", type=int, help="availability zones, one GWLB node each (default 1)")
-    p.add_argument("--appliances", type=int, help="appliances (targets), spread over the zones (default 2)")
-    p.add_argument("--endpoints", type=int, help="GWLB endpoints, each with a client and a server side (default 1)")
+    for key, what in (("zones", "availability zones, one GWLB node each (default 1)"),
+                      ("appliances", "appliances (targets), spread over the zones (default 2)"),
+                      ("endpoints", "GWLB endpoints, each with a client and a server side (default 1)")):
+        lo, hi = LIMITS[key]
+        p.add_argument(f"--{key}", type=cliargs.whole_within(lo, hi), metavar="N", help=f"{what}; {lo}-{hi}")
     p.add_argument("--appliance", metavar="CMD",
                    help="appliance command template (default: the reference appliance); see README")
     p.add_argument("--mode", choices=tuple(MODES),
@@ -38,38 +40,64 @@ def _topology_args(p: argparse.ArgumentParser) -> None:
                    "({hook:MODE}); with --appliance, the mode shapes the topology only (nat adds the internet "
                    "namespace) and the command picks its hook. "
                    + "; ".join(f"{m}: {d}" for m, d in MODES.items()) + " (default passthrough)")
-    p.add_argument("--health-protocol", choices=("http", "tcp", "none"), help="how the appliance answers health")
-    p.add_argument("--health-port", type=int, help="the appliance's health port (default 8080)")
+    p.add_argument("--health-protocol", choices=HEALTH_PROTOCOLS, help="how the appliance answers health")
+    p.add_argument("--health-port", type=cliargs.port, help="the appliance's health port (default 8080)")
     p.add_argument("--health-path", help="HTTP health path (default /)")
     p.add_argument("--workdir", type=Path, help="where appliance logs go (default: a temporary directory)")
 
 
-def _session_options(args: argparse.Namespace) -> Any:
+#: the [topology] keys of a config file: each checked as its command-line option is
+_TOPOLOGY_KEYS = ("zones", "appliances", "endpoints", "appliance", "health_protocol", "health_port", "health_path",
+                  "mode")
 
+
+def _topology_value(path: Path, key: str, v: Any) -> Any:
+    """A [topology] value, checked as the command line checks its option (the same messages)."""
+    where = f"{path}: [topology] {key}"
+    if key in LIMITS or key == "health_port":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{where}: {v!r} is not a whole number")
+        check = cliargs.port if key == "health_port" else cliargs.whole_within(*LIMITS[key])
+        try:
+            return check(str(v))
+        except argparse.ArgumentTypeError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if not isinstance(v, str):
+        raise ConfigError(f"{where}: {v!r} is not a string")
+    choices = {"mode": tuple(MODES), "health_protocol": HEALTH_PROTOCOLS}.get(key)
+    if choices is not None and v not in choices:
+        raise ConfigError(f"{where}: {v!r} is not one of {', '.join(choices)}")
+    return v
+
+
+def _session_options(args: argparse.Namespace) -> Any:
+    """The session the command line and the config file describe, every value checked (nothing is started)."""
     topo: dict[str, Any] = {}
     config = None
     if args.config:
-        try:
-            topo = tomllib.loads(args.config.read_text()).get("topology", {})
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"{args.config}: {e}") from None
+        doc = read_toml(args.config)
+        raw = doc.get("topology", {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{args.config}: [topology] must be a table")
+        for k in raw:
+            if k not in _TOPOLOGY_KEYS:
+                raise ConfigError(f"{args.config}: unknown [topology] key {k!r}; known: "
+                                  f"{', '.join(sorted(_TOPOLOGY_KEYS))}")
+        topo = {k: _topology_value(args.config, k, v) for k, v in raw.items()}
         config = GwlbConfig.from_toml(args.config)
-    known = {"zones", "appliances", "endpoints", "appliance", "health_protocol", "health_port", "health_path", "mode"}
-    for k in topo:
-        if k not in known:
-            raise ConfigError(f"unknown [topology] key {k!r}; known: {', '.join(sorted(known))}")
-    pick = {k: getattr(args, k) if getattr(args, k) is not None else topo.get(k) for k in known}
+    pick = {k: getattr(args, k) if getattr(args, k) is not None else topo.get(k) for k in _TOPOLOGY_KEYS}
     mode = pick["mode"] or "passthrough"
-    if mode not in MODES:
-        raise ConfigError(f"[topology] mode {mode!r} is not one of {', '.join(MODES)}")
     # with --appliance, the mode shapes the topology only (nat: the internet side); the command picks its hook
     spec = ApplianceSpec(command=reference_command(mode))
     changes = {k: v for k, v in (("command", pick["appliance"]), ("health_protocol", pick["health_protocol"]),
                                  ("health_port", pick["health_port"]), ("health_path", pick["health_path"]))
                if v is not None}
     if changes:
-        spec = spec.with_(**changes)
-    if config is not None and "health_check" not in tomllib.loads(args.config.read_text()):
+        try:
+            spec = spec.with_(**changes)
+        except ValueError as e:
+            raise ConfigError(f"--appliance: {e}") from None
+    if config is not None and "health_check" not in read_toml(args.config):
         config = replace(config, health_check=health_check_for(spec))
     return SessionOptions(zones=pick["zones"] or 1, appliances=pick["appliances"] or 2,
                           endpoints=pick["endpoints"] or 1, spec=spec, config=config, workdir=args.workdir, mode=mode)
@@ -90,13 +118,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         topo = s.topo
         assert topo is not None
         print(topo.describe())
-        print("waiting for the appliances to pass their health checks ...", flush=True)
-        try:
-            s.wait_healthy(args.ready_timeout)
-        except TimeoutError as e:
-            print(f"warning: {e}", file=sys.stderr)
+        healthy = _wait_healthy(s, opts, args.ready_timeout, lambda m: print(m, flush=True))
         e0 = topo.endpoints[0]
-        print("\nready. Try, in another shell:")
+        print("\nready. Try, in another shell:" if healthy else
+              "\nup, but NOT every appliance is healthy (see the warning above). Try, in another shell:")
         print(f"  ip netns exec {e0.client_ns} ping {e0.server_v4}")
         print(f"  ip netns exec {e0.server_ns} python3 -m http.server 8000 --bind {e0.server_v4} &")
         print(f"  ip netns exec {e0.client_ns} curl http://{e0.server_v4}:8000/")
@@ -143,9 +168,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         topo = s.topo
         assert topo is not None
         prog.note(topo.describe())
-        prog.note("waiting for the appliances to pass their health checks ...")
-        s.wait_healthy(args.ready_timeout)
-        prog.note(f"healthy: {s.target_states()}")
+        if not _wait_healthy(s, opts, args.ready_timeout, prog.note):
+            ok = False
+            _keep_logs(s, prog)
+            prog.done("demo FAILED: the appliances did not become healthy")
+            return 1
+        prog.note(f"targets: {s.target_states()}")
         for e in topo.endpoints:
             for dst in (e.server_v4, e.server_v6):
                 ok &= _demo_ping(s, e.index, dst, prog)
@@ -167,7 +195,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 ok &= _demo_tcp(s, e.index, prog, internet=True)
                 ok &= _demo_udp(s, e.index, prog, internet=True)
         prog.note(s.report())
-        if len(s.appliances) > 1:
+        if not ok:
+            _keep_logs(s, prog)
+        if len(s.appliances) > 1 and opts.spec.health_protocol != "none":
             victim = s.appliances[0]
             prog.note(f"\nstopping appliance {victim.index} to show failover ...")
             victim.kill()
@@ -186,10 +216,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _wait_healthy(s: GwlbSession, opts: Any, timeout: float, say: Any) -> bool:
+    """Wait for the appliances to pass GWLB's health checks; False (and a warning) when they do not in time.
+    Appliances that answer none are not waited for: GWLB's checks fail and it fails open."""
+    if opts.spec.health_protocol == "none":
+        say("the appliances answer no health checks: GWLB sees them unhealthy and fails open (every target "
+            "gets flows)")
+        return True
+    say("waiting for the appliances to pass their health checks ...")
+    try:
+        s.wait_healthy(timeout)
+    except TimeoutError as e:
+        print(f"warning: {e}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _keep_logs(s: GwlbSession, prog: Progress) -> None:
+    kept = s.keep_logs()
+    if kept is not None:
+        prog.note(f"the appliances' logs are kept in {kept}")
+
+
 def _demo_ping(s: Any, e: int, dst: str, prog: Progress, where: str = "") -> bool:
 
     r = s.run_client(e, ["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], check=False)
-    prog.note(f"endpoint {e}: ping {dst}{where}: {'ok' if r.returncode == 0 else 'FAILED'}")
+    out = r.stdout.decode(errors="replace")
+    summary = next((line for line in out.splitlines() if "packet loss" in line), out.strip()[-120:])
+    prog.note(f"endpoint {e}: ping {dst}{where}: " + ("ok" if r.returncode == 0 else f"FAILED ({summary})"))
     return bool(r.returncode == 0)
 
 
@@ -208,9 +262,11 @@ def _demo_udp(s: Any, e: int, prog: Progress, internet: bool = False) -> bool:
 
     ok = True
     for v6 in (False, True):
-        done = udp_exchange(s, e, 5353, v6=v6, internet=internet) == b"gnip"
+        got = udp_exchange(s, e, 5353, v6=v6, internet=internet)
+        done = got == b"gnip"
         where = f" over IPv{6 if v6 else 4}" + (" (internet)" if internet else "")
-        prog.note(f"endpoint {e}: UDP exchange{where}: {'ok' if done else 'FAILED'}")
+        prog.note(f"endpoint {e}: UDP exchange{where}: " + ("ok" if done else "FAILED (" + (
+            "no answer" if got is None else f"answer {got!r}, expected b'gnip'") + ")"))
         ok &= done
     return ok
 
@@ -221,13 +277,7 @@ def _demo_udp(s: Any, e: int, prog: Progress, internet: bool = False) -> bool:
 def cmd_simulate(args: argparse.Namespace) -> int:
 
     config = GwlbConfig.from_toml(args.config) if args.config else None
-    flaps = []
-    for spec in args.flap:
-        try:
-            at, target, down = spec.split(":")
-            flaps.append(Flap(float(at), int(target), float(down)))
-        except ValueError:
-            raise ConfigError(f"--flap {spec!r}: expected AT:TARGET:DOWN_FOR, e.g. 30:2:60") from None
+    flaps = [_flap(spec, args.targets) for spec in args.flap]
     if args.random_flaps:
         import random
 
@@ -249,6 +299,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flap(spec: str, targets: int) -> Flap:
+    """``--flap AT:TARGET:DOWN_FOR``, checked against the simulated targets."""
+    try:
+        at, target, down = (float(spec.split(":")[0]), int(spec.split(":")[1]), float(spec.split(":")[2]))
+        if spec.count(":") != 2:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ConfigError(f"--flap {spec!r}: expected AT:TARGET:DOWN_FOR, e.g. 30:2:60") from None
+    if at < 0 or not down > 0:
+        raise ConfigError(f"--flap {spec!r}: AT must be 0 or more and DOWN_FOR more than 0 seconds")
+    if not 0 <= target < targets:
+        raise ConfigError(f"--flap {spec!r}: target {target} does not exist (targets 0-{targets - 1})")
+    return Flap(at, target, down)
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
 
     removed = cleanup(everything=args.all)
@@ -262,42 +327,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gwlbsim", description="A fake AWS Gateway Load Balancer in network namespaces")
+    p = cliargs.Parser(prog="gwlbsim", description="A fake AWS Gateway Load Balancer in network namespaces")
     p.add_argument("--version", action="version", version=f"gwlbsim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="bring up a topology with appliances and keep it running")
     _topology_args(up)
-    up.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECS")
-    up.add_argument("--report-every", type=float, default=30.0, metavar="SECS",
+    up.add_argument("--ready-timeout", type=cliargs.number_within(0.5, 3600), default=60.0, metavar="SECS")
+    up.add_argument("--report-every", type=cliargs.seconds, default=30.0, metavar="SECS",
                     help="print targets and metrics this often (0: never)")
     up.add_argument("--exit-on-appliance-exit", action="store_true")
     up.set_defaults(fn=cmd_up)
     demo = sub.add_parser("demo", help="topology with reference appliances, real traffic, failover, a report")
     _topology_args(demo)
-    demo.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECS")
+    demo.add_argument("--ready-timeout", type=cliargs.number_within(0.5, 3600), default=60.0, metavar="SECS")
     demo.set_defaults(fn=cmd_demo)
     sim = sub.add_parser("simulate", help="virtual time: the model with reference cores, at scale")
-    sim.add_argument("--config", type=Path, metavar="FILE", help="TOML with GWLB attributes")
-    sim.add_argument("--flows", type=int, default=100_000)
-    sim.add_argument("--rate", type=float, default=10_000.0, help="new flows per simulated second")
-    sim.add_argument("--targets", type=int, default=8)
-    sim.add_argument("--zones", type=int, default=1)
-    sim.add_argument("--endpoints", type=int, default=2)
-    sim.add_argument("--packets-per-flow", type=int, default=2)
-    sim.add_argument("--tcp-fraction", type=float, default=0.7)
-    sim.add_argument("--reuse-fraction", type=float, default=0.0)
-    sim.add_argument("--followup-after", type=float, metavar="SECS",
+    sim.add_argument("--config", type=cliargs.input_file, metavar="FILE", help="TOML with GWLB attributes")
+    sim.add_argument("--flows", type=cliargs.whole_within(1, 10**10), default=100_000, metavar="N",
+                     help="flows to simulate (default 100000)")
+    sim.add_argument("--rate", type=cliargs.positive, default=10_000.0, help="new flows per simulated second")
+    sim.add_argument("--targets", type=cliargs.whole_within(1, 100_000), default=8, metavar="N")
+    sim.add_argument("--zones", type=cliargs.whole_within(1, 64), default=1, metavar="N")
+    sim.add_argument("--endpoints", type=cliargs.whole_within(1, 100_000), default=2, metavar="N")
+    sim.add_argument("--packets-per-flow", type=cliargs.whole_within(1, 100_000), default=2, metavar="N")
+    sim.add_argument("--tcp-fraction", type=cliargs.fraction, default=0.7, metavar="F", help="0 to 1 (default 0.7)")
+    sim.add_argument("--reuse-fraction", type=cliargs.fraction, default=0.0, metavar="F",
+                     help="flows that reuse an earlier flow's 5-tuple, 0 to 1 (default 0)")
+    sim.add_argument("--followup-after", type=cliargs.positive, metavar="SECS",
                      help="every flow exchanges packets again this much later")
     sim.add_argument("--flap", action="append", default=[], metavar="AT:TARGET:DOWN_FOR",
-                     help="target TARGET (index) down at AT s for DOWN_FOR s (repeatable)")
-    sim.add_argument("--random-flaps", type=int, default=0, metavar="N")
-    sim.add_argument("--seed", type=int, default=1)
+                     help="target TARGET (index, 0 to --targets - 1) down at AT s for DOWN_FOR s (repeatable)")
+    sim.add_argument("--random-flaps", type=cliargs.whole_within(0, 100_000), default=0, metavar="N")
+    sim.add_argument("--seed", type=cliargs.whole, default=1)
     sim.add_argument("--level", choices=("packet", "flow"), default="packet",
                      help="packet: every packet through the model and a reference core (default); flow: the "
                           "model's decisions only, for millions of flows")
-    sim.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    sim.add_argument("--workers", type=cliargs.whole_within(1, 256), default=os.cpu_count() or 1, metavar="N",
                      help="processes to share the flows over (default: one per CPU)")
-    sim.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    sim.add_argument("--json", type=cliargs.output_file, metavar="FILE", help="also write the report as JSON")
     sim.set_defaults(fn=cmd_simulate)
     cl = sub.add_parser("cleanup", help="remove namespaces left by crashed or killed runs")
     cl.add_argument("--all", action="store_true", help="also those of runs still alive")

@@ -56,6 +56,23 @@ class ConfigError(ValueError):
     pass
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's tables; every way it can be unreadable is a :class:`ConfigError` naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
 def _bool(key: str, v: Any) -> bool:
     if isinstance(v, bool):
         return v
@@ -289,20 +306,16 @@ class GwlbConfig:
                 if name in ("cross_zone", "rst_on_idle_timeout", "stickiness_enabled", "rst_on_unhealthy",
                             "rst_on_deregistration"):
                     v = _bool(key, v)
-                elif name in ("tcp_idle_timeout", "deregistration_delay"):
-                    v = float(_int(key, v, -(2**31), 2**31))
+                elif name == "tcp_idle_timeout":
+                    v = float(_int(key, v, 60, 6000))
+                elif name == "deregistration_delay":
+                    v = float(_int(key, v, 0, 3600))
                 kw[name] = v
         return cls(**kw)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> GwlbConfig:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        data = read_toml(path)
         data.pop("topology", None)  # read by the live topology builder
         try:
             return cls.from_dict(data)

@@ -42,9 +42,10 @@ class Progress:
     def update(self, done: int, extra: str = "") -> None:
         elapsed = time.monotonic() - self.start
         if self.total:
-            eta = elapsed / done * (self.total - done) if done else 0.0
+            # no estimate before anything is done (nor in the first half second: too little to go on)
+            eta = _duration(elapsed / done * (self.total - done)) if done and elapsed >= 0.5 else "--"
             text = (f"{self.label}: {done:,}/{self.total:,} ({100.0 * done / self.total:5.1f}%), {elapsed:5.1f} s, "
-                    f"eta {eta:5.1f} s")
+                    f"eta {eta}")
         else:
             text = f"{self.label}: {done:,}, {elapsed:5.1f} s"
         self.line(f"{text}  {extra}" if extra else text, force=self.total is not None and done >= self.total)
@@ -64,3 +65,12 @@ class Progress:
         if message:
             self.stream.write(message + "\n")
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``42.0 s``, ``12 min 5 s``, ``3 h 20 min``."""
+    if seconds < 60:
+        return f"{seconds:5.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"

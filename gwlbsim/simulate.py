@@ -392,7 +392,7 @@ def _run_shard(workload: Workload, config: GwlbConfig | None, targets: int, zone
     n = workload.flows
     mine = len(range(shard, n, shards))
     step = 1.0 / workload.rate
-    report_every = max(1, mine // 100)
+    report_every = max(1, min(mine // 100, 5000))  # often enough for a real estimate with a billion flows
     t = warmup
     for done, i in enumerate(range(shard, n, shards)):
         t = warmup + (i + 1) * step

@@ -32,7 +32,7 @@ is shutting down. Needs root (TUN devices, a raw socket for returns).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cliargs.Parser(
         prog="gwlb-reference",
         description="Reference AWS Gateway Load Balancer appliance: receives GENEVE on UDP 6081, gives each GWLB "
                     "endpoint a pair of TUN devices (gwi-X in, gwo-X out) and returns what the OS sends out of "
@@ -55,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "Each worker handles both directions of its flows: SO_REUSEPORT sockets and "
                         "multi-queue tunnels, steered by the inner flow")
     g.add_argument("--tunthreads", type=cliargs.count, default=1, metavar="N", help="as --udpthreads")
-    g.add_argument("--udpaffinity", metavar="CPUS",
+    g.add_argument("--udpaffinity", type=cliargs.cpu_list, metavar="CPUS",
                    help="pin the datapath to these CPUs (e.g. 0,2-3); with several workers, worker k to the "
                         "k-th CPU of the list (round robin)")
-    g.add_argument("--tunaffinity", metavar="CPUS", help="accepted for compatibility; see --udpaffinity")
+    g.add_argument("--tunaffinity", type=cliargs.cpu_list, metavar="CPUS",
+                   help="accepted for compatibility; see --udpaffinity")
     g.add_argument("--logging", metavar="SPEC",
                    help="log levels: LEVEL or SECTION=LEVEL,... (sections: core, hooks, health)")
     e = p.add_argument_group("further options")
@@ -89,14 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cpus(spec: str) -> set[int]:
-    cpus: set[int] = set()
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -104,17 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-s and -j exclude each other")
     try:
         configure_logging(args.debug, args.logging)
-        hooks = {k: parse_hook(getattr(args, k)) if getattr(args, k) else None
-                 for k in ("create_hook", "destroy_hook")}
         config = Config(flow_timeout=args.flow_timeout, tunnel_timeout=args.tunnel_timeout,
                         max_flows=args.max_flows, option_class=args.option_class,
                         udp_checksum=not args.no_udp_checksum)
-        cpus = _cpus(args.udpaffinity) if args.udpaffinity else None
     except ValueError as e:
         parser.error(str(e))
-    for k, argv_ in hooks.items():
-        if argv_ and os.sep in argv_[0] and not os.access(argv_[0], os.X_OK):
-            parser.error(f"{k.replace('_', ' ')} {argv_[0]!r} is not an executable file")
+    hooks = {}
+    for flag, k in (("-c", "create_hook"), ("-r", "destroy_hook")):
+        try:
+            hooks[k] = parse_hook(getattr(args, k)) if getattr(args, k) is not None else None
+        except ValueError as e:
+            parser.error(f"{flag}: {e}")
+    cpus = set(args.udpaffinity) if args.udpaffinity else None
     log = logging.getLogger("gwlb-reference")
     workers = max(args.udpthreads, args.tunthreads)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -27,11 +28,29 @@ class HookResult:
     error: str = ""
 
 
+#: programs that run a script named by their first argument (``-c 'sh /path/hook.sh'``)
+_INTERPRETERS = frozenset({"sh", "bash", "dash", "ksh", "zsh", "python", "python3", "perl"})
+
+
 def parse_hook(command: str) -> list[str]:
-    """Split a hook given on the command line (``-c '/path/hook.sh'`` or ``-c 'bash /path/hook.sh'``)."""
-    argv = shlex.split(command)
+    """Split a hook given on the command line (``-c '/path/hook.sh'`` or ``-c 'bash /path/hook.sh'``) and check
+    that it can run: the program exists (an executable file, or found on PATH) and so does the script an
+    interpreter is given. A hook that cannot run is found here, not at the first packet."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"{command!r}: {e}") from None
     if not argv:
-        raise ValueError("empty hook command")
+        raise ValueError("empty command")
+    prog = argv[0]
+    if os.sep in prog:
+        if not os.path.isfile(prog) or not os.access(prog, os.X_OK):
+            raise ValueError(f"{prog} is not an executable file")
+    elif shutil.which(prog) is None:
+        raise ValueError(f"{prog}: command not found")
+    script = argv[1] if os.path.basename(prog) in _INTERPRETERS and len(argv) > 1 else "-"
+    if not script.startswith("-") and not os.path.isfile(script):
+        raise ValueError(f"{script}: no such script")
     return argv
 
 

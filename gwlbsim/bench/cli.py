@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gwlbsim import cliargs
 from gwlbsim.bench import extra, memory, report, topology
 from gwlbsim.bench import fake_gwlb as _registers_gwlb_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench import hotpath as _registers_hotpath_benchmarks  # noqa: F401  (registers with extra)
@@ -54,7 +55,7 @@ def _words(choices: tuple[str, ...]) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gwlbsim bench", description=__doc__,
+    p = cliargs.Parser(prog="gwlbsim bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("matrix")
     m.add_argument("--sizes", type=_ints, default=_ints(DEFAULT_SIZES), metavar="B,..",
@@ -78,21 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the traffic of the fixed-rate runs (default 64,64,many)")
     r.add_argument("--search", action="store_true",
                    help="also search the highest rate with loss <= --max-loss (bisection, --search-steps)")
-    r.add_argument("--max-loss", type=float, default=0.001, help="loss bound for --search (default 0.001)")
-    r.add_argument("--search-steps", type=int, default=6)
-    r.add_argument("--overload", type=float, default=0.0, metavar="FACTOR",
+    r.add_argument("--max-loss", type=cliargs.fraction, default=0.001, help="loss bound for --search (default 0.001)")
+    r.add_argument("--search-steps", type=cliargs.whole_within(1, 100), default=6)
+    r.add_argument("--overload", type=cliargs.seconds, default=0.0, metavar="FACTOR",
                    help="also offer FACTOR (e.g. 2) times each subject's loss-free rate (found by --search, which "
                         "this implies) open-loop: what it still returns, as a share of that rate, and the p99 "
                         "latency of the queue it builds")
     t = p.add_argument_group("timing")
-    t.add_argument("--duration", type=float, default=2.0, help="measured seconds per run (default 2)")
-    t.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first (default 0.5)")
-    t.add_argument("--repeat", type=int, default=1, help="repeat everything N times: medians and spread")
-    t.add_argument("--batch", type=int, default=64, help="generator datagrams per sendmmsg (default 64)")
-    t.add_argument("--window", type=int, default=1024,
+    t.add_argument("--duration", type=cliargs.number_within(0.1, 3600), default=2.0,
+                   help="measured seconds per run (default 2)")
+    t.add_argument("--warmup", type=cliargs.seconds, default=0.5, help="unmeasured seconds first (default 0.5)")
+    t.add_argument("--repeat", type=cliargs.whole_within(1, 1000), default=1,
+                   help="repeat everything N times: medians and spread")
+    t.add_argument("--batch", type=cliargs.whole_within(1, 1024), default=64,
+                   help="generator datagrams per sendmmsg (default 64)")
+    t.add_argument("--window", type=cliargs.whole_within(1, 1 << 20), default=1024,
                    help="'max' runs are closed-loop: at most this many packets unanswered (default 1024, and "
                         "at most 4 MiB)")
-    t.add_argument("--late", type=float, default=0.1, metavar="SECS",
+    t.add_argument("--late", type=cliargs.positive, default=0.1, metavar="SECS",
                    help="fixed rates: a packet back later than this counts as lost, so that a queue growing "
                         "all through the window fails the rate even if it is drained afterwards (default 0.1)")
     t.add_argument("--flood", action="store_true",
@@ -107,15 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true",
                    help="smoke run of a few seconds: 64 B, 64 flows, short runs, 20k-flow memory figure")
     o = p.add_argument_group("other")
-    o.add_argument("--memory-flows", type=int, default=1_000_000,
+    o.add_argument("--memory-flows", type=cliargs.whole_within(0, 100_000_000), default=1_000_000,
                    help="flows for the flow-cache memory figure (default 1000000; 0 skips it)")
     o.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME",
                    help="also run a registered extra benchmark (see --list-extras)")
     o.add_argument("--only", action="append", default=[], metavar="NAME",
                    help="run only these: appliance, memory, or a registered extra benchmark")
     o.add_argument("--list-extras", action="store_true", help="list registered extra benchmarks and exit")
-    o.add_argument("--json", type=Path, metavar="FILE", help="write every measurement and the summary as JSON")
-    o.add_argument("--logs", type=Path, metavar="DIR", help="keep appliance and agent logs here")
+    o.add_argument("--json", type=cliargs.output_file, metavar="FILE",
+                   help="write every measurement and the summary as JSON")
+    o.add_argument("--logs", type=cliargs.output_dir, metavar="DIR", help="keep appliance and agent logs here")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 

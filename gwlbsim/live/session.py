@@ -11,6 +11,7 @@ Everything is owned by the session's :class:`gwlbsim.linuxio.netns.Lab` and remo
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from gwlbsim.appliance import INTERNET_MODES, ApplianceSpec, RunningAppliance
 from gwlbsim.config import GwlbConfig, HealthCheck
-from gwlbsim.linuxio.netns import Lab
+from gwlbsim.linuxio.netns import OWNER_FILE, Lab
 from gwlbsim.live.balancer import LiveGwlb
 from gwlbsim.live.topology import Topology, build
 from gwlbsim.model import HEALTHY, Encapsulation, GwlbModel
@@ -67,6 +68,7 @@ class GwlbSession:
         self.gwlb: LiveGwlb | None = None
         self.appliances: list[RunningAppliance] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.workdir: Path | None = None
         self._t0 = time.monotonic()
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -122,6 +124,17 @@ class GwlbSession:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def keep_logs(self) -> Path | None:
+        """Where the appliances' logs will still be after :meth:`close`: the working directory the caller gave,
+        else a copy of the temporary one (which close removes); None before the session started."""
+        if self.workdir is None:
+            return None
+        if self._tmp is None:
+            return self.workdir
+        dest = Path(tempfile.mkdtemp(prefix="gwlbsim-logs-"))
+        shutil.copytree(self.workdir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(OWNER_FILE))
+        return dest
 
     def __enter__(self) -> GwlbSession:
         return self.start()

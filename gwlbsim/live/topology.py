@@ -126,18 +126,18 @@ class Topology:
 
 #: every GWLB node address (10.100.<zone>.1) and appliance address (10.100.<zone>.<10 + i>) is in here
 NODES_CIDR = "10.100.0.0/16"
+#: what the address plan holds: zones (one GWLB node each), appliances, endpoints
+LIMITS = {"zones": (1, 9), "appliances": (1, 200), "endpoints": (1, 50)}
 
 
 def build(lab: Lab, *, zones: int = 1, appliances: int = 2, endpoints: int = 1,
           internet: bool = False) -> Topology:
     """Create every namespace and link; nothing runs yet. ``internet``: the internet namespace, and a second
     arm for every appliance with its default routes through it (two-arm deployments)."""
-    if not 1 <= zones <= 9:
-        raise ValueError("zones must be 1 to 9")
-    if appliances < 1 or appliances > 200:
-        raise ValueError("appliances must be 1 to 200")
-    if not 1 <= endpoints <= 50:
-        raise ValueError("endpoints must be 1 to 50")
+    for what, n in (("zones", zones), ("appliances", appliances), ("endpoints", endpoints)):
+        lo, hi = LIMITS[what]
+        if not lo <= n <= hi:
+            raise ValueError(f"{what} must be {lo} to {hi}, not {n}")
     gwlb = lab.namespace("gwlb")
     topo = Topology(lab, gwlb)
     lab.sysctl(gwlb, "net.ipv4.ip_forward", 0)

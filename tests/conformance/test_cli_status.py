@@ -46,7 +46,7 @@ BAD = {
     "zero instances": (["--instances", "0"], "--instances: 0 is not within 1-8"),
     "zero examples": (["--examples", "0"], "--examples: 0 is not within 1-100000"),
     "health port 0": (["--health-port", "0"], "--health-port"),
-    "zero rate": (["--rate", "0"], "--rate: 0 is not within 1-1e+06"),
+    "zero rate": (["--rate", "0"], "--rate: 0 is not within 1-1000000"),
     "zero duration": (["--duration", "0"], "--duration: 0 is not within 0.5-3600"),
     "unknown requirement": (["--requirements", "ECHO-1,NOPE-9"], "unknown requirement(s) NOPE-9"),
     "junit into a missing directory": (["--junit", "/nonexistent/dir/j.xml"], "directory /nonexistent/dir does not"),

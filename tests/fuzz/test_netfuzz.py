@@ -184,7 +184,7 @@ def test_appliance_that_does_not_start_or_return_traffic_is_a_clear_error(tmp_pa
     (["--health-protocol", "udp"], "invalid choice"),
     (["--appliance", "run {nonsense}"], "unknown placeholder {nonsense}"),
     (["--replay", "/nonexistent.pcap"], "no such file"),
-    (["--pool", "3"], "at least 10"),
+    (["--pool", "3"], "3 is not within 10-100000"),
 ])
 def test_bad_options_are_refused_clearly(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
