@@ -40,7 +40,8 @@ reason), NOT RUN (applies, but this run could not check it: the reason says what
 Exit status: 0 conformant (every MUST requirement in scope ran and passed, or does not apply); 1 a MUST
 requirement failed; 2 bad usage (nothing was started); 3 could not run (the appliance could not be started
 or never became ready; every requirement NOT RUN); 4 incomplete (no MUST failed, but a MUST requirement in
-scope did not run); 130 interrupted (SIGINT), 143 terminated (SIGTERM). Every run removes what it created.
+scope did not run); 130 interrupted (SIGINT), 143 terminated (SIGTERM), 129 hung up (SIGHUP). Every run removes
+what it created.
 Needs root.
 """
 
@@ -157,16 +158,21 @@ def missing_command(args: argparse.Namespace) -> str | None:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that pytest tears everything down."""
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that pytest tears everything down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
 
 
 _OWNER = os.getpid()
+_STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
+def _on_signal(signum: int, frame: object) -> None:
     if os.getpid() != _OWNER:  # a forked helper (pyroute2 forks some) inherited this handler: just die
         os._exit(128 + signum)
-    raise _Terminated()
+    raise _Terminated(signum)
 
 
 class _Outcome:
@@ -175,14 +181,15 @@ class _Outcome:
     def __init__(self) -> None:
         self.results: results.Results | None = None
         self.interrupted = False
-        self.terminated = False
+        self.exit_status = results.EXIT_INTERRUPTED  #: 128 + the signal that stopped the run
 
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
         self.results = session.config.stash.get(results.RESULTS, None)
 
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
         self.interrupted = True
-        self.terminated = isinstance(excinfo.value, _Terminated)
+        if isinstance(excinfo.value, _Terminated):
+            self.exit_status = 128 + excinfo.value.signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,15 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     global _OWNER
     _OWNER = os.getpid()
     outcome = _Outcome()
-    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    old = {sig: signal.signal(sig, _on_signal) for sig in _STOPPING}
     try:
         code = pytest.main(pa, plugins=[outcome])
     except KeyboardInterrupt as e:  # a signal between pytest's own handlers: nothing of the run is left
-        return 143 if isinstance(e, _Terminated) else results.EXIT_INTERRUPTED
+        return 128 + e.signum if isinstance(e, _Terminated) else results.EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if outcome.interrupted:
-        return 143 if outcome.terminated else results.EXIT_INTERRUPTED
+        return outcome.exit_status
     if outcome.results is None:  # pytest stopped before the run (its own usage error, or an internal one)
         return results.EXIT_USAGE if code == pytest.ExitCode.USAGE_ERROR else results.EXIT_COULD_NOT_RUN
     if not outcome.results.by_requirement and not outcome.results.could_not_run:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import re
 import shlex
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ from gwlbsim.fuzz.traffic_pool import PROBE_ENIS, TrafficPool, TrafficSource
 from gwlbsim.fuzz.watchdog import Limits, ReturnChecker, Watchdog
 
 from gwlbsim.appliance import ApplianceError, ApplianceSpec, RunningAppliance
-from gwlbsim.linuxio.netns import Lab
+from gwlbsim.linuxio.netns import Lab, owned_tempdir
 from gwlbsim.probe import GenevePeer
 from gwlbsim.progress import Progress
 from gwlbsim.traffic.packets import GwlbFlow
@@ -260,7 +259,7 @@ class NetworkFuzzer:
                                       option_class=self.o.option_class)
         source = TrafficSource(self.pool, random.Random(self.o.seed), mix=self.o.mix)
         big = random.Random(self.o.seed + 0x0515E)  # its own stream: the pool traffic stays that of the seed
-        with tempfile.TemporaryDirectory(prefix="gwlb-fuzz-") as tmp, Bench(self.o.appliance, Path(tmp)) as bench:
+        with owned_tempdir("gwlb-fuzz-") as tmp, Bench(self.o.appliance, tmp) as bench:
             self.bench = bench
             if self.o.limits.device_growth is None:  # two devices per endpoint (as gwlbtun) and some slack
                 self.o.limits = replace(self.o.limits, device_growth=2 * len(self.pool.allowed_enis) + 16)
@@ -471,7 +470,7 @@ class NetworkFuzzer:
         packets = reproducer.read_pcap(path)
         self.pool = TrafficPool.build(seed=self.o.seed, size=0, probes=self.o.probe_flows if self.o.probes else 0,
                                       option_class=self.o.option_class)
-        with tempfile.TemporaryDirectory(prefix="gwlb-fuzz-") as tmp, Bench(self.o.appliance, Path(tmp)) as bench:
+        with owned_tempdir("gwlb-fuzz-") as tmp, Bench(self.o.appliance, tmp) as bench:
             self.bench = bench
             return packets, self.replay(packets)
 

@@ -110,8 +110,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     opts = _session_options(args)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stopped_by: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     print(f"gwlbsim {__version__}: bringing up {opts.zones} zone(s), {opts.appliances} appliance(s), "
           f"{opts.endpoints} endpoint(s)" + (f", {args.mode} mode" if args.mode else ""), flush=True)
     with GwlbSession(opts) as s:
@@ -153,7 +159,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 print(f"appliance(s) {dead} exited", file=sys.stderr)
                 return 1
     print("removed.")
-    return 0
+    return 128 + stopped_by[0] if stopped_by else 0
 
 
 # ----------------------------------------------------------------------------------------------------- demo
@@ -327,7 +333,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cliargs.Parser(prog="gwlbsim", description="A fake AWS Gateway Load Balancer in network namespaces")
+    p = cliargs.Parser(prog="gwlbsim", description="A fake AWS Gateway Load Balancer in network namespaces",
+                       epilog="Exit status: 0 done, 1 failed, 2 bad usage (nothing was started), 130 interrupted "
+                       "(SIGINT), 143 terminated (SIGTERM), 129 hung up (SIGHUP); every run removes what it created, "
+                       "and gwlbsim cleanup what a SIGKILL left.")
     p.add_argument("--version", action="version", version=f"gwlbsim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="bring up a topology with appliances and keep it running")
@@ -336,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--report-every", type=cliargs.seconds, default=30.0, metavar="SECS",
                     help="print targets and metrics this often (0: never)")
     up.add_argument("--exit-on-appliance-exit", action="store_true")
+    up.epilog = ("Runs until stopped: SIGINT (Ctrl-C), SIGTERM or SIGHUP removes everything and exits 128 + the "
+                 "signal (130, 143, 129); after a SIGKILL, gwlbsim cleanup removes what is left.")
     up.set_defaults(fn=cmd_up)
     demo = sub.add_parser("demo", help="topology with reference appliances, real traffic, failover, a report")
     _topology_args(demo)
@@ -378,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" is the benchmark's own (argparse would eat options)
-        return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
-    args = build_parser().parse_args(argv)
+        args = argparse.Namespace(bench_args=argv[1:], fn=cmd_bench)
+    else:
+        args = build_parser().parse_args(argv)
     try:
         with sigterm_raises():
             return int(args.fn(args))

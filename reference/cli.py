@@ -28,6 +28,9 @@ X is the ENI id in base 60. Hooks run without a shell, bounded by --hook-timeout
 Health (-p): HTTP/1.1 200 when healthy, 503 when not: the datapath loop stalled or died, a tunnel could not
 be created or its create hook failed (until a later creation succeeds), a hook is stuck, or the appliance
 is shutting down. Needs root (TUN devices, a raw socket for returns).
+
+Stopping: SIGTERM, SIGINT or SIGHUP destroys every tunnel (running the destroy hook) and exits: 0 for SIGTERM
+(a service's normal stop), 130 for SIGINT, 129 for SIGHUP. Exit status 1: could not start; 2: bad usage.
 """
 
 
@@ -138,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 1
 
+    stopped_by: list[int] = []
+
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
+        stopped_by.append(signum)
         app.request_stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     responder = None
     if args.local_responder:
         try:
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if responder is not None:
             responder.close()
     log.info("stopped")
-    return 0
+    # SIGTERM is a service's normal stop (as systemd sends it): 0; an interrupt or a hang-up: 128 + the signal
+    return 128 + stopped_by[0] if stopped_by and stopped_by[0] != signal.SIGTERM else 0
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ def run_worker(k: int, config: Config, opts: Options, udp: socket.socket, contro
     app = WorkerAppliance(core, opts, udp, control, k)
     signal.signal(signal.SIGTERM, lambda *_: app.request_stop())
     signal.signal(signal.SIGINT, lambda *_: app.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: app.request_stop())
     log.info("datapath worker %d (pid %d) running", k, os.getpid())
     app.run()
 

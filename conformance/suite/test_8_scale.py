@@ -103,11 +103,25 @@ def test_many_distinct_flows_leave_the_appliance_right(gwlb: ConformanceEnv) -> 
                           + (f", then {makers[i].cookie(flow, True):#x})" if flow % RENEW == 0 else ")"), c.data))
             continue
         back[i][key] += 1
+    # a renewed flow's first packet that comes back after its renewal carries the flow's latest header (a return
+    # carries the header its flow has when it leaves): it is that packet, late, not a duplicate of the renewal
+    late_renewed = 0
+    for i in range(len(apps)):
+        for (flow, cookie), n in list(back[i].items()):
+            old = (flow, makers[i].cookie(flow, False))
+            if flow % RENEW == 0 and cookie == makers[i].cookie(flow, True) and n > sent[i][(flow, cookie)] \
+                    and back[i][old] < sent[i][old]:
+                moved = min(n - sent[i][(flow, cookie)], sent[i][old] - back[i][old])
+                back[i][(flow, cookie)] -= moved
+                back[i][old] += moved
+                late_renewed += moved
     dups = sum(max(0, back[i][k] - sent[i][k]) for i in range(len(apps)) for k in back[i])
     got = sum(min(back[i][k], sent[i][k]) for i in range(len(apps)) for k in back[i])
     check(not wrong, f"{len(wrong)} of {offered} returns wrong with {total:,} flows per instance, e.g. {wrong[0][0]}"
           if wrong else "", wrong[0][1] if wrong else None)
-    check(not dups, f"{dups} returns duplicated with {total:,} flows per instance")
+    check(not dups, f"{dups} returns duplicated with {total:,} flows per instance"
+          + (f" ({late_renewed} more came back after their flow's renewal, with its new header: not counted)"
+             if late_renewed else ""))
     harness = _gwlb_receive_overflows(gwlb) - overflows
     if offered - got > LOSS_TOLERANCE * offered and harness:
         not_run(f"the fake GWLB could not keep up with the returns ({harness} datagrams overflowed its receive "

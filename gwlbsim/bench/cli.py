@@ -11,11 +11,11 @@ core's flow-cache memory per flow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from gwlbsim.bench import fake_gwlb as _registers_gwlb_benchmarks  # noqa: F401 
 from gwlbsim.bench import hotpath as _registers_hotpath_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix, overload_summary
 from gwlbsim.bench.traffic import MAX_SIZE, MIN_SIZE
-from gwlbsim.linuxio.netns import Lab, sigterm_raises
+from gwlbsim.linuxio.netns import Lab, owned_tempdir, sigterm_raises
 
 DEFAULT_SIZES = "64,512,1500,8500"
 DEFAULT_FLOWS = "1,64,10000"
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("fixed rates")
     r.add_argument("--rates", type=_ints, default=[TARGET_RATE], metavar="PPS,..",
                    help=f"offered rates to measure loss at (default {TARGET_RATE}; 0 for none)")
-    r.add_argument("--rate-traffic", default="64,64,many", metavar="SIZE,FLOWS,PORTS",
+    r.add_argument("--rate-traffic", type=_rate_cell, default=Cell(64, 64, "many"), metavar="SIZE,FLOWS,PORTS",
                    help="the traffic of the fixed-rate runs (default 64,64,many)")
     r.add_argument("--search", action="store_true",
                    help="also search the highest rate with loss <= --max-loss (bisection, --search-steps)")
@@ -134,11 +134,16 @@ def _apply_quick(args: argparse.Namespace) -> None:
 
 
 def _rate_cell(spec: str) -> Cell:
+    """--rate-traffic SIZE,FLOWS,PORTS."""
     try:
         size, flows, ports = spec.split(",")
-        return Cell(int(size), int(flows), ports)
+        cell = Cell(int(size), int(flows), ports)
     except ValueError:
-        raise SystemExit(f"gwlbsim bench: --rate-traffic wants SIZE,FLOWS,PORTS, not {spec!r}") from None
+        raise argparse.ArgumentTypeError(f"{spec!r} is not SIZE,FLOWS,PORTS (e.g. 64,64,many)") from None
+    if not MIN_SIZE <= cell.size <= MAX_SIZE or not 1 <= cell.flows <= 1 << 20 or ports not in ("one", "many"):
+        raise argparse.ArgumentTypeError(f"{spec!r}: size {MIN_SIZE}-{MAX_SIZE}, flows 1-{1 << 20}, ports one or "
+                                         "many")
+    return cell
 
 
 def _subjects(args: argparse.Namespace) -> list[topology.SubjectSpec]:
@@ -177,45 +182,61 @@ def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, 
         cells += [Cell(c.size, c.flows, c.ports, FLOOD) for c in cells]
     if args.split_cpus:  # returns counted in the kernel: open-loop offers only
         cells = [c for c in cells if c.rate != 0]
-    rate_cell = _rate_cell(args.rate_traffic)
-    rates = [r for r in args.rates if r > 0]
     out: list[Measurement] = []
-    logdir = args.logs or Path(tempfile.mkdtemp(prefix="gwlbsim-bench-"))
-    with sigterm_raises(), Lab() as lab:
-        topo = topology.build(lab, specs, logdir, split_cpus=args.split_cpus)
-        runner = Runner(topo, timing, log)
-        try:
-            for s in topo.subjects:
-                runner.prime(s)
-            for rep in range(args.repeat):
-                for cell in cells:
-                    for s in topo.subjects:
-                        out.append(runner.measure(s, cell, rep))
-                for rate in rates:
-                    cell = Cell(rate_cell.size, rate_cell.flows, rate_cell.ports, float(rate))
-                    for s in topo.subjects:
-                        out.append(runner.measure(s, cell, rep))
-            if args.search:
-                for s in topo.subjects:
-                    start = max((m.returned_pps for m in out if m.subject == s.name
-                                 and (m.cell.size, m.cell.flows) == (rate_cell.size, rate_cell.flows)),
-                                default=100_000.0)
-                    best, bound = runner.search(s, rate_cell, start, args.max_loss, args.search_steps)
-                    searches.append({"subject": s.name, "size": rate_cell.size, "flows": rate_cell.flows,
-                                     "ports": rate_cell.ports, "max_loss": args.max_loss, "rate": round(best),
-                                     "generator_bound": bound})
-                    if args.overload > 0 and overloads is not None and best > 0:
-                        m = runner.overload(s, rate_cell, best, args.overload)
-                        out.append(m)
-                        overloads.append(overload_summary(s.name, best, bound, args.overload, m))
-        finally:
-            runner.close()
-            topology.close(topo)
-    if not args.logs:
-        import shutil
+    rates = [r for r in args.rates if r > 0]
+    planned = len(specs) * (1 + args.repeat * (len(cells) + len(rates)) +
+                            (args.search_steps + (args.overload > 0) if args.search else 0))
+    each = args.warmup + args.duration + timing.quiet + 0.2
+    log(f"gwlbsim bench: about {planned} runs of about {each:.1f} s each (at most; the search may stop early): "
+        f"about {planned * each / 60:.1f} min")
+    started, done = time.monotonic(), [0]
 
-        shutil.rmtree(logdir, ignore_errors=True)
+    def step(message: str) -> None:
+        done[0] += 1
+        k, elapsed = done[0], time.monotonic() - started
+        log(f"[{k}/{planned}, eta {max(0.0, elapsed / k * (planned - k)):4.0f} s] {message}")
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_raises())
+        logdir = args.logs or stack.enter_context(owned_tempdir("gwlbsim-bench-"))  # removed however the run ends
+        _measure(args, step, searches, overloads, stack.enter_context(Lab()), logdir, specs, timing, cells, out)
     return out
+
+
+def _measure(args: argparse.Namespace, log: Any, searches: list[dict[str, Any]],
+             overloads: list[dict[str, Any]] | None, lab: Lab, logdir: Path, specs: list[topology.SubjectSpec],
+             timing: Timing, cells: list[Cell], out: list[Measurement]) -> None:
+    rate_cell: Cell = args.rate_traffic
+    rates = [r for r in args.rates if r > 0]
+    topo = topology.build(lab, specs, logdir, split_cpus=args.split_cpus)
+    runner = Runner(topo, timing, log)
+    try:
+        for s in topo.subjects:
+            runner.prime(s)
+        for rep in range(args.repeat):
+            for cell in cells:
+                for s in topo.subjects:
+                    out.append(runner.measure(s, cell, rep))
+            for rate in rates:
+                cell = Cell(rate_cell.size, rate_cell.flows, rate_cell.ports, float(rate))
+                for s in topo.subjects:
+                    out.append(runner.measure(s, cell, rep))
+        if args.search:
+            for s in topo.subjects:
+                start = max((m.returned_pps for m in out if m.subject == s.name
+                             and (m.cell.size, m.cell.flows) == (rate_cell.size, rate_cell.flows)),
+                            default=100_000.0)
+                best, bound = runner.search(s, rate_cell, start, args.max_loss, args.search_steps)
+                searches.append({"subject": s.name, "size": rate_cell.size, "flows": rate_cell.flows,
+                                 "ports": rate_cell.ports, "max_loss": args.max_loss, "rate": round(best),
+                                 "generator_bound": bound})
+                if args.overload > 0 and overloads is not None and best > 0:
+                    m = runner.overload(s, rate_cell, best, args.overload)
+                    out.append(m)
+                    overloads.append(overload_summary(s.name, best, bound, args.overload, m))
+    finally:
+        runner.close()
+        topology.close(topo)
 
 
 def main(argv: list[str] | None = None) -> int:

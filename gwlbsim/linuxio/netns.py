@@ -319,7 +319,8 @@ class Lab:
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within the body, SIGTERM raises SystemExit in the main thread, so context managers clean up."""
+    """Within the body, SIGTERM and SIGHUP raise SystemExit(128 + the signal) in the main thread (SIGINT raises
+    KeyboardInterrupt already), so context managers clean up before the process exits with that status."""
     owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
@@ -327,11 +328,12 @@ def sigterm_raises() -> Iterator[None]:
             os._exit(128 + signum)
         raise SystemExit(128 + signum)
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 OWNER_FILE = ".gwlbsim-owner"

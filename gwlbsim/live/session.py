@@ -11,6 +11,7 @@ Everything is owned by the session's :class:`gwlbsim.linuxio.netns.Lab` and remo
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -83,6 +84,7 @@ class GwlbSession:
             if o.workdir is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="gwlbsim-")
                 self.workdir = Path(self._tmp.name)
+                (self.workdir / OWNER_FILE).write_text(str(os.getpid()))  # gwlbsim cleanup, after a SIGKILL
             else:
                 self.workdir = o.workdir
                 self.workdir.mkdir(parents=True, exist_ok=True)

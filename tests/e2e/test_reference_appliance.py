@@ -315,11 +315,13 @@ def test_unhealthy_while_shutting_down_then_clean_exit(topo: Topo) -> None:
     assert "hook DESTROY" in topo.log()
 
 
-def test_sigint_also_destroys_and_exits_zero(topo: Topo) -> None:
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_sigint_and_sighup_also_destroy_and_exit_with_their_status(topo: Topo, sig: int, status: int) -> None:
     proc = topo.start(destroy=f"sh {PASSTHROUGH}")
     roundtrip(topo, geneve.build(tcp(), ENI, 1))
-    assert Lab_stop(topo, proc, signal.SIGINT) == 0
+    assert Lab_stop(topo, proc, sig) == status
     assert not any(n.startswith(("gwi-", "gwo-")) for n in topo.links())
+    assert "hook DESTROY" in topo.log()
 
 
 def test_health_modes_and_restart_on_the_same_port(topo: Topo) -> None:
