@@ -9,7 +9,7 @@ Examples::
 Until the console script is installed, ``python -m gwlbsim.fuzz.cli`` does the same. Needs root (namespaces).
 Exit status of a run: 0 no finding, or only SHOULD-level ones (listed, with reproducers; as in the conformance
 suite, they do not fail a run); 1 a fatal or MUST-level finding; 3 only SHOULD-level findings and --strict;
-2 bad options or the fuzzer could not run; 130 interrupted. With --replay: 1 the reproducer's finding
+2 bad options or the fuzzer could not run; 130 interrupted (SIGINT), 143 terminated (SIGTERM), 129 hung up (SIGHUP). With --replay: 1 the reproducer's finding
 reproduced (any level; without reproducer.json, any finding), 0 it did not, 2 and 130 as above.
 """
 
@@ -30,6 +30,7 @@ from gwlbsim.fuzz.watchdog import Limits
 from gwlbsim import cliargs
 from gwlbsim.appliance import HEALTH_PROTOCOLS, ApplianceSpec
 from gwlbsim.linuxio.netns import NetnsError, require_root, sigterm_raises
+from gwlbsim.linuxio.netns import exit_status as stopped_status
 from gwlbsim.progress import Progress
 from gwlbsim.wire import geneve, pcap
 
@@ -145,10 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.done()
         print(f"gwlb-fuzz: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         progress.done()
-        print("gwlb-fuzz: interrupted", file=sys.stderr)
-        return 130
+        print(f"gwlb-fuzz: {e or 'SIGINT'}: stopped", file=sys.stderr)
+        return stopped_status(e)
     print(summary.render())
     return exit_status(summary.found, strict=args.strict)
 

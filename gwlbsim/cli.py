@@ -17,7 +17,7 @@ from gwlbsim import __version__, cliargs
 from gwlbsim.appliance import HEALTH_PROTOCOLS, LOCAL_PORT, MODES, ApplianceError, ApplianceSpec, reference_command
 from gwlbsim.bench.cli import main as bench_main
 from gwlbsim.config import ConfigError, GwlbConfig, read_toml
-from gwlbsim.linuxio.netns import NetnsError, cleanup, sigterm_raises
+from gwlbsim.linuxio.netns import NetnsError, cleanup, exit_status, sigterm_raises
 from gwlbsim.live.session import GwlbSession, SessionOptions, health_check_for
 from gwlbsim.live.topology import LIMITS
 from gwlbsim.live.traffic import tcp_request, tcp_transfer, udp_exchange
@@ -401,9 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NetnsError, ApplianceError, TimeoutError, PermissionError) as e:
         print(f"gwlbsim: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("gwlbsim: interrupted; everything created was removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"gwlbsim: {e or 'SIGINT'}: stopped; everything created was removed", file=sys.stderr)
+        return exit_status(e)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 import sys
 
-from gwlbsim.bench.cli import main
+from gwlbsim.cli import main
 
-sys.exit(main())
+sys.exit(main(["bench", *sys.argv[1:]]))  # the gwlbsim command's handling of signals and errors

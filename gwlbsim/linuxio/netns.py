@@ -317,16 +317,32 @@ class Lab:
             self._state.unlink()
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt (which libraries such as Hypothesis let through
+    untouched, where a SystemExit would be wrapped), so that context managers clean up; ``status`` is the
+    process's exit status for it (128 + the signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.status = 128 + signum
+
+
+def exit_status(e: KeyboardInterrupt) -> int:
+    """The exit status for a run stopped by ``e``: 128 + its signal (130 for Ctrl-C)."""
+    return e.status if isinstance(e, Stopped) else 128 + signal.SIGINT
+
+
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within the body, SIGTERM and SIGHUP raise SystemExit(128 + the signal) in the main thread (SIGINT raises
-    KeyboardInterrupt already), so context managers clean up before the process exits with that status."""
+    """Within the body, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread (SIGINT raises
+    KeyboardInterrupt already), so context managers clean up before the process exits (see
+    :func:`exit_status`)."""
     owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
         if os.getpid() != owner:  # a forked helper inherited this handler: just die
             os._exit(128 + signum)
-        raise SystemExit(128 + signum)
+        raise Stopped(signum)
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
