@@ -9,8 +9,9 @@ Examples::
 Until the console script is installed, ``python -m gwlbsim.fuzz.cli`` does the same. Needs root (namespaces).
 Exit status of a run: 0 no finding, or only SHOULD-level ones (listed, with reproducers; as in the conformance
 suite, they do not fail a run); 1 a fatal or MUST-level finding; 3 only SHOULD-level findings and --strict;
-2 bad options or the fuzzer could not run; 130 interrupted (SIGINT), 143 terminated (SIGTERM), 129 hung up (SIGHUP). With --replay: 1 the reproducer's finding
-reproduced (any level; without reproducer.json, any finding), 0 it did not, 2 and 130 as above.
+2 bad options or the fuzzer could not run; 130 interrupted (SIGINT), 143 terminated (SIGTERM), 129 hung up
+(SIGHUP), everything removed. With --replay: 1 the reproducer's finding reproduced (any level; without
+reproducer.json, any finding), 0 it did not, 2, 130, 143 and 129 as above.
 """
 
 from __future__ import annotations

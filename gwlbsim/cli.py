@@ -203,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         prog.note(s.report())
         if not ok:
             _keep_logs(s, prog)
-        if len(s.appliances) > 1 and opts.spec.health_protocol != "none":
+        if len(s.appliances) > 1 and opts.spec.health_protocol != "none" and not args.no_failover:
             victim = s.appliances[0]
             prog.note(f"\nstopping appliance {victim.index} to show failover ...")
             victim.kill()
@@ -351,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="topology with reference appliances, real traffic, failover, a report")
     _topology_args(demo)
     demo.add_argument("--ready-timeout", type=cliargs.number_within(0.5, 3600), default=60.0, metavar="SECS")
+    demo.add_argument("--no-failover", action="store_true",
+                      help="skip the last part (one appliance stopped to show new flows avoiding it)")
     demo.set_defaults(fn=cmd_demo)
     sim = sub.add_parser("simulate", help="virtual time: the model with reference cores, at scale")
     sim.add_argument("--config", type=cliargs.input_file, metavar="FILE", help="TOML with GWLB attributes")

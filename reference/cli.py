@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--option-class", type=cliargs.option_class, default=geneve.AWS_OPTION_CLASS, metavar="N",
                    help="GENEVE option class of the GWLB options (default 0x0108, AWS; Tencent uses 0x0167)")
     e.add_argument("--datapath", choices=DATAPATHS, default="auto",
-                   help="kernel: GWLB's own layout with IPv4 inside is carried by BPF programs (tcx) and the rest "
-                        "by Python, or fail; python: Python carries everything; auto (default): kernel where it "
-                        "loads, else python, saying why (health, -j)")
+                   help="kernel: GWLB's own layout with IPv4 or IPv6 inside is carried by BPF programs (tcx) and "
+                        "the rest by Python, or fail; python: Python carries everything; auto (default): kernel "
+                        "where it loads, else python, saying why (health, -j)")
     e.add_argument("--local-responder", type=cliargs.port, metavar="PORT",
                    help="answer TCP flows diverted to PORT in this namespace (IP_TRANSPARENT; local termination, "
                         "with the shipped local hook): an HTTP request gets a short answer, anything else its "

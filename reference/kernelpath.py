@@ -26,6 +26,7 @@ COUNTERS = ("in_fast", "in_fast_bytes", "in_passed", "out_fast", "out_fast_bytes
 
 _FLOW_KEY = struct.Struct("=QBB2s2s2x16s16s")  # eni, proto, family, lo port, hi port, lo addr, hi addr (network order)
 _FLOW_VAL = struct.Struct("=40s4s4s2s2x4xQ")  # header, gwlb addr, own addr, gwlb port, last seen (ns)
+_LAST_SEEN, _LAST_SEEN_AT = struct.Struct("=Q"), _FLOW_VAL.size - 8  # the value's last field
 _TUNNEL_VAL = struct.Struct("=IIQQQQQ")  # gwi, gwo ifindex, last seen (ns), packets and bytes in, out
 _NEXTHOP_VAL = struct.Struct("=I6s6sQ")  # ifindex, source MAC, destination MAC, next refresh (ns)
 _CONFIG_VAL = struct.Struct("=HB5x")  # option class, UDP checksum on
@@ -56,9 +57,8 @@ class KernelPath(BpfObject):
         self.delete("tunnels", struct.pack("=Q", eni_id))
         for dev in (gwi, gwo):
             self.delete("devices", struct.pack("=I", dev))
-        for k in self.keys("flows", _FLOW_KEY.size):
-            if struct.unpack_from("=Q", k)[0] == eni_id:
-                self.delete("flows", k)
+        self.delete_many("flows", [k for k, _v in self.items("flows", _FLOW_KEY.size, _FLOW_VAL.size)
+                                   if struct.unpack_from("=Q", k)[0] == eni_id])
 
     def tunnel_state(self, eni_id: int) -> tuple[float | None, tuple[int, int, int, int]] | None:
         """When the fast path last carried a packet of the tunnel (CLOCK_MONOTONIC seconds, None: never) and
@@ -95,12 +95,14 @@ class KernelPath(BpfObject):
         returns how many remain."""
         left = 0
         limit = int(older_than * 1e9)
-        for k in self.keys("flows", _FLOW_KEY.size):
-            raw = self.lookup("flows", k, _FLOW_VAL.size)
-            if raw is not None and _FLOW_VAL.unpack(raw)[4] < limit:
-                self.delete("flows", k)
-            elif raw is not None:
+        old: list[bytes] = []
+        for k, v in self.items("flows", _FLOW_KEY.size, _FLOW_VAL.size):
+            if _LAST_SEEN.unpack_from(v, _LAST_SEEN_AT)[0] < limit:
+                old.append(k)
+            else:
                 left += 1
+        for i in range(0, len(old), 4096):
+            self.delete_many("flows", old[i:i + 4096])
         return left
 
     def counters(self) -> dict[str, int]:

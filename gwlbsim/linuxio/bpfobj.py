@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,9 @@ class _Libbpf:
                 ("bpf_map_lookup_elem", i, [i, vp, vp]), ("bpf_map_delete_elem", i, [i, vp]),
                 ("bpf_map_get_next_key", i, [i, vp, vp]), ("libbpf_get_error", ctypes.c_long, [vp]),
                 ("libbpf_num_possible_cpus", i, []), ("bpf_object__find_map_by_name", vp, [vp, cp]),
-                ("bpf_map__set_max_entries", i, [vp, ctypes.c_uint32])):
+                ("bpf_map__set_max_entries", i, [vp, ctypes.c_uint32]),
+                ("bpf_map_lookup_batch", i, [i, vp, vp, vp, vp, vp, vp]),
+                ("bpf_map_delete_batch", i, [i, vp, vp, vp])):
             f = getattr(lib, fn)
             f.restype, f.argtypes = res, args
         self.lib = lib
@@ -157,6 +160,44 @@ class BpfObject:
             out.append(nxt.raw)
             prev = ctypes.create_string_buffer(nxt.raw, size)
         return out
+
+    def items(self, name: str, key_size: int, value_size: int, chunk: int = 4096) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of a hash map, ``chunk`` at a time (BPF_MAP_LOOKUP_BATCH: one system call per
+        chunk, not two per entry); a kernel without batch operations gets the entry-by-entry walk."""
+        lib, fd = self._bpf.lib, self.maps[name]
+        keys = ctypes.create_string_buffer(key_size * chunk)
+        values = ctypes.create_string_buffer(value_size * chunk)
+        token_in, token_out = ctypes.c_uint64(0), ctypes.c_uint64(0)  # a hash map's position: a bucket index
+        first = True
+        while True:
+            count = ctypes.c_uint32(chunk)
+            rc = lib.bpf_map_lookup_batch(fd, None if first else ctypes.byref(token_in), ctypes.byref(token_out),
+                                          keys, values, ctypes.byref(count), None)
+            err = ctypes.get_errno() if rc != 0 else 0
+            if rc != 0 and err != errno.ENOENT:
+                if first and err in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    for k in self.keys(name, key_size):
+                        v = self.lookup(name, k, value_size)
+                        if v is not None:
+                            yield k, v
+                    return
+                raise OSError(err, f"BPF map {name}: batch lookup: {os.strerror(err)}")
+            raw_k, raw_v = keys.raw, values.raw
+            for j in range(count.value):
+                yield raw_k[j * key_size:(j + 1) * key_size], raw_v[j * value_size:(j + 1) * value_size]
+            if rc != 0:  # ENOENT: that was the last chunk
+                return
+            token_in.value, first = token_out.value, False
+
+    def delete_many(self, name: str, keys: list[bytes]) -> None:
+        """Delete these keys (BPF_MAP_DELETE_BATCH; those already gone are skipped one by one)."""
+        if not keys:
+            return
+        buf = ctypes.create_string_buffer(b"".join(keys))
+        count = ctypes.c_uint32(len(keys))
+        if self._bpf.lib.bpf_map_delete_batch(self.maps[name], buf, ctypes.byref(count), None) != 0:
+            for k in keys[count.value:]:  # the batch stops at the first key that is not there (any more)
+                self.delete(name, k)
 
     def mapped(self, name: str, size: int) -> mmap.mmap:
         """An array map created with BPF_F_MMAPABLE, ``size`` bytes of it, shared with the kernel."""

@@ -162,25 +162,15 @@ static __always_inline void order(struct flow_key *k, const void *src, const voi
     }
     if (!decided)
         lower = bpf_ntohs(sport) <= bpf_ntohs(dport);
+    const void *lo = lower ? src : dst, *hi = lower ? dst : src;
+    k->lo_port = lower ? sport : dport;
+    k->hi_port = lower ? dport : sport;
     __builtin_memset(k->lo_addr, 0, 32);
-    if (lower) {
-        __builtin_memcpy(k->lo_addr, src, 4);
-        __builtin_memcpy(k->hi_addr, dst, 4);
-        if (alen == 16) {
-            __builtin_memcpy(k->lo_addr + 4, src + 4, 12);
-            __builtin_memcpy(k->hi_addr + 4, dst + 4, 12);
-        }
-        k->lo_port = sport;
-        k->hi_port = dport;
-    } else {
-        __builtin_memcpy(k->lo_addr, dst, 4);
-        __builtin_memcpy(k->hi_addr, src, 4);
-        if (alen == 16) {
-            __builtin_memcpy(k->lo_addr + 4, dst + 4, 12);
-            __builtin_memcpy(k->hi_addr + 4, src + 4, 12);
-        }
-        k->lo_port = dport;
-        k->hi_port = sport;
+    __builtin_memcpy(k->lo_addr, lo, 4);
+    __builtin_memcpy(k->hi_addr, hi, 4);
+    if (alen == 16) {
+        __builtin_memcpy(k->lo_addr + 4, lo + 4, 12);
+        __builtin_memcpy(k->hi_addr + 4, hi + 4, 12);
     }
 }
 

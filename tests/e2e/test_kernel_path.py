@@ -381,3 +381,25 @@ def test_the_kernel_path_keeps_the_neighbour_confirmed_and_follows_a_changed_one
     before = topo.status()["datapath"]["kernel"]["out_fast"]
     assert back(20) == 20
     assert topo.status()["datapath"]["kernel"]["out_fast"] >= before + 18
+
+
+@needs_kernel_path
+def test_expiry_takes_out_exactly_the_idle_flows_in_batches() -> None:
+    from gwlbsim.reference.kernelpath import _FLOW_VAL, KernelPath
+
+    kernel = KernelPath(0x0108, True, 20_000)
+    try:
+        now = time.monotonic()
+        for i in range(10_000):  # every third idle for 100 s; half of them of ENI 7, half of ENI 8
+            p = raw(IP(src=f"10.{i >> 8 & 255}.{i & 255}.1", dst="10.0.0.2") / UDP(sport=1000, dport=53))
+            key = flow_key(7 + i % 2, p, 0, len(p))
+            assert key is not None
+            seen = int((now - (100 if i % 3 == 0 else 1)) * 1e9)
+            kernel.update("flows", key, _FLOW_VAL.pack(b"h" * 40, bytes(4), bytes(4), bytes(2), seen))
+        assert kernel.expire_flows(now - 50) == 6666  # more than one batch of 4096, both ways
+        assert sum(1 for _ in kernel.items("flows", 48, 64)) == 6666
+        kernel.tunnel_gone(7, 0, 0)  # a tunnel's flows go with it
+        left = [k for k, _ in kernel.items("flows", 48, 64)]
+        assert len(left) == 3333 and all(int.from_bytes(k[:8], "little") == 8 for k in left)
+    finally:
+        kernel.close()

@@ -225,24 +225,6 @@ def start_up() -> tuple[subprocess.Popen[str], str]:
     return proc, prefix
 
 
-def test_a_killed_run_leaves_nothing_after_cleanup() -> None:
-    proc, prefix = start_up()
-    try:
-        mine = [n for n in netns.list_namespaces() if n.startswith(prefix + "-")]
-        proc.kill()
-        proc.wait(10)
-        assert all(n in netns.list_namespaces() for n in mine), "SIGKILL leaves them; cleanup's job"
-        res = subprocess.run([sys.executable, "-m", "gwlbsim.cli", "cleanup"], capture_output=True, text=True,
-                             timeout=60)
-        assert res.returncode == 0, res.stderr
-        assert not [n for n in netns.list_namespaces() if n.startswith(prefix + "-")]
-        assert all(n in res.stdout for n in mine)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_sigterm_removes_everything() -> None:
     proc, prefix = start_up()
     proc.send_signal(signal.SIGTERM)
