@@ -157,6 +157,22 @@ def missing_command(args: argparse.Namespace) -> str | None:
     return None
 
 
+#: a correct appliance's run, per requirement, beyond its sustained traffic and its flows (measured: the reference's
+#: whole suite, 38 requirements, takes about 100 s on two vCPUs)
+_SECONDS_PER_REQUIREMENT = 2.0
+
+
+def expected_duration(args: argparse.Namespace) -> str:
+    """What to expect up front: a correct appliance's run time (a faulty one's is similar: every check stops at
+    its first evidence; --long adds the minutes of GWLB's idle timeout)."""
+    n = len(args.requirements.split(",")) if args.requirements else len(REQUIREMENTS)
+    scale = args.flows / args.flow_rate if not args.requirements or "ROBUST-8" in args.requirements else 0.0
+    seconds = n * _SECONDS_PER_REQUIREMENT + scale + args.duration + (400.0 if args.long else 0.0)
+    return (f"gwlb-conformance: {n} requirement(s), {args.instances} instance(s); expect about "
+            f"{seconds / 60:.0f} min" if seconds >= 90 else f"gwlb-conformance: {n} requirement(s), "
+            f"{args.instances} instance(s); expect about {seconds:.0f} s")
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised like Ctrl-C so that pytest tears everything down."""
 
@@ -208,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"gwlb-conformance: COULD NOT RUN: {missing}", file=sys.stderr)
         return results.EXIT_COULD_NOT_RUN
+    if not args.quiet:
+        print(expected_duration(args), file=sys.stderr, flush=True)
+    from gwlbsim.traffic.strategies import keep_caches_out_of_the_working_directory
+
+    keep_caches_out_of_the_working_directory()  # the run's children (appliances) inherit it too
     import pytest
 
     pa = [str(SUITE_DIR), "--gwlb-conformance", "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",

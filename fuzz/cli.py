@@ -17,7 +17,6 @@ reproducer.json, any finding), 0 it did not, 2, 130, 143 and 129 as above.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from gwlbsim.appliance import HEALTH_PROTOCOLS, ApplianceSpec
 from gwlbsim.linuxio.netns import NetnsError, require_root, sigterm_raises
 from gwlbsim.linuxio.netns import exit_status as stopped_status
 from gwlbsim.progress import Progress
+from gwlbsim.traffic.strategies import keep_caches_out_of_the_working_directory
 from gwlbsim.wire import geneve, pcap
 
 _FINDINGS = "\n".join(
@@ -105,10 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Hypothesis keeps its caches in ./.hypothesis unless told otherwise: not in the user's working directory
-    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
-                          str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gwlbsim" /
-                              "hypothesis"))
+    keep_caches_out_of_the_working_directory()
     meta = None
     if args.replay is not None:
         meta = load_meta(args.replay)

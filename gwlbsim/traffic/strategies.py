@@ -49,6 +49,7 @@ Strategies (all keyword-only parameters; every parameter that takes a strategy d
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import cache
@@ -62,6 +63,18 @@ from gwlbsim.traffic.packets import GwlbFlow, MalformedPacket, Send, ValidPacket
 from gwlbsim.wire import geneve
 from gwlbsim.wire.flowkey import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 from gwlbsim.wire.vectors import all_vectors, gwlb_vectors
+
+#: where Hypothesis keeps its caches for the command-line tools (by default it makes ./.hypothesis in the user's
+#: working directory)
+STORAGE_ENV = "HYPOTHESIS_STORAGE_DIRECTORY"
+
+
+def keep_caches_out_of_the_working_directory() -> None:
+    """For a command-line tool: Hypothesis's caches go to ``~/.cache/gwlbsim/hypothesis`` unless the user chose a
+    place (read by Hypothesis when it first needs it, so this works after the import)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    os.environ.setdefault(STORAGE_ENV, os.path.join(base, "gwlbsim", "hypothesis"))
+
 
 __all__ = [
     "MALFORMATIONS",

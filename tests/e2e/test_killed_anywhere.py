@@ -87,6 +87,7 @@ def test_a_signal_at_a_random_point_leaves_nothing(command: str, tmp_path: Path)
     assert "Traceback" not in out, f"{why}\n{out[-3000:]}"
     left = _left(before)
     assert not left, f"{why}: left behind {left}\n{out[-2000:]}"
+    assert not (tmp_path / ".hypothesis").exists(), f"{why}: Hypothesis's caches left in the working directory"
 
 
 def test_after_sigkill_cleanup_removes_what_was_left(tmp_path: Path) -> None:
