@@ -2,6 +2,8 @@
 
 The body is human-readable statistics by default, JSON with ``-j`` (schema ``gwlbsim.reference.status/1``,
 documented in the README), or empty with ``-s``. Every answer closes the connection, as GWLB's probes expect.
+``/metrics`` answers the same status in the Prometheus text format (:mod:`gwlbsim.reference.metrics`), with 200
+whenever it can.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from gwlbsim.reference import metrics
 
 log = logging.getLogger("gwlb-reference.health")
 
@@ -61,12 +65,16 @@ class _Handler(BaseHTTPRequestHandler):
         healthy = bool(st and st["healthy"])
         body = b""
         ctype = "text/plain; charset=utf-8"
-        if st is not None and server.mode == JSON:
+        code = 200 if healthy else 503
+        if self.path.split("?")[0] == "/metrics":  # Prometheus: 200 whenever there are metrics, health a gauge
+            body, ctype, code = (metrics.render(st).encode(), metrics.CONTENT_TYPE, 200) if st is not None else \
+                (b"", ctype, 503)
+        elif st is not None and server.mode == JSON:
             body = (json.dumps(st, indent=1, sort_keys=True) + "\n").encode()
             ctype = "application/json"
         elif st is not None and server.mode == TEXT:
             body = render_text(st).encode()
-        self.send_response(200 if healthy else 503)
+        self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")

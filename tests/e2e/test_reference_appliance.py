@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gwlbsim.reference import kernelpath
 from scapy.all import ICMP, IP, TCP, UDP, IPv6, IPv6ExtHdrHopByHop, raw
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.inet6 import ICMPv6EchoRequest
@@ -428,3 +429,33 @@ def test_a_deleted_tunnel_device_is_rebuilt_not_black_holed(topo: Topo, workers:
     assert st["totals"]["tunnels_rebuilt"] >= 2, st["totals"]
     calls = record.read_text().split()
     assert calls == ["CREATE", gwi, "DESTROY", gwi, "CREATE", gwi, "DESTROY", gwi, "CREATE", gwi], calls
+
+
+@pytest.mark.parametrize("datapath", ["kernel", "python"])
+def test_metrics_in_the_prometheus_format_count_per_eni_and_reason(topo: Topo, datapath: str) -> None:
+    """``/metrics`` on the health port, parsed with Prometheus's own parser: per-ENI packets and bytes both ways
+    (both datapaths' traffic), drops by reason, tunnel creations, the datapath kind."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if datapath == "kernel" and kernelpath.available() is not None:
+        pytest.skip(f"kernel path unavailable: {kernelpath.available()}")
+    topo.start("--datapath", datapath)
+    inner = tcp()
+    for i in range(5):
+        roundtrip(topo, geneve.build(inner, ENI, 1 + i), sport=60100 + i)
+    topo.peer.send(b"\x00" * 7, sport=60200)  # too short for GENEVE: dropped, counted
+    topo.wait_for(lambda: topo.status()["totals"]["drops"].get("too_short") == 1, what="the drop counted")
+    res = topo.health("/metrics")
+    assert res.status == 200, res
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(res.body.decode()) for s in fam.samples}
+    eni = f"{ENI:016x}"
+    p = "gwlb_reference_"
+    assert samples[(p + "tunnel_packets_total", (("direction", "in"), ("eni", eni)))] == 5
+    assert samples[(p + "tunnel_packets_total", (("direction", "out"), ("eni", eni)))] == 5
+    assert samples[(p + "tunnel_bytes_total", (("direction", "in"), ("eni", eni)))] == 5 * len(inner)
+    assert samples[(p + "packets_total", (("direction", "in"),))] == 6
+    assert samples[(p + "drops_total", (("reason", "too_short"),))] == 1
+    assert samples[(p + "tunnel_hooks_total", (("action", "create"), ("result", "ok")))] == 1
+    assert samples[(p + "datapath_info", (("kind", datapath),))] == 1
+    assert samples[(p + "healthy", ())] == 1 and samples[(p + "tunnels", ())] == 1
