@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -328,6 +329,27 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the shipped unit, with @GWLB_REFERENCE@ where the installed gwlb-reference goes
+UNIT = Path(__file__).parent / "data" / "systemd" / "gwlb-reference.service"
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+
+    exe = args.executable or shutil.which("gwlb-reference") or str(Path(sys.executable).parent / "gwlb-reference")
+    if not os.path.isfile(exe) or not os.access(exe, os.X_OK):
+        raise ConfigError(f"--executable {exe}: not an executable file (install gwlbsim, or name gwlb-reference's "
+                          "path)")
+    unit = UNIT.read_text().replace("@GWLB_REFERENCE@", exe)
+    if args.print:
+        print(unit, end="")
+        return 0
+    dest = args.dest / UNIT.name
+    dest.write_text(unit)
+    print(f"wrote {dest} (gwlb-reference: {exe}). Its flags go in /etc/default/gwlb-reference as "
+          "GWLB_REFERENCE_ARGS=...; then:\n  systemctl daemon-reload && systemctl enable --now gwlb-reference")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     return int(bench_main(args.bench_args) or 0)
 
@@ -379,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes to share the flows over (default: one per CPU)")
     sim.add_argument("--json", type=cliargs.output_file, metavar="FILE", help="also write the report as JSON")
     sim.set_defaults(fn=cmd_simulate)
+    svc = sub.add_parser("install-service", help="install the reference appliance as a systemd service")
+    svc.add_argument("--dest", type=cliargs.output_dir, default=Path("/etc/systemd/system"), metavar="DIR",
+                     help="where the unit goes (default /etc/systemd/system)")
+    svc.add_argument("--executable", metavar="PATH", help="gwlb-reference's path (default: the one installed)")
+    svc.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    svc.set_defaults(fn=cmd_install_service)
     cl = sub.add_parser("cleanup", help="remove namespaces left by crashed or killed runs")
     cl.add_argument("--all", action="store_true", help="also those of runs still alive")
     cl.set_defaults(fn=cmd_cleanup)
