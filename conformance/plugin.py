@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,11 @@ def _cause(e: BaseException) -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The live fake GWLB with the appliance instances under test (one per pytest-xdist worker)."""
+    """The live fake GWLB with the appliance instances under test (one per pytest-xdist worker): ``--gwlb-instances``
+    instances of ``--gwlb-appliance`` (the reference appliance by default), deployed ``--gwlb-mode``, behind
+    ``--gwlb-nodes`` GWLB nodes with two endpoints. Needs root; skips with the reason otherwise. Its ``topo``
+    (endpoints, appliances and their addresses), ``session`` (the fake GWLB's session) and the helpers the
+    other ``gwlb_*`` fixtures use are available to your own tests."""
     if os.geteuid() != 0:
         pytest.skip(results.NOT_RUN + "the GWLB conformance suite needs root: it builds network namespaces")
     # Imported here, not at the top: pytest loads this plugin in every session of every project that has gwlbsim
@@ -214,6 +218,68 @@ def gwlb(request: pytest.FixtureRequest) -> Iterator[Any]:
         finally:
             env.close()
             _keep_logs(opts.artifacts, tmp)
+
+
+# --------------------------------------------------------------------------------- fixtures for vendors' tests
+
+
+@pytest.fixture
+def gwlb_send(gwlb: Any) -> Callable[..., Any]:
+    """Send one packet to an appliance instance as GWLB does, and get what comes back.
+
+    ``gwlb_send(inner, instance=0, endpoint=0, cookie=None)``: ``inner`` (bytes: an IPv4 or IPv6 packet) is
+    wrapped in GWLB's GENEVE header (the endpoint's ENI id, an attachment id and ``cookie``, fresh by default)
+    and sent from the instance's GWLB node, followed by a marker; the answer is an ``Echo``: ``returns`` (the
+    datagrams that came back on the packet's port, each a ``Captured`` with ``data`` the GENEVE payload),
+    ``marker_back`` (the appliance processed the packet), and ``lost()`` saying why nothing came back. Truthy
+    when something came back."""
+    import itertools
+    import random
+
+    from gwlbsim.wire import geneve
+
+    cookies = itertools.count(random.randrange(1, 1 << 31))
+
+    def send(inner: bytes, instance: int = 0, endpoint: int = 0, cookie: int | None = None) -> Any:
+        eni = gwlb.topo.endpoints[endpoint].eni_id
+        return gwlb.echo(geneve.build(inner, eni, next(cookies) if cookie is None else cookie), instance)
+
+    return send
+
+
+@pytest.fixture
+def gwlb_inject(gwlb: Any) -> Callable[..., Any]:
+    """Inject a packet at a GWLB endpoint, as a client behind it sends one: GWLB picks the target (its flow
+    table, stickiness, health), encapsulates, and delivers what the appliance returns.
+
+    ``gwlb_inject(inner, endpoint=0)`` returns ``(sent, delivered)``: the ``Captured`` datagrams GWLB sent to
+    targets for it, and the inner packets delivered back at the endpoint (empty when the appliance lost it)."""
+    def inject(inner: bytes, endpoint: int = 0) -> Any:
+        return gwlb.through(gwlb.topo.endpoints[endpoint].eni_id, inner)
+
+    return inject
+
+
+@pytest.fixture
+def gwlb_targets(gwlb: Any) -> dict[str, str]:
+    """GWLB's view of its targets now: target id (``app0``, ``app1``, ...) -> ``healthy``, ``unhealthy``, ..."""
+    return dict(gwlb.session.target_states())
+
+
+@pytest.fixture
+def gwlb_drops(gwlb: Any) -> Callable[[], dict[str, int]]:
+    """``gwlb_drops()``: what GWLB has dropped so far, reason -> count (a return it could not match to a flow,
+    a datagram it cannot parse, ...): take it before and after your traffic."""
+    return lambda: dict(gwlb.call(lambda m: dict(m.metrics.drops)))
+
+
+@pytest.fixture
+def gwlb_capture(gwlb: Any) -> Callable[..., Any]:
+    """``with gwlb_capture(want) as col: ...``: every datagram GWLB sees while the block runs for which
+    ``want(captured)`` is true, in ``col.items`` (``Captured``: ``kind`` is ``from_endpoint``, ``to_target``,
+    ``from_target`` or ``delivered``; ``data``, addresses, ports, ``verdict`` ("" or GWLB's drop reason));
+    ``col.wait_for(predicate, timeout)`` waits for what you expect."""
+    return gwlb.collecting
 
 
 def _keep_logs(artifacts: Path | None, tmp: Path) -> None:

@@ -154,7 +154,8 @@ def failover_session(rebalance: bool) -> GwlbSession:
     hc = health_check_for(spec, HealthCheck(interval=5, timeout=2, healthy_threshold=2, unhealthy_threshold=2))
     mode = "rebalance" if rebalance else "no_rebalance"
     cfg = GwlbConfig(health_check=hc, failover_on_unhealthy=mode, failover_on_deregistration=mode)
-    return GwlbSession(SessionOptions(appliances=2, spec=spec, config=cfg))
+    # GWLB's clock runs 2.5x: its 5 s health checks every 2 s of real time (AWS allows no shorter interval)
+    return GwlbSession(SessionOptions(appliances=2, spec=spec, config=cfg, time_scale=2.5))
 
 
 @pytest.mark.parametrize("rebalance", [False, True], ids=["no_rebalance", "rebalance"])
