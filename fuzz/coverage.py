@@ -200,7 +200,13 @@ def replay(target: str, paths: Sequence[Path]) -> int:
 
 
 def _child(target: str, args: list[str]) -> None:
-    """Inside the fuzzing process: instrument the code under test, then hand over to libFuzzer."""
+    libfuzzer_main(target, args)
+
+
+def libfuzzer_main(target: str, args: list[str]) -> None:
+    """Inside the fuzzing process: instrument the code under test, then hand over to libFuzzer with ``args``
+    (its own flags and corpus directories). The OSS-Fuzz / ClusterFuzzLite entry points (``fuzz_codec.py``,
+    ``fuzz_core.py``) call this."""
     import atheris
 
     with atheris.instrument_imports(include=[*INSTRUMENTED, TARGETS[target]]):
