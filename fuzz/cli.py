@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         progress.done()
-        print(f"gwlb-fuzz: {e or 'SIGINT'}: stopped", file=sys.stderr)
+        print(f"gwlb-fuzz: {str(e) or 'SIGINT'}: stopped", file=sys.stderr)
         return stopped_status(e)
     print(summary.render())
     return exit_status(summary.found, strict=args.strict)

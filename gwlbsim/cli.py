@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gwlbsim: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"gwlbsim: {e or 'SIGINT'}: stopped; everything created was removed", file=sys.stderr)
+        print(f"gwlbsim: {str(e) or 'SIGINT'}: stopped; everything created was removed", file=sys.stderr)
         return exit_status(e)
 
 
