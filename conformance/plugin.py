@@ -405,6 +405,15 @@ _config: pytest.Config | None = None
 def pytest_sessionstart(session: pytest.Session) -> None:
     global _config
     _config = session.config
+    now = time.monotonic()
+    session.config.stash[_progress_key] = [now, 0.0, now]
+    session.config.stash[_session_key] = session  # for the progress lines' test count
+
+
+#: at most this often, a line saying how far the run is and when it should end
+PROGRESS_EVERY = 15.0
+_progress_key = pytest.StashKey[list[float]]()  # [started, tests done, last line printed]
+_session_key = pytest.StashKey[pytest.Session]()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -414,6 +423,26 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     res = _config.stash.get(results.RESULTS, None)
     if res is not None:
         res.add(report)
+        if report.when == "teardown":
+            _progress(_config)
+
+
+def _progress(config: pytest.Config) -> None:
+    """Every PROGRESS_EVERY seconds of a suite run (not with -q): tests done of all, and an estimate of the rest
+    from the pace so far."""
+    now = time.monotonic()
+    state = config.stash.setdefault(_progress_key, [now, 0.0, now])
+    state[1] += 1
+    session = config.stash.get(_session_key, None)
+    total = session.testscollected if session is not None else 0
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if not total or reporter is None or config.option.verbose < 0 or now - state[2] < PROGRESS_EVERY:
+        return
+    state[2] = now
+    done, elapsed = int(state[1]), now - state[0]
+    left = elapsed / done * (total - done) if done < total else 0.0
+    reporter.write_line(f"gwlb-conformance: {done} of {total} tests done in {elapsed:.0f} s; about {left:.0f} s "
+                        "to go")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
