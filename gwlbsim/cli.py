@@ -308,11 +308,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _flap(spec: str, targets: int) -> Flap:
     """``--flap AT:TARGET:DOWN_FOR``, checked against the simulated targets."""
+    parts = spec.split(":")
     try:
-        at, target, down = (float(spec.split(":")[0]), int(spec.split(":")[1]), float(spec.split(":")[2]))
-        if spec.count(":") != 2:
+        if len(parts) != 3:
             raise ValueError
-    except (ValueError, IndexError):
+        at, target, down = float(parts[0]), int(parts[1]), float(parts[2])
+    except ValueError:
         raise ConfigError(f"--flap {spec!r}: expected AT:TARGET:DOWN_FOR, e.g. 30:2:60") from None
     if at < 0 or not down > 0:
         raise ConfigError(f"--flap {spec!r}: AT must be 0 or more and DOWN_FOR more than 0 seconds")

@@ -26,7 +26,6 @@ COUNTERS = ("in_fast", "in_fast_bytes", "in_passed", "out_fast", "out_fast_bytes
 
 _FLOW_KEY = struct.Struct("=QBB2s2s2x16s16s")  # eni, proto, family, lo port, hi port, lo addr, hi addr (network order)
 _FLOW_VAL = struct.Struct("=40s4s4s2s2x4xQ")  # header, gwlb addr, own addr, gwlb port, last seen (ns)
-_LAST_SEEN, _LAST_SEEN_AT = struct.Struct("=Q"), _FLOW_VAL.size - 8  # the value's last field
 _TUNNEL_VAL = struct.Struct("=IIQQQQQ")  # gwi, gwo ifindex, last seen (ns), packets and bytes in, out
 _NEXTHOP_VAL = struct.Struct("=I6s6sQ")  # ifindex, source MAC, destination MAC, next refresh (ns)
 _CONFIG_VAL = struct.Struct("=HB5x")  # option class, UDP checksum on
@@ -97,7 +96,7 @@ class KernelPath(BpfObject):
         limit = int(older_than * 1e9)
         old: list[bytes] = []
         for k, v in self.items("flows", _FLOW_KEY.size, _FLOW_VAL.size):
-            if _LAST_SEEN.unpack_from(v, _LAST_SEEN_AT)[0] < limit:
+            if _FLOW_VAL.unpack(v)[4] < limit:
                 old.append(k)
             else:
                 left += 1
