@@ -106,11 +106,7 @@ class KernelPath(BpfObject):
 
     def counters(self) -> dict[str, int]:
         """The per-CPU counters, summed."""
-        out = {}
-        for i, name in enumerate(COUNTERS):
-            raw = self.lookup("counters", struct.pack("=I", i), 8 * self.cpus)
-            out[name] = sum(struct.unpack(f"={self.cpus}Q", raw)) if raw is not None else 0
-        return out
+        return {name: self.percpu_sum("counters", struct.pack("=I", i)) for i, name in enumerate(COUNTERS)}
 
 
 def flow_key(eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> bytes | None:

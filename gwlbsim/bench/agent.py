@@ -4,13 +4,14 @@ Run as ``python -m gwlbsim.bench.agent`` (in a namespace, through :meth:`gwlbsim
 reads one JSON command per line and answers each with one JSON line:
 
 ``{"op": "gen", "traffic": {...}, "rate": R, "warmup": W, "duration": D, "batch": B, "window": N, "shm": PATH,``
-``"cpu": {...}, "netns": {...}}``
+``"cpu": {...}, "netns": {...}, "generator": "socket"}``
     send the traffic for W + D seconds (straight to the link where the next hop is known, else from a raw
     IP socket), at R packets/s (R > 0), or closed-loop (R = 0:
     as fast as returns come back, with at most N packets unanswered; the receiver's count is read from
     the shared file PATH), or flat out (R < 0: flood, whatever the receiver sees). Answer with the
     sequence numbers and times of the measured window (after the warm-up) and what the CPU and drop
-    counters of the watched processes did in it.
+    counters of the watched processes did in it. With ``"generator": "xdp"`` the same frames are sent by an
+    XDP program in the kernel (:mod:`gwlbsim.bench.xdpgen`; open-loop rates only, straight to the link).
 ``{"op": "recv", "traffic": {...}, "bind": [ADDR, PORT], "shm": PATH}``
     start receiving and checking returns (publishing the count of datagrams received in PATH); answers
     ``{"ready": true}`` at once. Then
@@ -101,7 +102,35 @@ def sender(traffic: Traffic) -> tuple[socket.socket, LinkRoute | None]:
     return sock, None
 
 
+def generate_xdp(cmd: dict[str, Any]) -> dict[str, Any]:
+    """The ``gen`` command with the in-kernel generator."""
+    from gwlbsim.bench.xdpgen import XdpGenerator
+
+    traffic = Traffic(**cmd["traffic"])
+    rate = float(cmd.get("rate") or 0)
+    if rate == 0:
+        raise ValueError("the XDP generator sends open-loop only (a rate, or flat out), not closed-loop")
+    groups = {k: [int(p) for p in v] for k, v in cmd.get("cpu", {}).items()}
+    groups["generator"] = [os.getpid()]
+    netns_pids = {k: int(v) for k, v in cmd.get("netns", {}).items()}
+    link = linkpath.route_to(traffic.destination)
+    if link is None:
+        raise RuntimeError(f"the XDP generator needs {traffic.destination}'s link address, which did not resolve")
+    before: list[Any] = []
+    gen = XdpGenerator(traffic, link, int(cmd.get("batch", 64)))
+    try:
+        w = gen.run(rate, float(cmd["warmup"]), float(cmd["duration"]),
+                    lambda: before.append(procstat.sample(groups, netns_pids)))
+    finally:
+        gen.close()
+    after = procstat.sample(groups, netns_pids)
+    return {"s0": w.s0, "s1": w.s1, "t0": w.t0, "t1": w.t1, "sent": w.s1, "send_errors": 0, "sent_via": "xdp",
+            **procstat.delta(before[0] if before else after, after)}
+
+
 def generate(cmd: dict[str, Any]) -> dict[str, Any]:
+    if cmd.get("generator", "socket") == "xdp":
+        return generate_xdp(cmd)
     traffic = Traffic(**cmd["traffic"])
     rate = float(cmd.get("rate") or 0)
     batch = int(cmd.get("batch", 64))

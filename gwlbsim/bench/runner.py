@@ -156,6 +156,8 @@ class Runner:
         sink = self.topo.sink
         if sink is not None and cell.rate == MAX:
             raise ValueError("closed-loop offers need the user-space receiver's count: not with the in-kernel sink")
+        if self.topo.generator_kind == "xdp" and cell.rate == MAX:
+            raise ValueError("the XDP generator sends open-loop only: no closed-loop offers")
         if sink is not None:
             sink.reset()
         else:
@@ -168,7 +170,7 @@ class Runner:
         try:
             g = gen.call({"op": "gen", "traffic": traffic.as_dict(), "rate": cell.rate, "warmup": t.warmup,
                           "duration": t.duration, "batch": t.batch, "window": t.window, "shm": self.shm,
-                          "cpu": cpu, "netns": netns})
+                          "cpu": cpu, "netns": netns, "generator": self.topo.generator_kind})
         except Exception:
             if sink is None:
                 with contextlib.suppress(Exception):

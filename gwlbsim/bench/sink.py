@@ -19,7 +19,7 @@ from gwlbsim.linuxio.bpfobj import BpfObject
 from gwlbsim.linuxio.netns import entered
 
 SOURCE = Path(__file__).parent / "bpf" / "sink.bpf.c"
-SLOTS = 1 << 22  #: as in the program: sequence numbers kept (a run's must span fewer)
+SLOTS = 1 << 24  #: as in the program: sequence numbers kept (a run's must span fewer)
 _SLOT = 8  #: bytes per slot (u64: latency in microseconds + 1, 0 while not back)
 _RETURNS, _DUPLICATES = 0, 1
 
@@ -37,8 +37,7 @@ class KernelSink:
             self.obj.attach("count_returns", socket.if_nametoindex(ifname), True, f"{ns}/{ifname}")
 
     def _counter(self, which: int) -> int:
-        raw = self.obj.lookup("counters", struct.pack("=I", which), 8 * self.obj.cpus)
-        return sum(struct.unpack(f"={self.obj.cpus}Q", raw)) if raw is not None else 0
+        return self.obj.percpu_sum("counters", struct.pack("=I", which))
 
     def reset(self) -> None:
         """Empty every slot and counter (before a run)."""

@@ -24,7 +24,8 @@ from typing import Any
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec, RunningAppliance
 from gwlbsim.bench.sink import KernelSink
 from gwlbsim.bench.traffic import INNER_DPORT, INNER_DST
-from gwlbsim.linuxio.netns import Lab
+from gwlbsim.linuxio import linkpath
+from gwlbsim.linuxio.netns import Lab, entered
 from gwlbsim.wire.geneve import GENEVE_PORT
 
 MTU = 9001
@@ -131,6 +132,7 @@ class Topology:
     generator: Agent | None = None
     receivers: dict[str, Agent] = field(default_factory=dict)
     sink: KernelSink | None = None  #: with split CPUs: returns are counted in the kernel
+    generator_kind: str = "socket"  #: "socket" or "xdp" (:mod:`gwlbsim.bench.xdpgen`)
 
     def subject(self, name: str) -> Subject:
         for s in self.subjects:
@@ -146,13 +148,15 @@ def steer_receive(lab: Lab, ns: str, ifname: str, cpus: set[int]) -> None:
 
 
 def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: float = 30.0,
-          split_cpus: bool = False) -> Topology:
+          split_cpus: bool = False, generator: str = "socket") -> Topology:
     """Create the namespaces, links, agents, and start the appliances (waiting until they are healthy).
     ``split_cpus``: the generator keeps CPU 0 to itself and every subject's receive processing runs on the other
     CPUs, so that a subject in the kernel (whose work is otherwise done on the sender's CPU, in its send call)
-    can be offered more than it can take; returns are then counted in the kernel (:mod:`gwlbsim.bench.sink`)."""
+    can be offered more than it can take; returns are then counted in the kernel (:mod:`gwlbsim.bench.sink`).
+    ``generator="xdp"``: frames are sent by an XDP program (:mod:`gwlbsim.bench.xdpgen`), so each device they
+    arrive on gets GRO (and with it the NAPI that a veth needs to take XDP transmissions)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    topo = Topology(lab, workdir)
+    topo = Topology(lab, workdir, generator_kind=generator)
     topo.gwlb = g = lab.namespace("gwlb")
     app_index = 0
     for spec in specs:
@@ -168,6 +172,10 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
                               name=spec.name)
         app = RunningAppliance(lab, aspec, ns, dst, g, src, k, workdir / spec.name)
         topo.subjects.append(Subject(spec, g, (src, GENEVE_PORT), src, dst, ns, app, f"app{k}"))
+    if generator == "xdp":
+        for s in topo.subjects:  # an appliance's uplink, or the kernel path's router
+            with entered(s.ns or f"{lab.prefix}-rtr"):
+                linkpath.gro("eth0", True)
     topo.generator = Agent(lab, g, workdir / "generator.log")
     for s in topo.subjects:
         if s.recv_ns not in topo.receivers:

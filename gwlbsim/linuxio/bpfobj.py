@@ -15,6 +15,7 @@ import hashlib
 import mmap
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47  # enum bpf_attach_type, Linux 6.6 (newer than Debian's uapi headers)
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1  # BPF_PROG_RUN flag, Linux 5.18
 
 
 class Unavailable(RuntimeError):
@@ -76,10 +78,29 @@ class _Libbpf:
                 ("libbpf_num_possible_cpus", i, []), ("bpf_object__find_map_by_name", vp, [vp, cp]),
                 ("bpf_map__set_max_entries", i, [vp, ctypes.c_uint32]),
                 ("bpf_map_lookup_batch", i, [i, vp, vp, vp, vp, vp, vp]),
-                ("bpf_map_delete_batch", i, [i, vp, vp, vp])):
+                ("bpf_map_delete_batch", i, [i, vp, vp, vp]), ("bpf_prog_test_run_opts", i, [i, vp])):
             f = getattr(lib, fn)
             f.restype, f.argtypes = res, args
         self.lib = lib
+
+
+class _TestRunOpts(ctypes.Structure):
+    """libbpf's ``struct bpf_test_run_opts`` (bpf/bpf.h, libbpf 1.1)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+class _XdpMd(ctypes.Structure):
+    """The kernel's ``struct xdp_md``: an XDP run's context."""
+
+    _fields_ = [("data", ctypes.c_uint32), ("data_end", ctypes.c_uint32), ("data_meta", ctypes.c_uint32),
+                ("ingress_ifindex", ctypes.c_uint32), ("rx_queue_index", ctypes.c_uint32),
+                ("egress_ifindex", ctypes.c_uint32)]
 
 
 @dataclass
@@ -199,6 +220,16 @@ class BpfObject:
             for k in keys[count.value:]:  # the batch stops at the first key that is not there (any more)
                 self.delete(name, k)
 
+    def percpu_sum(self, name: str, key: bytes) -> int:
+        """The sum over CPUs of a per-CPU map's u64 value at ``key`` (0 when absent)."""
+        raw = self.lookup(name, key, 8 * self.cpus)
+        return sum(struct.unpack(f"={self.cpus}Q", raw)) if raw is not None else 0
+
+    def live_frames(self, program: str, frame: bytes, ifindex: int, batch: int = 64) -> LiveFrames:
+        """A sender of ``frame``, as rewritten by the XDP ``program``, out of device ``ifindex`` (of the calling
+        thread's namespace): see :class:`LiveFrames`."""
+        return LiveFrames(self._bpf.lib, self.programs[program], frame, ifindex, batch)
+
     def mapped(self, name: str, size: int) -> mmap.mmap:
         """An array map created with BPF_F_MMAPABLE, ``size`` bytes of it, shared with the kernel."""
         return mmap.mmap(self.maps[name], size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -210,3 +241,27 @@ class BpfObject:
         if self._obj:
             self._bpf.lib.bpf_object__close(self._obj)
             self._obj = None
+
+
+class LiveFrames:
+    """BPF_PROG_RUN in live-frames mode: each :meth:`send` runs an XDP program ``n`` times over copies of one
+    frame, and the kernel transmits each frame the program returns XDP_TX for out of the device (through its
+    ``ndo_xdp_xmit``: a veth delivers it to its peer's receive queue when that peer has NAPI, i.e. GRO on or an
+    XDP program)."""
+
+    def __init__(self, lib: ctypes.CDLL, prog_fd: int, frame: bytes, ifindex: int, batch: int) -> None:
+        self._lib, self._fd = lib, prog_fd
+        self._data = ctypes.create_string_buffer(frame, len(frame))
+        self._ctx = _XdpMd(0, len(frame), 0, ifindex, 0, 0)
+        self._opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(self._data),
+                                  data_size_in=len(frame), ctx_in=ctypes.addressof(self._ctx),
+                                  ctx_size_in=ctypes.sizeof(_XdpMd), flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+                                  batch_size=max(1, min(batch, 256)))
+        self._ref = ctypes.byref(self._opts)
+
+    def send(self, n: int) -> None:
+        """Run the program ``n`` times (``n`` frames offered)."""
+        self._opts.repeat = n
+        if self._lib.bpf_prog_test_run_opts(self._fd, self._ref) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF_PROG_RUN with live frames: {os.strerror(err)}")

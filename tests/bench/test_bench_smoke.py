@@ -94,17 +94,20 @@ def test_quick_run_checks_every_return_and_writes_json(tmp_path: Path) -> None:
 @pytest.mark.root
 @pytest.mark.slow
 def test_split_cpus_counts_returns_in_the_kernel_and_overload_is_reported(tmp_path: Path) -> None:
-    """--split-cpus: returns counted and timed by the BPF sink (no user-space receiver); --overload: the
-    searched loss-free rate, then an open-loop multiple of it, reported against that rate."""
+    """--split-cpus: returns counted and timed by the BPF sink (no user-space receiver); --generator xdp: the
+    traffic sent by the XDP generator, paced in the kernel; --overload: the searched loss-free rate, then an
+    open-loop multiple of it, reported against that rate."""
     out = tmp_path / "bench.json"
-    rc = main(["--quick", "-q", "--split-cpus", "--subjects", "kernel,reference", "--memory-flows", "0",
-               "--overload", "2", "--search-steps", "2", "--json", str(out)])
+    rc = main(["--quick", "-q", "--split-cpus", "--generator", "xdp", "--subjects", "kernel,reference",
+               "--memory-flows", "0", "--overload", "2", "--search-steps", "2", "--json", str(out)])
     doc = json.loads(out.read_text())
     assert rc == 0, doc
+    assert doc["meta"]["generator"] == "xdp"
     fixed = [m for m in doc["measurements"] if m["rate"] == 20_000]
     assert {m["subject"] for m in fixed} == {"kernel", "reference"}
     for m in fixed:  # a paced 20k is far below either: every packet back, each with its latency
-        assert m["returned"] == m["offered"] > 5000 and m["latency_us"]["p99"] is not None, m
+        assert m["returned"] == m["offered"] and m["latency_us"]["p99"] is not None, m
+        assert m["offered"] == pytest.approx(20_000 * 0.5, abs=2), m  # the program's pacing: 0.5 s at 20k
     rows = {r["subject"]: r for r in doc["overload"]}
     assert set(rows) == {"kernel", "reference"}
     for r in rows.values():
