@@ -58,7 +58,7 @@ struct flow_val {
     __u16 gwlb_port; /* GWLB's source port, network order */
     __u16 pad;
     __u32 pad2;
-    __u64 last_seen; /* bpf_ktime_get_ns() of its latest packet from GWLB */
+    __u64 last_seen; /* when its latest packet from GWLB came (CLOCK_MONOTONIC_COARSE ns: a tick late at most) */
 };
 
 struct tunnel_val {
@@ -75,7 +75,7 @@ struct nexthop_val {
     __u32 ifindex;
     __u8 src_mac[6];
     __u8 dst_mac[6];
-    __u64 next_refresh; /* bpf_ktime_get_ns() after which one return goes through the IP layer (Python) */
+    __u64 next_refresh; /* coarse time after which one return goes through the IP layer (Python) */
 };
 
 struct config_val {
@@ -312,7 +312,7 @@ int geneve_in(struct __sk_buff *skb)
     /* the Python side checks and counts what does not add up */
     if (!inner_key(inner, data_end, inner_len, eni, &k) || k.family != (ptype == ETH_P_IP ? 4 : 6))
         goto pass;
-    __u64 now = bpf_ktime_get_ns();
+    __u64 now = bpf_ktime_get_coarse_ns(); /* no clock read per packet */
     struct flow_val *cur = bpf_map_lookup_elem(&flows, &k);
     if (cur && same_header(cur->header, g) && cur->gwlb_addr == ip->saddr && cur->self_addr == ip->daddr &&
         cur->gwlb_port == udp->source) {
@@ -381,7 +381,7 @@ int tunnel_out(struct __sk_buff *skb)
     /* once a second per GWLB address, one return takes the Python datapath, which sends it through the IP
        layer: the kernel's neighbour entry for GWLB stays confirmed (and a changed address is learnt), as
        returns straight to the link would never do */
-    __u64 now = bpf_ktime_get_ns();
+    __u64 now = bpf_ktime_get_coarse_ns(); /* no clock read per packet */
     if (now >= nh->next_refresh) {
         nh->next_refresh = now + REFRESH_NS;
         goto pass;
@@ -437,9 +437,15 @@ int tunnel_out(struct __sk_buff *skb)
         __u8 chunk[256];
         for (int i = 0; i < (MAX_INNER + 48 + 255) / 256; i++) {
             if (left >= 256) {
-                if (bpf_skb_load_bytes(skb, at, chunk, 256))
-                    return TC_ACT_SHOT;
-                sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, 256, 0);
+                /* a whole chunk: summed in place where the linear data holds it, else copied out first */
+                __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);
+                if ((void *)(here + 256) <= (void *)(long)skb->data_end) {
+                    sum += (__u32)bpf_csum_diff(0, 0, (void *)here, 256, 0);
+                } else {
+                    if (bpf_skb_load_bytes(skb, at, chunk, 256))
+                        return TC_ACT_SHOT;
+                    sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, 256, 0);
+                }
                 at += 256;
                 left -= 256;
                 continue;
