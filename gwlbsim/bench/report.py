@@ -127,6 +127,9 @@ def overload_text(rows: list[dict[str, Any]]) -> str:
             note.append("loss-free rate bounded by the generator")
         if r["generator_bound"]:
             note.append(f"the generator offered only {r['offered_pps'] / r['loss_free_pps']:.2f}x")
+        runs = r.get("returned_runs_pps") or []
+        if len(runs) > 1:
+            note.append(f"median of {len(runs)}: " + ", ".join(f"{x / 1000:.0f}k" for x in runs))
         share = r["returned_of_loss_free"]
         out.append([r["subject"], f"{r['size']}", f"{r['flows']}", r["ports"], _fmt(r["loss_free_pps"], 1000),
                     _fmt(r["offered_pps"], 1000), _fmt(r["returned_pps"], 1000),

@@ -113,3 +113,4 @@ def test_split_cpus_counts_returns_in_the_kernel_and_overload_is_reported(tmp_pa
     for r in rows.values():
         assert r["loss_free_pps"] > 0 and r["asked_pps"] == pytest.approx(2 * r["loss_free_pps"], rel=0.01)
         assert r["returned_of_loss_free"] == pytest.approx(r["returned_pps"] / r["loss_free_pps"], rel=0.01)
+        assert r["returned_runs_pps"] == [r["returned_pps"]]  # one offer (--repeat 1): its own median
