@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from gwlbsim import cliargs
-from gwlbsim.bench import extra, memory, report, topology
+from gwlbsim.bench import extra, memory, report, topology, xdpgen
 from gwlbsim.bench import fake_gwlb as _registers_gwlb_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench import hotpath as _registers_hotpath_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix, overload_summary
+from gwlbsim.bench.sink import KernelSink
 from gwlbsim.bench.traffic import MAX_SIZE, MIN_SIZE
 from gwlbsim.bench.xdpgen import XDP_MAX_SIZE
+from gwlbsim.linuxio.bpfobj import Unavailable
 from gwlbsim.linuxio.netns import Lab, owned_tempdir, sigterm_raises
 
 DEFAULT_SIZES = "64,512,1500,8500"
@@ -293,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() != 0:
             print("gwlbsim bench: needs root (network namespaces, TUN devices, raw sockets)", file=sys.stderr)
             return 2
+        # the BPF programs asked for, loaded once now: a clear error before anything starts
+        for wanted_here, option, load in ((args.split_cpus, "--split-cpus", lambda: KernelSink().close()),
+                                          (args.generator == "xdp", "--generator xdp", xdpgen.check)):
+            try:
+                if wanted_here:
+                    load()
+            except Unavailable as e:
+                parser.error(f"{option}: {e}")
         searched: list[dict[str, Any]] = []
         overloaded: list[dict[str, Any]] = []
         ms = run_appliances(args, log, searched, overloaded)

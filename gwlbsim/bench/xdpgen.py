@@ -44,6 +44,11 @@ class Window:
     t1: float
 
 
+def check() -> None:
+    """Raise :class:`Unavailable` (saying why) when the generator cannot be loaded here."""
+    BpfObject(SOURCE, ("generate",), ("prefixes", "state")).close()
+
+
 class XdpGenerator:
     """The loaded generator for one traffic pattern, sending out of ``link``'s device."""
 

@@ -94,6 +94,8 @@ BENCH = [
     (["--overload", "0.5"], "--overload 0.5: a factor above 1"),
     (["--json", "/nonexistent/dir/b.json"], "directory /nonexistent/dir does not exist"),
     (["--sizes", "10"], "inner size 10 outside"),
+    (["--generator", "xdp", "--sizes", "4000"], "inner size 4000: the XDP generator sends inner packets of at most"),
+    (["--generator", "dpdk"], "--generator: invalid choice: 'dpdk'"),
 ]
 
 CASES: list[tuple[str, Callable[[list[str]], int], list[str], str]] = [
