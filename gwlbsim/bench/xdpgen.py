@@ -79,20 +79,26 @@ class XdpGenerator:
         self.obj.update("state", bytes(4), _STATE.pack(0, begin * 256, period, start, stop, _NONE, self.flows, 0,
                                                        self._length, 0))
         main, returned = threading.get_ident(), threading.Event()
+        failed: list[BaseException] = []
 
-        def watch() -> None:
-            _sleep_until(start)
-            at_start()
-            _sleep_until(stop + 1_000_000)
-            while not returned.is_set():
-                signal.pthread_kill(main, signal.SIGALRM)
-                returned.wait(KICK)
+        def watch() -> None:  # the window's start, then the stop signal until the sending call has returned
+            try:
+                if not _wait_until(returned, start):
+                    at_start()
+            except BaseException as e:  # raised again in the caller's thread, which stops at once
+                failed.append(e)
+            finally:
+                if not failed:
+                    _wait_until(returned, stop + 1_000_000)
+                while not returned.is_set():
+                    signal.pthread_kill(main, signal.SIGALRM)
+                    returned.wait(KICK)
 
         old = signal.signal(signal.SIGALRM, lambda *_: None)
         watcher = threading.Thread(target=watch, name="xdp-generator-stop", daemon=True)
         watcher.start()
         try:
-            while time.monotonic_ns() < stop:
+            while time.monotonic_ns() < stop and not failed:
                 try:
                     self.sender.send(REPEAT)
                 except InterruptedError:
@@ -101,6 +107,8 @@ class XdpGenerator:
             returned.set()
             watcher.join()
             signal.signal(signal.SIGALRM, old)
+        if failed:
+            raise failed[0]
         state = _STATE.unpack(self.obj.lookup("state", bytes(4), _STATE.size) or bytes(_STATE.size))
         seq, s0 = state[0], state[5]
         return Window(seq if s0 == _NONE else s0, seq, start / 1e9, stop / 1e9)
@@ -109,6 +117,9 @@ class XdpGenerator:
         self.obj.close()
 
 
-def _sleep_until(ns: int) -> None:
+def _wait_until(event: threading.Event, ns: int) -> bool:
+    """Wait until CLOCK_MONOTONIC reaches ``ns`` or ``event`` is set; whether it was set."""
     while (left := ns - time.monotonic_ns()) > 0:
-        time.sleep(left / 1e9)
+        if event.wait(left / 1e9):
+            return True
+    return event.is_set()

@@ -81,3 +81,27 @@ def test_paced_frames_arrive_whole_in_order_with_their_stamps(pair: tuple[Lab, s
             assert data[:at] == want[:at] and data[at + STAMP.size:] == want[at + STAMP.size:]
     finally:
         cap.close()
+
+
+def test_a_failing_window_start_stops_the_run_at_once(pair: tuple[Lab, str, str]) -> None:
+    """What the window's start calls back raises: the sending call is ended and the error comes out, long
+    before the 30 s asked for."""
+    _lab, a, b = pair
+    traffic = Traffic(64, 2, "one", "geneve", "10.99.7.1", "10.99.7.2")
+    with entered(b):
+        linkpath.gro("eth0", True)
+    with entered(a):
+        link = linkpath.route_to(traffic.destination)
+        assert link is not None
+        gen = XdpGenerator(traffic, link)
+
+        def boom() -> None:
+            raise RuntimeError("sampling failed")
+
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(RuntimeError, match="sampling failed"):
+                gen.run(1000, 0.05, 30.0, boom)
+        finally:
+            gen.close()
+    assert time.monotonic() - t0 < 20
