@@ -21,6 +21,7 @@ from gwlbsim.conformance.requirements import REQUIREMENTS, markdown_table
 
 from gwlbsim import cliargs
 from gwlbsim.appliance import DATAPATHS, HEALTH_PROTOCOLS, MODES, ApplianceSpec
+from gwlbsim.linuxio.netns import redelivering
 
 EPILOG = """\
 Placeholders in --appliance: {python} this Python; {hook} the shipped passthrough hook for gwlbtun-style
@@ -198,6 +199,11 @@ class _Outcome:
         self.results: results.Results | None = None
         self.interrupted = False
         self.exit_status = results.EXIT_INTERRUPTED  #: 128 + the signal that stopped the run
+
+    def pytest_sessionstart(self, session: Any) -> None:
+        # after pytest has put in its own unraisable-exception hook (which would turn a stop signal raised in
+        # an at-fork callback into a warning, and the run would go on): such a signal is sent again
+        sys.unraisablehook = redelivering(sys.unraisablehook)
 
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
         self.results = session.config.stash.get(results.RESULTS, None)

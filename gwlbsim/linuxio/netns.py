@@ -24,8 +24,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +326,27 @@ class Stopped(KeyboardInterrupt):
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
+        self.signum = signum
         self.status = 128 + signum
+
+
+def redelivering(inner: Callable[[Any], object]) -> Callable[[Any], object]:
+    """An unraisable-exception hook around ``inner``: a signal's KeyboardInterrupt (Ctrl-C, or a handler's
+    :class:`Stopped`) raised where Python cannot propagate it (an at-fork callback, a finaliser) would be
+    printed and lost, and the run would go on; this sends the signal again instead, from another thread a
+    moment later (sent at once, it would be raised inside this hook, where it is lost as well), so that it is
+    raised at the next point that can take it."""
+
+    def hook(unraisable: Any) -> object:
+        e = unraisable.exc_value
+        if isinstance(e, KeyboardInterrupt):
+            again = threading.Timer(0.005, os.kill, (os.getpid(), getattr(e, "signum", signal.SIGINT)))
+            again.daemon = True
+            again.start()
+            return None
+        return inner(unraisable)
+
+    return hook
 
 
 def exit_status(e: KeyboardInterrupt) -> int:
@@ -345,9 +367,11 @@ def sigterm_raises() -> Iterator[None]:
         raise Stopped(signum)
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    old_hook, sys.unraisablehook = sys.unraisablehook, redelivering(sys.unraisablehook)
     try:
         yield
     finally:
+        sys.unraisablehook = old_hook
         for sig, previous in old.items():
             signal.signal(sig, previous)
 
