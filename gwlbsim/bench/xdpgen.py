@@ -27,8 +27,10 @@ PREFIX_MAX = 128  #: as in the program: bytes before the stamp, at most
 #: the largest inner packet sent: a live frame is one page less the kernel's headroom and tail (3,082 bytes
 #: of frame pass on Linux 6.18, 3,482 do not)
 XDP_MAX_SIZE = 3000
-#: as in the program: seq, due, period, start, stop, s0 (u64); flows, next flow, prefix length, pad (u32)
-_STATE = struct.Struct("=6Q4I")
+#: as in the program: seq, due, period, start, stop, s0 (u64); flows, next flow, prefix length, burst, left, pad
+#: (u32)
+_STATE = struct.Struct("=6Q6I")
+BURST = 32  #: paced frames go out in bursts of at most this many, as the socket generator sends them
 _NONE = (1 << 64) - 1
 REPEAT = (1 << 31) - 1  #: runs per system call (it is interrupted at the stop time long before)
 KICK = 0.01  #: how often the stop signal is repeated until the sending call has returned
@@ -56,7 +58,7 @@ class XdpGenerator:
         length = len(link.frame) + traffic.stamp_offset
         if length > PREFIX_MAX:
             raise Unavailable(f"the XDP generator writes at most {PREFIX_MAX} header bytes, this traffic has {length}")
-        self.flows, self._length = traffic.flows, length
+        self.flows, self._length, self.batch = traffic.flows, length, batch
         self.obj = BpfObject(SOURCE, ("generate",), ("prefixes", "state"), {"prefixes": traffic.flows})
         try:
             for fid in range(traffic.flows):
@@ -76,8 +78,9 @@ class XdpGenerator:
         start = begin + int(warmup * 1e9)
         stop = start + int(duration * 1e9)
         period = int(256e9 / rate) if rate > 0 else 0
+        burst = max(1, min(BURST, self.batch))
         self.obj.update("state", bytes(4), _STATE.pack(0, begin * 256, period, start, stop, _NONE, self.flows, 0,
-                                                       self._length, 0))
+                                                       self._length, burst, 0, 0))
         main, returned = threading.get_ident(), threading.Event()
         failed: list[BaseException] = []
 

@@ -107,7 +107,7 @@ def test_split_cpus_counts_returns_in_the_kernel_and_overload_is_reported(tmp_pa
     assert {m["subject"] for m in fixed} == {"kernel", "reference"}
     for m in fixed:  # a paced 20k is far below either: every packet back, each with its latency
         assert m["returned"] == m["offered"] and m["latency_us"]["p99"] is not None, m
-        assert m["offered"] == pytest.approx(20_000 * 0.5, abs=2), m  # the program's pacing: 0.5 s at 20k
+        assert m["offered"] == pytest.approx(20_000 * 0.5, abs=32), m  # the program's pacing: 0.5 s at 20k
     rows = {r["subject"]: r for r in doc["overload"]}
     assert set(rows) == {"kernel", "reference"}
     for r in rows.values():

@@ -4,11 +4,12 @@
 // socket, no skb and no copy from user space on the sending side, so one CPU offers several times what the
 // socket generator can.
 //
-// The program paces itself: a run before the next frame is due, or after the stop time, returns XDP_DROP (the
-// frame goes back to the run's page pool, unsent), so one system call that user space interrupts (a signal)
-// after the stop time sends a whole measurement at an even rate; a generator that fell behind catches up in a
-// burst, as the socket generator does. It also notes the sequence number of the first frame sent at or after the
-// window's start.
+// The program paces itself, in bursts as the socket generator sends (frames one by one would cost the receiving
+// CPU an interrupt each): when a burst is due it sends that many frames back to back; a run before the next
+// burst is due, or after the stop time, returns XDP_DROP (the frame goes back to the run's page pool, unsent).
+// So one system call, which user space interrupts (a signal) after the stop time, sends a whole measurement at
+// an even rate; a generator that fell behind catches up, as the socket generator does. It also notes the
+// sequence number of the first frame sent at or after the window's start.
 //
 // Each frame sent gets the next flow's frame prefix (Ethernet, outer headers and GENEVE header, inner IPv4/UDP
 // headers: everything before the stamp, prebuilt per flow by gwlbsim/bench/xdpgen.py) and then the stamp
@@ -30,7 +31,7 @@ struct prefix {
 
 struct state {
     __u64 seq;       /* the next packet's sequence number */
-    __u64 due;       /* when the next packet is due (CLOCK_MONOTONIC ns, times 256) */
+    __u64 due;       /* when the next burst is due (CLOCK_MONOTONIC ns, times 256) */
     __u64 period;    /* ns between packets, times 256; 0: as fast as it goes */
     __u64 start;     /* the measured window's start (ns) */
     __u64 stop;      /* no frame is sent at or after this (ns) */
@@ -38,6 +39,8 @@ struct state {
     __u32 flows;     /* how many prefixes there are */
     __u32 next_flow; /* the next packet's flow */
     __u32 length;    /* prefix length: where the stamp goes */
+    __u32 burst;     /* frames per burst (paced) */
+    __u32 left;      /* frames left to send in the current burst */
     __u32 pad;
 };
 
@@ -69,8 +72,14 @@ int generate(struct xdp_md *ctx)
     if (!st)
         return XDP_ABORTED;
     __u64 now = bpf_ktime_get_ns();
-    if (now >= st->stop || (st->period && now * 256 < st->due))
+    if (now >= st->stop)
         return XDP_DROP;
+    if (st->period && !st->left) {
+        if (now * 256 < st->due)
+            return XDP_DROP;
+        st->left = st->burst;
+        st->due += st->period * st->burst;
+    }
     __u32 flow = st->next_flow;
     struct prefix *p = bpf_map_lookup_elem(&prefixes, &flow);
     __u32 len = st->length;
@@ -84,7 +93,8 @@ int generate(struct xdp_md *ctx)
     if (st->s0 == ~0ULL && now >= st->start)
         st->s0 = st->seq;
     st->seq += 1;
-    st->due += st->period;
+    if (st->left)
+        st->left -= 1;
     st->next_flow = flow + 1 < st->flows ? flow + 1 : 0;
     return XDP_TX;
 }
