@@ -107,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run each matrix cell open-loop, flat out (the generator takes a core; what an "
                         "overloaded appliance does)")
     t.add_argument("--split-cpus", action="store_true",
-                   help="give the generator CPU 0 alone, steer each subject's receive processing (RPS) to the other "
-                        "CPUs and count returns in the kernel (a BPF program; timed, not checked byte for byte): a "
-                        "kernel datapath's work is otherwise done in the generator's own send calls, so it can "
+                   help="give the generator CPU 0 alone (appliances are kept off it), steer each subject's receive "
+                        "processing (RPS) to the other CPUs and count returns in the kernel (a BPF program; timed, "
+                        "not checked byte for byte): a kernel datapath's work is otherwise done in the generator's "
+                        "own send calls, so it can "
                         "never be offered more than it takes. Open-loop offers only (the matrix's closed-loop "
                         "'max' runs are skipped)")
     t.add_argument("--generator", choices=("socket", "xdp"), default="socket",

@@ -13,6 +13,7 @@ forwarding hop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -195,7 +196,21 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
     for s in topo.subjects:
         if s.appliance is not None:
             s.appliance.start(wait=True)
+            if split_cpus:  # CPU 0 is the generator's alone: the appliance's threads (and what they start) too
+                pin(s.appliance_pids(), set(os.sched_getaffinity(0)) - {0})
     return topo
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Keep every thread of these processes on ``cpus`` (children they start later inherit it)."""
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, cpus)
 
 
 def _kernel_path(lab: Lab, g: str) -> Subject:
