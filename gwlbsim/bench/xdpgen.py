@@ -3,8 +3,9 @@ in live-frames mode, which sends the same traffic as the socket generator (the s
 order, the same stamps) several times faster: the socket generator tops out near 1.2 Mpps on this machine, below
 twice what the kernel datapaths take.
 
-The frames go out of a veth device; its peer receives them only with NAPI on, so the peer's GRO is switched on
-for the run (:func:`peer_napi`).
+The frames go out of a veth device; its peer receives them only with NAPI on, so the benchmark's topology
+switches the peer's GRO on (:func:`gwlbsim.linuxio.linkpath.gro`, in :func:`gwlbsim.bench.topology.build`).
+Paced frames go out in bursts of at most :data:`BURST`, as the socket generator sends them.
 """
 
 from __future__ import annotations
