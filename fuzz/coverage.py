@@ -199,10 +199,6 @@ def replay(target: str, paths: Sequence[Path]) -> int:
     return failed
 
 
-def _child(target: str, args: list[str]) -> None:
-    libfuzzer_main(target, args)
-
-
 def libfuzzer_main(target: str, args: list[str]) -> None:
     """Inside the fuzzing process: instrument the code under test, then hand over to libFuzzer with ``args``
     (its own flags and corpus directories). The OSS-Fuzz / ClusterFuzzLite entry points (``fuzz_codec.py``,
@@ -241,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--child" in argv:
         i = argv.index("--child")
         rest = argv[argv.index("--") + 1:] if "--" in argv else []
-        _child(argv[i + 1], rest)
+        libfuzzer_main(argv[i + 1], rest)
         return 0
     args = build_parser().parse_args(argv)
     targets = [t for t in (args.target or ["all"]) for t in (DEFAULT_TARGETS if t == "all" else (t,))]

@@ -335,7 +335,6 @@ UNIT = Path(__file__).parent / "data" / "systemd" / "gwlb-reference.service"
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
-
     exe = args.executable or shutil.which("gwlb-reference") or str(Path(sys.executable).parent / "gwlb-reference")
     if not os.path.isfile(exe) or not os.access(exe, os.X_OK):
         raise ConfigError(f"--executable {exe}: not an executable file (install gwlbsim, or name gwlb-reference's "

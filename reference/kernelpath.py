@@ -100,8 +100,7 @@ class KernelPath(BpfObject):
                 old.append(k)
             else:
                 left += 1
-        for i in range(0, len(old), 4096):
-            self.delete_many("flows", old[i:i + 4096])
+        self.delete_many("flows", old)
         return left
 
     def counters(self) -> dict[str, int]:

@@ -102,6 +102,14 @@ def sender(traffic: Traffic) -> tuple[socket.socket, LinkRoute | None]:
     return sock, None
 
 
+def _watched(cmd: dict[str, Any]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """The ``gen`` command's processes whose CPU time is measured (by group, this generator's too) and those
+    whose namespaces' drop counters are read."""
+    groups = {k: [int(p) for p in v] for k, v in cmd.get("cpu", {}).items()}
+    groups["generator"] = [os.getpid()]
+    return groups, {k: int(v) for k, v in cmd.get("netns", {}).items()}
+
+
 def generate_xdp(cmd: dict[str, Any]) -> dict[str, Any]:
     """The ``gen`` command with the in-kernel generator."""
     from gwlbsim.bench.xdpgen import XdpGenerator
@@ -110,9 +118,7 @@ def generate_xdp(cmd: dict[str, Any]) -> dict[str, Any]:
     rate = float(cmd.get("rate") or 0)
     if rate == 0:
         raise ValueError("the XDP generator sends open-loop only (a rate, or flat out), not closed-loop")
-    groups = {k: [int(p) for p in v] for k, v in cmd.get("cpu", {}).items()}
-    groups["generator"] = [os.getpid()]
-    netns_pids = {k: int(v) for k, v in cmd.get("netns", {}).items()}
+    groups, netns_pids = _watched(cmd)
     link = linkpath.route_to(traffic.destination)
     if link is None:
         raise RuntimeError(f"the XDP generator needs {traffic.destination}'s link address, which did not resolve")
@@ -135,9 +141,7 @@ def generate(cmd: dict[str, Any]) -> dict[str, Any]:
     rate = float(cmd.get("rate") or 0)
     batch = int(cmd.get("batch", 64))
     warmup, duration = float(cmd["warmup"]), float(cmd["duration"])
-    groups = {k: [int(p) for p in v] for k, v in cmd.get("cpu", {}).items()}
-    groups["generator"] = [os.getpid()]
-    netns_pids = {k: int(v) for k, v in cmd.get("netns", {}).items()}
+    groups, netns_pids = _watched(cmd)
 
     # the window also stays within a few MiB, so that it fits socket buffers whatever the packet size
     window = max(1, min(int(cmd.get("window", 1024)), WINDOW_BYTES // len(traffic.packet(0))))

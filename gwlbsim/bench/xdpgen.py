@@ -47,9 +47,13 @@ class Window:
     t1: float
 
 
+def _load(flows: int = 1) -> BpfObject:
+    return BpfObject(SOURCE, ("generate",), ("prefixes", "state"), {"prefixes": flows})
+
+
 def check() -> None:
     """Raise :class:`Unavailable` (saying why) when the generator cannot be loaded here."""
-    BpfObject(SOURCE, ("generate",), ("prefixes", "state")).close()
+    _load().close()
 
 
 class XdpGenerator:
@@ -60,7 +64,7 @@ class XdpGenerator:
         if length > PREFIX_MAX:
             raise Unavailable(f"the XDP generator writes at most {PREFIX_MAX} header bytes, this traffic has {length}")
         self.flows, self._length, self.batch = traffic.flows, length, batch
-        self.obj = BpfObject(SOURCE, ("generate",), ("prefixes", "state"), {"prefixes": traffic.flows})
+        self.obj = _load(traffic.flows)
         try:
             for fid in range(traffic.flows):
                 head = (link.frame + traffic.packet(fid))[:length]

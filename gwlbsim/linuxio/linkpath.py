@@ -12,6 +12,8 @@ the neighbour for next time.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import logging
 import socket
 import struct
@@ -88,14 +90,11 @@ ETHTOOL_GGRO, ETHTOOL_SGRO = 0x2B, 0x2C  # linux/ethtool.h: the one-feature get 
 def gro(ifname: str, on: bool | None = None) -> bool:
     """Whether GRO is on for ``ifname`` (of the calling thread's namespace); with ``on``, switch it first.
     (On a veth, GRO on also gives the device NAPI, which its peer's XDP transmissions need.)"""
-    import ctypes
-    import fcntl
-
-    value = (ctypes.c_uint32 * 2)(ETHTOOL_GGRO if on is None else ETHTOOL_SGRO, int(bool(on)))
+    value = (ctypes.c_uint32 * 2)(0, int(bool(on)))  # struct ethtool_value: cmd, data
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for cmd in ([ETHTOOL_SGRO] if on is not None else []) + [ETHTOOL_GGRO]:
             value[0] = cmd
-            ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
             fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
     return bool(value[1])
 
