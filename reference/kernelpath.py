@@ -26,7 +26,7 @@ COUNTERS = ("in_fast", "in_fast_bytes", "in_passed", "out_fast", "out_fast_bytes
 
 _FLOW_KEY = struct.Struct("=QBB2s2s2x16s16s")  # eni, proto, family, lo port, hi port, lo addr, hi addr (network order)
 _FLOW_VAL = struct.Struct("=40s4s4s2s2x4xQ")  # header, gwlb addr, own addr, gwlb port, last seen (ns)
-_TUNNEL_VAL = struct.Struct("=IIQQQQQ")  # gwi, gwo ifindex, last seen (ns), packets and bytes in, out
+_TUNNEL_VAL = struct.Struct("=IIQQQQQ")  # gwi, gwo ifindex, last seen (ns), packets and bytes in, out (per CPU)
 _NEXTHOP_VAL = struct.Struct("=I6s6sQ")  # ifindex, source MAC, destination MAC, next refresh (ns)
 _CONFIG_VAL = struct.Struct("=HB5x")  # option class, UDP checksum on
 
@@ -50,7 +50,7 @@ class KernelPath(BpfObject):
         """Traffic of ``eni_id`` may take the fast path both ways (its tunnel is created, hooks done)."""
         for dev in (gwi, gwo):
             self.update("devices", struct.pack("=I", dev), struct.pack("=Q", eni_id))
-        self.update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0))
+        self.update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0) * self.cpus)
 
     def tunnel_gone(self, eni_id: int, gwi: int, gwo: int) -> None:
         self.delete("tunnels", struct.pack("=Q", eni_id))
@@ -62,10 +62,12 @@ class KernelPath(BpfObject):
     def tunnel_state(self, eni_id: int) -> tuple[float | None, tuple[int, int, int, int]] | None:
         """When the fast path last carried a packet of the tunnel (CLOCK_MONOTONIC seconds, None: never) and
         what it carried (packets in, bytes in, packets out, bytes out); None for a tunnel it does not have."""
-        raw = self.lookup("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size)
+        raw = self.lookup("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size * self.cpus)
         if raw is None:
             return None
-        _gwi, _gwo, ns, *counts = _TUNNEL_VAL.unpack(raw)
+        copies = list(_TUNNEL_VAL.iter_unpack(raw))  # one per CPU: the latest time, the sums
+        ns = max(c[2] for c in copies)
+        counts = [sum(c[i] for c in copies) for i in range(3, 7)]
         return (ns / 1e9 if ns else None), (counts[0], counts[1], counts[2], counts[3])
 
     def set_nexthop(self, gwlb: str, ifindex: int, src_mac: bytes, dst_mac: bytes) -> None:

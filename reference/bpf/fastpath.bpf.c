@@ -3,11 +3,13 @@
 // geneve_in (tcx ingress of the device GENEVE arrives on): a GENEVE datagram in GWLB's own layout (IPv4, no
 // IP options or fragments, UDP to 6081, version 0, no O or C bit, exactly the three options of the configured
 // class: ENI id, attachment id, cookie, in any order) carrying an unfragmented IPv4 packet or an IPv6 packet
-// without extension headers (the protocol type saying which), for an ENI whose
-// tunnel the Python side has marked ready: the flow is learnt (header byte for byte and the outer addressing,
-// keyed by ENI and the symmetric inner flow key), the outer headers are stripped and the inner packet is
-// redirected into the tunnel's gwi- as if received there. Anything else goes on to the stack, where the
-// Python datapath's socket receives it (and drops what is malformed, with its reason).
+// without extension headers (the protocol type saying which), for an ENI whose tunnel the Python side has
+// marked ready, with the checksums right that the stack would check (the IPv4 header's; the UDP checksum unless
+// zero or checked by the device): the flow is learnt (header byte for byte and the outer addressing, keyed by
+// ENI and the symmetric inner flow key), the outer headers are stripped and the inner packet is redirected into
+// the tunnel's gwi- as if received there. Headers outside the linear data (a jumbo frame, say) are made linear
+// first; the rest of the packet stays where it is. Anything else goes on to the stack, where the Python
+// datapath's socket receives it (and drops what is malformed, with its reason) or the stack drops it first.
 //
 // tunnel_out (tcx egress of every gwi-/gwo-): such an IPv4 or IPv6 packet of a flow in the map, with the next
 // hop toward its GWLB node known, that came in through a tunnel (not a local service's reply, not a second
@@ -25,6 +27,7 @@
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -32,6 +35,9 @@
 #define GENEVE_LEN 40 /* 8-byte base header + 32 bytes of options: GWLB's layout */
 #define OUTER_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr) + GENEVE_LEN)
 #define MAX_INNER 8500
+/* what the fast path reads of a datagram: the outer headers and the inner IP header (IPv4 with the most options,
+   or IPv6) with its ports; made linear first where it is not */
+#define PULL_LEN (OUTER_LEN + 64)
 #define RETURN_TTL 64
 #define REFRESH_NS 1000000000ULL /* gwlbsim.linuxio.linkpath.REFRESH */
 /* "not mine": tcx goes on to the next program and the device's classic tc filters (TCX_NEXT) */
@@ -103,8 +109,10 @@ struct {
     __type(value, struct flow_val);
 } flows SEC(".maps");
 
+/* one copy per CPU, each counting what its CPU carried (no atomic operations per packet): the Python side writes
+   the devices into every copy and reads the latest time and the sums */
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
     __uint(max_entries, 65536);
     __type(key, __u64);
     __type(value, struct tunnel_val);
@@ -137,6 +145,14 @@ struct {
     __type(key, __u32);
     __type(value, __u64);
 } counters SEC(".maps");
+
+/* where a piece of a packet that is not in its linear data is copied to be summed */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u8[256]);
+} scratch SEC(".maps");
 
 static __always_inline void count(__u32 which, __u64 n)
 {
@@ -241,6 +257,117 @@ static __always_inline __u16 fold(__u64 sum)
     return (__u16)sum;
 }
 
+#define SUM_FAILED (~0ULL)
+
+/* ones' sum (unfolded, words in memory order) of the len bytes at offset at of the packet: 256-byte chunks,
+   then a piece for each bit of what is left (128 down to 1 byte, the last zero-padded), each summed in place
+   where the linear data holds it and copied out first where it does not; SUM_FAILED if the packet is shorter */
+__attribute__((noinline)) __u64 inner_sum(struct __sk_buff *skb, __u32 at, __u32 len)
+{
+    /* a global function: verified once, on its own, for any arguments (not again at each call) */
+    if (!skb || len > MAX_INNER + sizeof(struct udphdr) + GENEVE_LEN)
+        return SUM_FAILED;
+    __u64 sum = 0;
+    __u32 zero = 0;
+    __u8 *chunk;
+    for (int i = 0; i < MAX_INNER / 256; i++) {
+        if (len < 256)
+            break;
+        __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);
+        if ((void *)(here + 256) <= (void *)(long)skb->data_end) {
+            sum += (__u32)bpf_csum_diff(0, 0, (void *)here, 256, 0);
+        } else {
+            chunk = bpf_map_lookup_elem(&scratch, &zero);
+            if (!chunk || bpf_skb_load_bytes(skb, at, chunk, 256))
+                return SUM_FAILED;
+            sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, 256, 0);
+        }
+        at += 256;
+        len -= 256;
+    }
+#define PIECE(n)                                                                                              \
+    if (len & (n)) {                                                                                          \
+        __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);                                                \
+        if ((void *)(here + (n)) <= (void *)(long)skb->data_end) {                                           \
+            sum += (__u32)bpf_csum_diff(0, 0, (void *)here, (n), 0);                                         \
+        } else {                                                                                              \
+            chunk = bpf_map_lookup_elem(&scratch, &zero);                                                     \
+            if (!chunk || bpf_skb_load_bytes(skb, at, chunk, (n)))                                            \
+                return SUM_FAILED;                                                                            \
+            sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, (n), 0);                                        \
+        }                                                                                                     \
+        at += (n);                                                                                            \
+    }
+    PIECE(128)
+    PIECE(64)
+    PIECE(32)
+    PIECE(16)
+    PIECE(8)
+    PIECE(4)
+#undef PIECE
+    if (len & 3) {
+        /* 1 to 3 bytes: as a word zero-padded on the right */
+        __u8 tail[4] = {0, 0, 0, 0};
+        __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);
+        void *end = (void *)(long)skb->data_end;
+        __u32 n = (len & 3) - 1;
+        int ok = (void *)(here + 1) <= end;
+        if (ok)
+            tail[0] = here[0];
+        if (ok && n >= 1) {
+            ok = (void *)(here + 2) <= end;
+            if (ok)
+                tail[1] = here[1];
+        }
+        if (ok && n >= 2) {
+            ok = (void *)(here + 3) <= end;
+            if (ok)
+                tail[2] = here[2];
+        }
+        if (!ok) {
+            asm volatile("%0 &= 3" : "+r"(n)); /* so that the verifier knows 1 <= n + 1 <= 4 */
+            if (bpf_skb_load_bytes(skb, at, tail, n + 1))
+                return SUM_FAILED;
+        }
+        sum += *(__u32 *)tail;
+    }
+    return sum;
+}
+
+/* the kernel's own sk_buff, for the one field the context does not show: whether (and how) the device checked
+   the checksum (CO-RE: its layout is the running kernel's) */
+extern void *bpf_cast_to_kern_ctx(void *) __ksym;
+struct sk_buff___fastpath {
+    __u8 ip_summed : 2;
+} __attribute__((preserve_access_index));
+#define CHECKSUM_UNNECESSARY 1 /* the device checked it */
+#define CHECKSUM_PARTIAL 3     /* sent from this host: the field holds a partial sum, trusted as the stack does */
+
+/* whether the outer headers pass the checks the stack makes on the way to the UDP socket */
+static __always_inline int outer_sums_right(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *udp)
+{
+    __u64 s = 0;
+    __u16 *w = (void *)ip;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        s += w[i];
+    if (fold(s) != 0xffff || bpf_ntohs(ip->tot_len) + sizeof(struct ethhdr) > skb->len)
+        return 0;
+    if (!udp->check)
+        return 1;
+    struct sk_buff___fastpath *kskb = bpf_cast_to_kern_ctx(skb);
+    __u8 state = BPF_CORE_READ_BITFIELD(kskb, ip_summed);
+    if (state == CHECKSUM_UNNECESSARY || state == CHECKSUM_PARTIAL)
+        return 1;
+    __u32 len = bpf_ntohs(udp->len);
+    __u64 sum = inner_sum(skb, sizeof(struct ethhdr) + sizeof(struct iphdr), len);
+    if (sum == SUM_FAILED)
+        return 0;
+    sum += (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
+           bpf_htons(IPPROTO_UDP) + udp->len;
+    return fold(sum) == 0xffff;
+}
+
 SEC("tc")
 int geneve_in(struct __sk_buff *skb)
 {
@@ -249,6 +376,25 @@ int geneve_in(struct __sk_buff *skb)
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
         return PASS;
+    __u32 want = skb->len < PULL_LEN ? skb->len : PULL_LEN;
+    if (data + want > data_end) {
+        /* the headers are not all in the linear data (a jumbo frame from a NIC, or a packet socket's frame
+           longer than a page): looked at in a copy first, so that only a datagram to 6081 is made linear */
+        struct {
+            struct iphdr ip;
+            struct udphdr udp;
+        } h;
+        if (bpf_skb_load_bytes(skb, sizeof(*eth), &h, sizeof(h)) || h.ip.protocol != IPPROTO_UDP ||
+            h.ip.ihl != 5 || h.udp.dest != bpf_htons(GENEVE_PORT))
+            return PASS;
+        if (bpf_skb_pull_data(skb, want))
+            goto pass;
+        data = (void *)(long)skb->data;
+        data_end = (void *)(long)skb->data_end;
+        eth = data;
+        if ((void *)(eth + 1) > data_end)
+            goto pass;
+    }
     struct iphdr *ip = (void *)(eth + 1);
     if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
         (ip->frag_off & bpf_htons(0x3fff)))
@@ -312,6 +458,11 @@ int geneve_in(struct __sk_buff *skb)
     /* the Python side checks and counts what does not add up */
     if (!inner_key(inner, data_end, inner_len, eni, &k) || k.family != (ptype == ETH_P_IP ? 4 : 6))
         goto pass;
+    /* what the stack checks before a datagram reaches a socket, checked here too, so that what it would drop
+       goes to it (and is dropped and counted there) instead of being carried on: the IPv4 header's checksum,
+       a length within what arrived, and a UDP checksum the device has not checked (none when zero) */
+    if (!outer_sums_right(skb, ip, udp))
+        goto pass;
     __u64 now = bpf_ktime_get_coarse_ns(); /* no clock read per packet */
     struct flow_val *cur = bpf_map_lookup_elem(&flows, &k);
     if (cur && same_header(cur->header, g) && cur->gwlb_addr == ip->saddr && cur->self_addr == ip->daddr &&
@@ -330,7 +481,7 @@ int geneve_in(struct __sk_buff *skb)
             goto pass;
     }
     t->last_seen = now;
-    __sync_fetch_and_add(&t->packets_in, 1);
+    __sync_fetch_and_add(&t->packets_in, 1); /* this CPU's copy: no atomic operation */
     __sync_fetch_and_add(&t->bytes_in, inner_len);
     __u32 gwi = t->gwi_ifindex;
     /* an IPv6 packet inside: the flag makes skb->protocol say so (a kernel without it refuses the call and
@@ -429,51 +580,30 @@ int tunnel_out(struct __sk_buff *skb)
     udp->check = 0;
     __builtin_memcpy(g, v.header, GENEVE_LEN);
     if (udp_checksum) {
-        /* ones' sum of the pseudo header, the UDP header, the GENEVE header and the inner packet */
+        /* ones' sum of the pseudo header, the UDP header, the GENEVE header (from the copy on the stack) and
+           the inner packet (in place where the linear data holds it) */
         __u64 sum = (v.self_addr & 0xffff) + (v.self_addr >> 16) + (v.gwlb_addr & 0xffff) + (v.gwlb_addr >> 16)
-                    + bpf_htons(IPPROTO_UDP) + udp->len;
-        __u32 at = sizeof(*eth) + sizeof(*ip);
-        __u32 left = sizeof(*udp) + GENEVE_LEN + inner_len;
-        __u8 chunk[256];
-        for (int i = 0; i < (MAX_INNER + 48 + 255) / 256; i++) {
-            if (left >= 256) {
-                /* a whole chunk: summed in place where the linear data holds it, else copied out first */
-                __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);
-                if ((void *)(here + 256) <= (void *)(long)skb->data_end) {
-                    sum += (__u32)bpf_csum_diff(0, 0, (void *)here, 256, 0);
-                } else {
-                    if (bpf_skb_load_bytes(skb, at, chunk, 256))
-                        return TC_ACT_SHOT;
-                    sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, 256, 0);
-                }
-                at += 256;
-                left -= 256;
-                continue;
-            }
-            if (left == 0)
-                break;
-            /* the rest, 1 to 255 bytes, zero-padded to whole words; the mask is kept where the verifier
-               checks the call, so that it knows 1 <= n <= 256 */
-            __u32 n = left - 1;
-            __builtin_memset(chunk, 0, sizeof(chunk));
-            asm volatile("%0 &= 0xff" : "+r"(n));
-            n += 1;
-            if (bpf_skb_load_bytes(skb, at, chunk, n))
-                return TC_ACT_SHOT;
-            __u32 n4 = ((n + 3) & 0x1fc);
-            if (n4 > 256)
-                n4 = 256;
-            sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, n4, 0);
-            break;
-        }
+                    + bpf_htons(IPPROTO_UDP) + udp->len + udp->source + udp->dest + udp->len;
+        __u32 *hw = (__u32 *)v.header;
+#pragma unroll
+        for (int i = 0; i < GENEVE_LEN / 4; i++)
+            sum += hw[i];
+        __u64 inner = inner_sum(skb, OUTER_LEN, inner_len);
+        if (inner == SUM_FAILED)
+            return TC_ACT_SHOT;
+        sum += inner;
         __u16 c = ~fold(sum);
-        c = c ? c : 0xffff;
-        bpf_skb_store_bytes(skb, sizeof(*eth) + sizeof(*ip) + offsetof(struct udphdr, check), &c, 2, 0);
+        data = (void *)(long)skb->data;
+        data_end = (void *)(long)skb->data_end;
+        udp = data + sizeof(*eth) + sizeof(*ip);
+        if ((void *)(udp + 1) > data_end)
+            return TC_ACT_SHOT;
+        udp->check = c ? c : 0xffff;
     }
     struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni_id);
     if (t) {
-        __sync_fetch_and_add(&t->packets_out, 1);
-        __sync_fetch_and_add(&t->bytes_out, inner_len);
+        t->packets_out++;
+        t->bytes_out += inner_len;
     }
     count(C_OUT_FAST, 1);
     count(C_OUT_FAST_BYTES, inner_len);

@@ -4,7 +4,8 @@
   known, and the status says so.
 * Differential: the same datagrams through the kernel path and through the Python path give byte-identical
   returns (outer IPv4 and UDP headers, GENEVE header, inner packet; the UDP checksum verified on its own, since
-  the Python path leaves it to the device) and the same drops.
+  the Python path leaves it to the device) and the same drops; also for frames held mostly outside the linear
+  data (jumbo frames as a NIC may hand them over) and for datagrams whose checksums the stack would reject.
 * The hooks' own tc qdiscs and a user's tc rules on the tunnel devices keep working beside the programs.
 """
 
@@ -15,13 +16,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from gwlbsim.reference.kernelpath import available, flow_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scapy.all import ICMP, IP, TCP, UDP, ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, raw
+from scapy.all import ICMP, IP, TCP, UDP, Ether, ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, raw
 
 from gwlbsim.linuxio import linkpath
 from gwlbsim.linuxio.httpprobe import http_probe, wait_healthy
@@ -228,6 +230,30 @@ def test_flow_key_orders_both_directions_alike() -> None:
 
 # -------------------------------------------------------------------------------- generated, both at once
 
+
+def _fast_out(app: str, ns: str) -> int:
+    """How many returns the appliance at ``app`` encapsulated in the kernel."""
+    return int(json.loads(http_probe(app, 8080, "/", timeout=5, ns=ns).body)["datapath"]["kernel"]["out_fast"])
+
+
+def _frame_sender(lab: Lab, ns: str, dev: str, local: str, remote: str, udp_checksum: int | None = None,
+                  ip_checksum: int | None = None) -> Callable[[bytes, int], None]:
+    """Sends a GENEVE payload from ``local`` to ``remote`` as a whole Ethernet frame through a packet socket on
+    ``dev`` (a frame over a page long then keeps only its Ethernet header in the linear data; nobody checked its
+    checksums on the way, which are right unless given)."""
+    peer_mac = json.loads(lab.run(ns, ["ip", "-j", "neigh", "show", remote]).stdout)[0]["lladdr"]
+    own_mac = json.loads(lab.run(ns, ["ip", "-j", "link", "show", dev]).stdout)[0]["address"]
+
+    def send(payload: bytes, sport: int) -> None:
+        frame = raw(Ether(src=own_mac, dst=peer_mac) / IP(src=local, dst=remote, chksum=ip_checksum)
+                    / UDP(sport=sport, dport=6081, chksum=udp_checksum) / payload)
+        with entered(ns):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        with s:
+            s.sendto(frame, (dev, 0))
+    return send
+
+
 ENIS = (0x2B8EE1D4DB0C5181, 0x2B8EE1D4DB0C5182)
 PAIR = {"kernel": ("10.97.0.1", "10.97.0.2"), "python": ("10.96.0.1", "10.96.0.2")}
 #: the marker takes the Python datapath on both appliances (an IPv6 extension header inside): behind anything
@@ -235,15 +261,17 @@ PAIR = {"kernel": ("10.97.0.1", "10.97.0.2"), "python": ("10.96.0.1", "10.96.0.2
 MARKER_INNER = raw(IPv6(src="fd00:9::1", dst="fd00:9::2") / IPv6ExtHdrDestOpt() / UDP(sport=9, dport=9) / b"marker")
 
 
-def _exchange(peer: GenevePeer, payload: bytes, sport: int) -> list[bytes]:
-    """What comes back for ``payload`` from ``sport``: everything from that port until a marker sent behind it
-    (from its own port, to the same endpoint: behind it in a tunnel still being created; through the slower,
-    Python datapath: behind it whichever path it took) is back, so a drop costs no timeout."""
+def _exchange(peer: GenevePeer, payload: bytes, sport: int,
+              send: Callable[[bytes, int], None] | None = None) -> list[bytes]:
+    """What comes back for ``payload`` from ``sport`` (sent by ``send``, the peer's socket by default):
+    everything from that port until a marker sent behind it (from its own port, to the same endpoint: behind it
+    in a tunnel still being created; through the slower, Python datapath: behind it whichever path it took) is
+    back, so a drop costs no timeout."""
     try:
         eni_id = geneve.parse(payload).eni_id
     except geneve.GeneveError:
         eni_id = ENIS[0]
-    peer.send(payload, sport=sport)
+    (send or (lambda p, port: peer.send(p, sport=port)))(payload, sport)
     peer.send(geneve.build(MARKER_INNER, eni_id, 0x4D), sport=sport + 1)
     got: list[bytes] = []
     while (r := peer.recv(3)) is not None:
@@ -327,6 +355,34 @@ def test_generated_traffic_gets_the_same_answers_from_both_paths(tmp_path: Path)
                                                  f"python {[x[:60].hex() for x in p]}")
 
             reused()
+
+            # frames longer than a page from a packet socket: all but the Ethernet header out of the linear data
+            # (as a NIC's jumbo frames may come), which the kernel path makes linear only as far as the headers,
+            # and sums the rest where it lies; every length of the last word
+            fast_before = _fast_out(app=apps["kernel"], ns=g)
+            a4, a6 = {"src": "10.7.0.1", "dst": "10.8.0.1"}, {"src": "fd00:7::1", "dst": "fd00:8::1"}
+            for n, inner in enumerate([IP(**a4) / UDP(sport=7000, dport=7) / (b"j" * 8400),
+                                       IP(**a4) / UDP(sport=7001, dport=7) / (b"k" * 5001),
+                                       IPv6(**a6) / TCP(sport=7002, dport=7, flags="A") / (b"l" * 6002),
+                                       IPv6(**a6) / UDP(sport=7003, dport=7) / (b"m" * 4599)]):
+                payload = geneve.build(raw(inner), ENIS[n % 2], 0x900 + n)
+                sport = next(ports)
+                got = {kind: _exchange(peers[kind], payload, sport, _frame_sender(lab, g, f"to-{kind}", *PAIR[kind]))
+                       for kind in PAIR}
+                assert got["kernel"] == got["python"] == [payload], {k: [len(x) for x in v] for k, v in got.items()}
+            assert _fast_out(app=apps["kernel"], ns=g) >= fast_before + 4  # ... and the kernel path carried them
+            # ... and with a wrong UDP or IPv4 header checksum, which the stack drops: so must the kernel path
+            for n, (inner, sums) in enumerate([
+                    (IP(**a4) / UDP(sport=7100, dport=7) / b"bad sum", {"udp_checksum": 0x1234}),
+                    (IP(**a4) / UDP(sport=7101, dport=7) / (b"B" * 6000), {"udp_checksum": 1}),
+                    (IP(**a4) / UDP(sport=7102, dport=7) / b"bad ip", {"ip_checksum": 0x4321})]):
+                payload = geneve.build(raw(inner), ENIS[0], 0x990 + n)
+                sport = next(ports)
+                got = {kind: _exchange(peers[kind], payload, sport,
+                                       _frame_sender(lab, g, f"to-{kind}", *PAIR[kind], **sums))
+                       for kind in PAIR}
+                assert got["kernel"] == got["python"] == [], {k: [len(x) for x in v] for k, v in got.items()}
+
             status = {kind: json.loads(http_probe(app, 8080, "/", timeout=5, ns=g).body) for kind, app in apps.items()}
             assert status["kernel"]["totals"]["drops"] == status["python"]["totals"]["drops"]
             fast = status["kernel"]["datapath"]["kernel"]
