@@ -258,6 +258,20 @@ def _measure(args: argparse.Namespace, log: Any, searches: list[dict[str, Any]],
         topology.close(topo)
 
 
+def _against_forwarding(searched: list[dict[str, Any]]) -> None:
+    """Each subject's loss-free rate as a share of kernel forwarding's (``kernel_ratio``) and, with repeats, each
+    round's own share (``paired_ratios``: the two were searched back to back, so that a slow spell of the
+    machine weighs on both)."""
+    k = next((x for x in searched if x["subject"] == "kernel" and x["rate"]), None)
+    for r in searched:
+        if k is None or r is k:
+            continue
+        r["kernel_ratio"] = round(r["rate"] / k["rate"], 3)
+        pairs = [a / b for a, b in zip(r["rates"], k["rates"], strict=False) if b]
+        if len(pairs) > 1:
+            r["paired_ratios"] = [round(x, 3) for x in pairs]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--"]:  # "gwlbsim bench -- --quick": what the subcommand's REMAINDER passes on
@@ -313,14 +327,18 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(report.ratio_table(rat))
         if searched:
+            _against_forwarding(searched)
             sections["search"] = searched
             print()
             for r in searched:
                 bound = " (the generator's limit: the subject may do more)" if r["generator_bound"] else ""
                 spread = (f" (median of {', '.join(f'{x:,}' for x in r['rates'])})" if len(r["rates"]) > 1
                           else "")
-                ratio = next((f", {r['rate'] / k['rate']:.2f}x kernel forwarding" for k in searched
-                              if k["subject"] == "kernel" and k["rate"] and r["subject"] != "kernel"), "")
+                ratio = f", {r['kernel_ratio']:.2f}x kernel forwarding" if "kernel_ratio" in r else ""
+                if "paired_ratios" in r:
+                    pairs = r["paired_ratios"]
+                    ratio += (f" (round by round: {', '.join(f'{x:.2f}' for x in pairs)}; "
+                              f"median {statistics.median(pairs):.2f}x)")
                 print(f"{r['subject']}: highest offered rate with loss <= {r['max_loss']:.2%} "
                       f"({r['size']} B inner, {r['flows']} flows): {r['rate']:,} packets/s{spread}{ratio}{bound}")
         if overloaded:
