@@ -29,6 +29,10 @@ _FLOW_VAL = struct.Struct("=40s4s4s2s2x4xQ")  # header, gwlb addr, own addr, gwl
 _TUNNEL_VAL = struct.Struct("=IIQQQQQ")  # gwi, gwo ifindex, last seen (ns), packets and bytes in, out (per CPU)
 _NEXTHOP_VAL = struct.Struct("=I6s6sQ")  # ifindex, source MAC, destination MAC, next refresh (ns)
 _CONFIG_VAL = struct.Struct("=HB5x")  # option class, UDP checksum on
+_SLOT = struct.Struct("=I4xQ")  # a device slot: ifindex, ENI
+
+#: the programs' direct-mapped table of tunnel devices (by ifindex modulo this)
+DEVICE_SLOTS = 65536
 
 
 class KernelPath(BpfObject):
@@ -37,7 +41,8 @@ class KernelPath(BpfObject):
     def __init__(self, option_class: int, udp_checksum: bool, max_flows: int = 1_000_000) -> None:
         """``max_flows``: the flow map's entries (an LRU map: all allocated at load, about 177 bytes each)."""
         super().__init__(SOURCE, ("geneve_in", "tunnel_out"),
-                         ("flows", "tunnels", "devices", "nexthops", "config", "counters"), {"flows": max_flows})
+                         ("flows", "tunnels", "devices", "device_slots", "nexthops", "config", "counters"),
+                         {"flows": max_flows})
         self.update("config", struct.pack("=I", 0), _CONFIG_VAL.pack(option_class, int(udp_checksum)))
 
     def attach_path(self, ifindex: int, ingress: bool, where: str) -> Link:
@@ -50,12 +55,20 @@ class KernelPath(BpfObject):
         """Traffic of ``eni_id`` may take the fast path both ways (its tunnel is created, hooks done)."""
         for dev in (gwi, gwo):
             self.update("devices", struct.pack("=I", dev), struct.pack("=Q", eni_id))
+            slot = struct.pack("=I", dev % DEVICE_SLOTS)
+            held = self.lookup("device_slots", slot, _SLOT.size)
+            if held is None or _SLOT.unpack(held)[0] == 0:  # free: the programs find the device there, unhashed
+                self.update("device_slots", slot, _SLOT.pack(dev, eni_id))
         self.update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0) * self.cpus)
 
     def tunnel_gone(self, eni_id: int, gwi: int, gwo: int) -> None:
         self.delete("tunnels", struct.pack("=Q", eni_id))
         for dev in (gwi, gwo):
             self.delete("devices", struct.pack("=I", dev))
+            slot = struct.pack("=I", dev % DEVICE_SLOTS)
+            held = self.lookup("device_slots", slot, _SLOT.size)
+            if held is not None and _SLOT.unpack(held)[0] == dev:
+                self.update("device_slots", slot, bytes(_SLOT.size))
         self.delete_many("flows", [k for k, _v in self.items("flows", _FLOW_KEY.size, _FLOW_VAL.size)
                                    if struct.unpack_from("=Q", k)[0] == eni_id])
 
@@ -107,7 +120,10 @@ class KernelPath(BpfObject):
 
     def counters(self) -> dict[str, int]:
         """The per-CPU counters, summed."""
-        return {name: self.percpu_sum("counters", struct.pack("=I", i)) for i, name in enumerate(COUNTERS)}
+        n = len(COUNTERS)
+        raw = self.lookup("counters", struct.pack("=I", 0), 8 * n * self.cpus)  # one entry: every counter, per CPU
+        per_cpu = list(struct.iter_unpack(f"={n}Q", raw)) if raw is not None else []
+        return {name: sum(c[i] for c in per_cpu) for i, name in enumerate(COUNTERS)}
 
 
 def flow_key(eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> bytes | None:

@@ -24,6 +24,7 @@ from typing import Any
 from gwlbsim import cliargs
 from gwlbsim.bench import extra, memory, report, topology, xdpgen
 from gwlbsim.bench import fake_gwlb as _registers_gwlb_benchmarks  # noqa: F401  (registers with extra)
+from gwlbsim.bench import fastpath_programs as _registers_fastpath_benchmark  # noqa: F401  (registers with extra)
 from gwlbsim.bench import hotpath as _registers_hotpath_benchmarks  # noqa: F401  (registers with extra)
 from gwlbsim.bench.runner import FLOOD, Cell, Measurement, Runner, Timing, matrix, overload_summary
 from gwlbsim.bench.sink import KernelSink

@@ -95,6 +95,11 @@ class _TestRunOpts(ctypes.Structure):
                 ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
 
 
+#: the start of ``struct __sk_buff`` up to ``ifindex``: len, pkt_type, mark, queue_mapping, protocol, vlan_present,
+#: vlan_tci, vlan_proto, priority, ingress_ifindex, ifindex (a test run takes the rest as zero)
+_SKB_CTX = struct.Struct("=11I")
+
+
 class _XdpMd(ctypes.Structure):
     """The kernel's ``struct xdp_md``: an XDP run's context."""
 
@@ -224,6 +229,21 @@ class BpfObject:
         """The sum over CPUs of a per-CPU map's u64 value at ``key`` (0 when absent)."""
         raw = self.lookup(name, key, 8 * self.cpus)
         return sum(struct.unpack(f"={self.cpus}Q", raw)) if raw is not None else 0
+
+    def test_run(self, program: str, frame: bytes, *, ifindex: int = 0, ingress_ifindex: int = 0) -> tuple[int, int]:
+        """Run a tc ``program`` once over ``frame`` (BPF_PROG_RUN: a fresh packet, nothing sent), as if on the
+        device ``ifindex`` (0: loopback) having come in on ``ingress_ifindex``: (its verdict, the kernel's own
+        timing of the run in ns). The kernel takes ``frame`` as an Ethernet frame whatever the device."""
+        data = ctypes.create_string_buffer(frame, len(frame))
+        out = ctypes.create_string_buffer(len(frame) + 256)  # room for what the program adds
+        ctx = ctypes.create_string_buffer(_SKB_CTX.pack(*([0] * 9), ingress_ifindex, ifindex), _SKB_CTX.size)
+        opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(data), data_size_in=len(frame),
+                            data_out=ctypes.addressof(out), data_size_out=len(out), ctx_in=ctypes.addressof(ctx),
+                            ctx_size_in=_SKB_CTX.size, repeat=1)
+        if self._bpf.lib.bpf_prog_test_run_opts(self.programs[program], ctypes.byref(opts)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF_PROG_RUN of {program}: {os.strerror(err)}")
+        return opts.retval, opts.duration
 
     def live_frames(self, program: str, frame: bytes, ifindex: int, batch: int = 64) -> LiveFrames:
         """A sender of ``frame``, as rewritten by the XDP ``program``, out of device ``ifindex`` (of the calling

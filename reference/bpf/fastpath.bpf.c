@@ -125,6 +125,22 @@ struct {
     __type(value, __u64);
 } devices SEC(".maps");
 
+#define DEVICE_SLOTS 65536 /* reference/kernelpath.py DEVICE_SLOTS */
+struct device_slot {
+    __u32 ifindex;
+    __u32 pad;
+    __u64 eni;
+};
+
+/* the tunnel devices again, each at its index modulo DEVICE_SLOTS when that slot was free: found without
+   hashing (an array lookup is a few instructions); a device whose slot another holds is in devices alone */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, DEVICE_SLOTS);
+    __type(key, __u32);
+    __type(value, struct device_slot);
+} device_slots SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 1024);
@@ -139,11 +155,12 @@ struct {
     __type(value, struct config_val);
 } config SEC(".maps");
 
+/* all the counters in one per-CPU entry: one lookup counts a packet and its bytes */
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, C_COUNT);
+    __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, __u64);
+    __type(value, __u64[C_COUNT]);
 } counters SEC(".maps");
 
 /* where a piece of a packet that is not in its linear data is copied to be summed */
@@ -156,9 +173,31 @@ struct {
 
 static __always_inline void count(__u32 which, __u64 n)
 {
-    __u64 *c = bpf_map_lookup_elem(&counters, &which);
-    if (c)
-        *c += n;
+    __u32 zero = 0;
+    __u64 *c = bpf_map_lookup_elem(&counters, &zero);
+    if (c && which < C_COUNT)
+        c[which] += n;
+}
+
+/* a packet and its bytes */
+static __always_inline void count2(__u32 packets, __u32 bytes, __u64 n)
+{
+    __u32 zero = 0;
+    __u64 *c = bpf_map_lookup_elem(&counters, &zero);
+    if (c && packets < C_COUNT && bytes < C_COUNT) {
+        c[packets] += 1;
+        c[bytes] += n;
+    }
+}
+
+/* the ENI of the tunnel device ifindex, or NULL for any other device */
+static __always_inline __u64 *tunnel_of(__u32 ifindex)
+{
+    __u32 slot = ifindex & (DEVICE_SLOTS - 1);
+    struct device_slot *d = bpf_map_lookup_elem(&device_slots, &slot);
+    if (d && ifindex && d->ifindex == ifindex)
+        return &d->eni;
+    return bpf_map_lookup_elem(&devices, &ifindex);
 }
 
 /* the ends of a flow ordered as the Python datapath orders them: by address, then by port (host order) */
@@ -491,8 +530,7 @@ int geneve_in(struct __sk_buff *skb)
         count(C_IN_REDIRECT_FAILED, 1);
         goto pass;
     }
-    count(C_IN_FAST, 1);
-    count(C_IN_FAST_BYTES, inner_len + GENEVE_LEN); /* as the Python datapath counts: the GENEVE payload */
+    count2(C_IN_FAST, C_IN_FAST_BYTES, inner_len + GENEVE_LEN); /* as the Python datapath counts them */
     return bpf_redirect(gwi, BPF_F_INGRESS);
 pass:
     count(C_IN_PASSED, 1);
@@ -505,7 +543,7 @@ int tunnel_out(struct __sk_buff *skb)
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
     __u32 ifindex = skb->ifindex;
-    __u64 *eni = bpf_map_lookup_elem(&devices, &ifindex);
+    __u64 *eni = tunnel_of(ifindex);
     if (!eni)
         return PASS;
     __u64 eni_id = *eni;
@@ -514,7 +552,7 @@ int tunnel_out(struct __sk_buff *skb)
        anything from a namespace behind a veth) may carry a checksum the device is left to finish, and GSO
        packets are to be cut first: the TUN device does both for the Python datapath */
     __u32 from = skb->ingress_ifindex;
-    if (skb->gso_size || !bpf_map_lookup_elem(&devices, &from))
+    if (skb->gso_size || !tunnel_of(from))
         goto pass;
     struct flow_key k;
     __u32 inner_len = skb->len;
@@ -605,8 +643,7 @@ int tunnel_out(struct __sk_buff *skb)
         t->packets_out++;
         t->bytes_out += inner_len;
     }
-    count(C_OUT_FAST, 1);
-    count(C_OUT_FAST_BYTES, inner_len);
+    count2(C_OUT_FAST, C_OUT_FAST_BYTES, inner_len);
     return bpf_redirect(hop.ifindex, 0);
 pass:
     count(C_OUT_PASSED, 1);
