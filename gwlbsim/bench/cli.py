@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also search the highest rate with loss <= --max-loss (bisection, --search-steps)")
     r.add_argument("--max-loss", type=cliargs.fraction, default=0.001, help="loss bound for --search (default 0.001)")
     r.add_argument("--search-steps", type=cliargs.whole_within(1, 100), default=6)
+    r.add_argument("--step-runs", type=cliargs.whole_within(1, 9), default=1, metavar="N",
+                   help="offer each rate of the search N times and judge it by the median run's loss, so that "
+                        "one stall of the machine does not decide a step (default 1)")
     r.add_argument("--overload", type=cliargs.seconds, default=0.0, metavar="FACTOR",
                    help="also offer FACTOR (e.g. 2) times each subject's loss-free rate (found by --search, which "
                         "this implies) open-loop, --repeat times: what it still returns (the median offer), as a "
@@ -195,8 +198,8 @@ def run_appliances(args: argparse.Namespace, log: Any, searches: list[dict[str, 
         cells = [c for c in cells if c.rate != 0]
     out: list[Measurement] = []
     rates = [r for r in args.rates if r > 0]
-    planned = len(specs) * (1 + args.repeat * (len(cells) + len(rates)) +
-                            (args.repeat * (args.search_steps + (args.overload > 0)) if args.search else 0))
+    searching = args.repeat * (args.search_steps * args.step_runs + (args.overload > 0)) if args.search else 0
+    planned = len(specs) * (1 + args.repeat * (len(cells) + len(rates)) + searching)
     each = args.warmup + args.duration + timing.quiet + 0.2
     log(f"gwlbsim bench: about {planned} runs of about {each:.1f} s each (at most; the search may stop early): "
         f"about {planned * each / 60:.1f} min")
@@ -240,12 +243,14 @@ def _measure(args: argparse.Namespace, log: Any, searches: list[dict[str, Any]],
                                  and (m.cell.size, m.cell.flows) == (rate_cell.size, rate_cell.flows)),
                                 default=100_000.0)
                     found.setdefault(s.name, []).append(
-                        runner.search(s, rate_cell, start, args.max_loss, args.search_steps))
+                        runner.search(s, rate_cell, start, args.max_loss, args.search_steps,
+                                      step_runs=args.step_runs))
             for s in topo.subjects:
                 rates = [r for r, _ in found[s.name]]
                 best, bound = statistics.median(rates), any(b for _, b in found[s.name])
                 searches.append({"subject": s.name, "size": rate_cell.size, "flows": rate_cell.flows,
-                                 "ports": rate_cell.ports, "max_loss": args.max_loss, "rate": round(best),
+                                 "ports": rate_cell.ports, "max_loss": args.max_loss, "step_runs": args.step_runs,
+                                 "rate": round(best),
                                  "rates": [round(r) for r in rates], "generator_bound": bound})
                 if args.overload > 0 and overloads is not None and best > 0:  # --repeat offers: the median
                     ms = [runner.overload(s, rate_cell, best, args.overload, rep) for rep in range(args.repeat)]

@@ -197,15 +197,19 @@ class Runner:
         self.measure(subject, Cell(64, 1, "one", 2000.0), timing=Timing(0.3, 0.2, 16, 64, 0.2, 2.0))
 
     def search(self, subject: Subject, cell: Cell, start: float, max_loss: float, steps: int,
-               repeat: int = 0) -> tuple[float, bool]:
+               repeat: int = 0, step_runs: int = 1) -> tuple[float, bool]:
         """The highest offered rate (packets/s) found with loss at most ``max_loss`` (doubling from ``start``
         until a rate fails, then bisection), and whether the search stopped because the generator could not
-        offer more (then the subject is faster)."""
+        offer more (then the subject is faster). ``step_runs``: each rate is offered that many times and judged
+        by the median run's loss (so that one stall of the machine does not decide a step), and any wrong
+        return fails it."""
         lo, hi = 0.0, 0.0  # the highest rate that passed, the lowest that failed (0: none yet)
         rate = max(start, 1000.0)
         for _ in range(steps):
-            m = self.measure(subject, Cell(cell.size, cell.flows, cell.ports, rate), repeat)
-            ok = m.loss <= max_loss and not m.echo_errors
+            runs = sorted((self.measure(subject, Cell(cell.size, cell.flows, cell.ports, rate), repeat)
+                           for _ in range(step_runs)), key=lambda x: x.loss)
+            m = runs[len(runs) // 2]
+            ok = m.loss <= max_loss and not any(x.echo_errors for x in runs)
             if m.offered_pps < 0.97 * rate:  # the generator cannot offer this much
                 if ok:  # ... and the subject took all it could: the subject is faster than the generator
                     return max(lo, m.returned_pps), True

@@ -43,3 +43,28 @@ def test_a_subject_slower_than_the_generator_limit_is_bisected_below_that_limit(
     best, bound = r.search(None, CELL, 100_000, 0.001, 10)  # type: ignore[arg-type]
     assert 850_000 <= best <= 900_000 and not bound, (best, asked)
     assert max(asked) == 1_600_000 and all(a <= 1_000_000 for a in asked[asked.index(1_600_000) + 1:])
+
+
+def _stalling_runner(capacity: float, stall_every: int) -> tuple[Runner, list[float]]:
+    """A subject that takes ``capacity`` packets/s but loses 1 % of one run in ``stall_every`` (a stall of the
+    machine), whatever the rate."""
+    asked: list[float] = []
+    r = Runner.__new__(Runner)
+
+    def measure(subject: Any, cell: Cell, repeat: int = 0, timing: Any = None) -> Measurement:
+        asked.append(cell.rate)
+        returned = min(cell.rate, capacity) * (0.99 if len(asked) % stall_every == 0 else 1.0)
+        return Measurement("s", cell, repeat, int(cell.rate), int(returned), 1.0, 0, 0, {}, {}, None, {}, 0, 0)
+
+    r.measure = measure  # type: ignore[method-assign]
+    return r, asked
+
+
+def test_one_stalled_run_decides_a_step_alone_but_not_the_median_of_three() -> None:
+    r, _ = _stalling_runner(capacity=700_000, stall_every=3)
+    best, _bound = r.search(None, CELL, 100_000, 0.001, 10)  # type: ignore[arg-type]
+    assert best < 650_000  # the third run, at 400k, stalled: the search bisected below it
+    r, asked = _stalling_runner(capacity=700_000, stall_every=3)
+    best, _bound = r.search(None, CELL, 100_000, 0.001, 10, step_runs=3)  # type: ignore[arg-type]
+    assert 650_000 <= best <= 700_000, (best, asked)  # every step had one stalled run of three
+    assert len(asked) == 30 and asked[:3] == [100_000] * 3
