@@ -69,6 +69,17 @@ def _per_packet(kp: KernelPath, program: str, frame: bytes, want: int | None, **
     return best
 
 
+def tunnel_namespace(lab: Lab, role: str, gwi: str = "gwi-bench", gwo: str = "gwo-bench") -> str:
+    """A namespace of ``lab`` with an uplink ``eth0`` (a veth whose other end, ``gwlb0``, has GWLB's address)
+    and one tunnel's TUN devices, all up: where the programs can be run as the appliance runs them."""
+    ns = lab.namespace(role)
+    lab.veth(ns, "eth0", ns, "gwlb0", addr_a=f"{SELF}/24", addr_b=f"{GWLB}/24")
+    for dev in (gwi, gwo):
+        lab.run(ns, ["ip", "tuntap", "add", dev, "mode", "tun"])
+        lab.run(ns, ["ip", "link", "set", dev, "up"])
+    return ns
+
+
 @register("fastpath-programs", "the kernel fast path's two programs alone: ns per packet in and out (BPF_PROG_RUN)")
 def programs(opts: argparse.Namespace) -> dict[str, Any]:
     require_root("the kernel fast path's programs")
@@ -78,31 +89,25 @@ def programs(opts: argparse.Namespace) -> dict[str, Any]:
     asked = getattr(opts, "sizes", None) or [64, 1500]
     sizes = [s for s in asked if s <= MAX_SIZE]
     rows: dict[str, dict[str, float]] = {}
-    with Lab() as lab:
-        ns = lab.namespace("prog")
-        lab.veth(ns, "eth0", ns, "gwlb0", addr_a=f"{SELF}/24", addr_b=f"{GWLB}/24")
-        for dev in ("gwi-bench", "gwo-bench"):
-            lab.run(ns, ["ip", "tuntap", "add", dev, "mode", "tun"])
-            lab.run(ns, ["ip", "link", "set", dev, "up"])
-        with entered(ns):
-            idx = {name: i for i, name in socket.if_nameindex()}
-            kp = KernelPath(0x0108, True, 1024)
-            try:
-                kp.tunnel_ready(ENI, idx["gwi-bench"], idx["gwo-bench"])
-                kp.set_nexthop(GWLB, idx["eth0"], *MACS)
-                up = {"ifindex": idx["eth0"]}
-                out = {"ifindex": idx["gwo-bench"], "ingress_ifindex": idx["gwi-bench"]}
-                floor = _per_packet(kp, "geneve_in", MACS[1] + MACS[0] + b"\x08\x06" + bytes(28), None, **up)
-                for size in sizes:
-                    inner = _inner(size)
-                    kp.test_run("geneve_in", _frame(inner, False), **up)  # the flow learnt
-                    kp.test_run("tunnel_out", inner, **out)  # the next hop's once-a-second pass to Python
-                    rows[str(size)] = {
-                        "in_ns": _per_packet(kp, "geneve_in", _frame(inner, False), TC_ACT_REDIRECT, **up),
-                        "in_sum_checked_ns": _per_packet(kp, "geneve_in", _frame(inner, True), TC_ACT_REDIRECT, **up),
-                        "out_ns": _per_packet(kp, "tunnel_out", inner, TC_ACT_REDIRECT, **out)}
-            finally:
-                kp.close()
+    with Lab() as lab, entered(tunnel_namespace(lab, "prog")):
+        idx = {name: i for i, name in socket.if_nameindex()}
+        kp = KernelPath(0x0108, True, 1024)
+        try:
+            kp.tunnel_ready(ENI, idx["gwi-bench"], idx["gwo-bench"])
+            kp.set_nexthop(GWLB, idx["eth0"], *MACS)
+            up = {"ifindex": idx["eth0"]}
+            out = {"ifindex": idx["gwo-bench"], "ingress_ifindex": idx["gwi-bench"]}
+            floor = _per_packet(kp, "geneve_in", MACS[1] + MACS[0] + b"\x08\x06" + bytes(28), None, **up)
+            for size in sizes:
+                inner = _inner(size)
+                kp.test_run("geneve_in", _frame(inner, False), **up)  # the flow learnt
+                kp.test_run("tunnel_out", inner, **out)  # the next hop's once-a-second pass to Python
+                rows[str(size)] = {
+                    "in_ns": _per_packet(kp, "geneve_in", _frame(inner, False), TC_ACT_REDIRECT, **up),
+                    "in_sum_checked_ns": _per_packet(kp, "geneve_in", _frame(inner, True), TC_ACT_REDIRECT, **up),
+                    "out_ns": _per_packet(kp, "tunnel_out", inner, TC_ACT_REDIRECT, **out)}
+        finally:
+            kp.close()
     lines = [f"fast path programs alone (BPF_PROG_RUN, ns per packet, the run's own floor of {floor:.0f} ns "
              f"included):"]
     lines += [f"  {size:>5} B: in {r['in_ns']:.0f}, in with the UDP checksum checked {r['in_sum_checked_ns']:.0f}, "

@@ -470,37 +470,31 @@ def test_a_device_whose_slot_is_taken_is_found_by_hash_and_a_freed_slot_is_reuse
     """The programs find a tunnel device in a direct-mapped table (ifindex modulo its size) and fall back to the
     hash when another device holds that slot: run on one packet each (BPF_PROG_RUN), a return leaves through
     the fast path either way, and a tunnel's teardown frees only the slots it held."""
-    with Lab() as lab:
-        ns = lab.namespace("slots")
-        lab.veth(ns, "eth0", ns, "gwlb0", addr_a=f"{fp.SELF}/24", addr_b=f"{fp.GWLB}/24")
-        for dev in ("gwi-s", "gwo-s"):
-            lab.run(ns, ["ip", "tuntap", "add", dev, "mode", "tun"])
-            lab.run(ns, ["ip", "link", "set", dev, "up"])
-        with entered(ns):
-            idx = {name: i for i, name in socket.if_nameindex()}
-            gwi, gwo = idx["gwi-s"], idx["gwo-s"]
-            kp = KernelPath(0x0108, True, 1024)
-            try:
-                def slot(dev: int) -> tuple[int, int]:
-                    raw_slot = kp.lookup("device_slots", struct.pack("=I", dev % DEVICE_SLOTS), _SLOT.size)
-                    assert raw_slot is not None
-                    return _SLOT.unpack(raw_slot)
+    with Lab() as lab, entered(fp.tunnel_namespace(lab, "slots", "gwi-s", "gwo-s")):
+        idx = {name: i for i, name in socket.if_nameindex()}
+        gwi, gwo = idx["gwi-s"], idx["gwo-s"]
+        kp = KernelPath(0x0108, True, 1024)
+        try:
+            def slot(dev: int) -> tuple[int, int]:
+                raw_slot = kp.lookup("device_slots", struct.pack("=I", dev % DEVICE_SLOTS), _SLOT.size)
+                assert raw_slot is not None
+                return _SLOT.unpack(raw_slot)
 
-                other = gwi + DEVICE_SLOTS  # a device elsewhere in the index space holds gwi-'s slot
-                kp.update("device_slots", struct.pack("=I", gwi % DEVICE_SLOTS), _SLOT.pack(other, 0x99))
-                kp.tunnel_ready(fp.ENI, gwi, gwo)
-                assert slot(gwi) == (other, 0x99) and slot(gwo) == (gwo, fp.ENI)
-                kp.set_nexthop(fp.GWLB, idx["eth0"], *fp.MACS)
-                inner = fp._inner(64)
-                up, out = {"ifindex": idx["eth0"]}, {"ifindex": gwo, "ingress_ifindex": gwi}
-                assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] == fp.TC_ACT_REDIRECT
-                kp.test_run("tunnel_out", inner, **out)  # the next hop's once-a-second pass to Python
-                assert kp.test_run("tunnel_out", inner, **out)[0] == fp.TC_ACT_REDIRECT  # gwi- found by hash
-                # out of a device that is not the tunnel's: left to Python, whatever its slot says
-                assert kp.test_run("tunnel_out", inner, ifindex=idx["eth0"], ingress_ifindex=gwi)[0] != \
+            other = gwi + DEVICE_SLOTS  # a device elsewhere in the index space holds gwi-'s slot
+            kp.update("device_slots", struct.pack("=I", gwi % DEVICE_SLOTS), _SLOT.pack(other, 0x99))
+            kp.tunnel_ready(fp.ENI, gwi, gwo)
+            assert slot(gwi) == (other, 0x99) and slot(gwo) == (gwo, fp.ENI)
+            kp.set_nexthop(fp.GWLB, idx["eth0"], *fp.MACS)
+            inner = fp._inner(64)
+            up, out = {"ifindex": idx["eth0"]}, {"ifindex": gwo, "ingress_ifindex": gwi}
+            assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] == fp.TC_ACT_REDIRECT
+            kp.test_run("tunnel_out", inner, **out)  # the next hop's once-a-second pass to Python
+            assert kp.test_run("tunnel_out", inner, **out)[0] == fp.TC_ACT_REDIRECT  # gwi- found by hash
+            # out of a device that is not the tunnel's: left to Python, whatever its slot says
+            assert kp.test_run("tunnel_out", inner, ifindex=idx["eth0"], ingress_ifindex=gwi)[0] != \
                     fp.TC_ACT_REDIRECT
-                kp.tunnel_gone(fp.ENI, gwi, gwo)
-                assert slot(gwi) == (other, 0x99) and slot(gwo) == (0, 0)  # only its own slot freed
-                assert kp.test_run("tunnel_out", inner, **out)[0] != fp.TC_ACT_REDIRECT
-            finally:
-                kp.close()
+            kp.tunnel_gone(fp.ENI, gwi, gwo)
+            assert slot(gwi) == (other, 0x99) and slot(gwo) == (0, 0)  # only its own slot freed
+            assert kp.test_run("tunnel_out", inner, **out)[0] != fp.TC_ACT_REDIRECT
+        finally:
+            kp.close()
