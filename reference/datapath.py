@@ -119,7 +119,7 @@ class ReferenceAppliance:
         try:
             self.fast, self.datapath_reason = FastPath.start(opts.datapath, core.config.option_class,
                                                              core.config.udp_checksum, core.config.flow_timeout,
-                                                             core.config.max_flows)
+                                                             core.config.max_flows, opts.listen)
             self.health = health_server(opts, self.status)
         except (OSError, Unavailable):
             self.close()

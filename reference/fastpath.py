@@ -25,6 +25,8 @@ log = logging.getLogger("gwlb-reference.fastpath")
 DATAPATHS = ("auto", "kernel", "python")
 #: how often flows idle past the flow timeout are taken out of the kernel's map (at most)
 EXPIRE_EVERY = 1.0
+#: how often the addresses GENEVE is received on are looked up again
+OWN_EVERY = 1.0
 
 
 def uplinks() -> dict[str, int]:
@@ -36,9 +38,13 @@ def uplinks() -> dict[str, int]:
 class FastPath:
     """The loaded kernel path, attached to the uplinks and to each ready tunnel's devices."""
 
-    def __init__(self, kernel: KernelPath, flow_timeout: float) -> None:
+    def __init__(self, kernel: KernelPath, flow_timeout: float, listen: str = "0.0.0.0") -> None:
+        """``listen``: the address the Python datapath's socket is bound to (all of them: 0.0.0.0)."""
         self.kernel = kernel
         self.flow_timeout = flow_timeout
+        self.listen = listen
+        self._own: set[str] = set()  # the addresses GENEVE is received on, as the kernel has them
+        self._next_own = 0.0
         self.uplinks = uplinks()
         if not self.uplinks:
             raise Unavailable("no network device to attach the GENEVE program to")
@@ -49,10 +55,11 @@ class FastPath:
         self._next_expiry = 0.0
         self.python_tunnels = 0  #: tunnels kept on the Python datapath (tc egress rules on their devices)
         self.flows = 0  #: flows in the kernel's map at its last expiry sweep
+        self._refresh_own(time.monotonic())
 
     @classmethod
-    def start(cls, choice: str, option_class: int, udp_checksum: bool,
-              flow_timeout: float, max_flows: int = 1_000_000) -> tuple[FastPath | None, str]:
+    def start(cls, choice: str, option_class: int, udp_checksum: bool, flow_timeout: float,
+              max_flows: int = 1_000_000, listen: str = "0.0.0.0") -> tuple[FastPath | None, str]:
         """The fast path for ``--datapath choice``, and what the status says about it. ``kernel`` raises
         :class:`Unavailable` when it cannot run; ``auto`` falls back to the Python datapath and says why."""
         if choice == "python":
@@ -60,7 +67,7 @@ class FastPath:
         kernel = None
         try:
             kernel = KernelPath(option_class, udp_checksum, max_flows)
-            return cls(kernel, flow_timeout), "GWLB's own layout with IPv4 or IPv6 inside takes the kernel path"
+            return cls(kernel, flow_timeout, listen), "GWLB's own layout with IPv4 or IPv6 inside takes the kernel path"
         except (Unavailable, OSError) as e:
             if kernel is not None:
                 kernel.close()
@@ -125,6 +132,8 @@ class FastPath:
                 kernel.set_nexthop(gwlb, *hop)
                 self._nexthops[gwlb] = hop
         mono = time.monotonic()
+        if mono >= self._next_own:
+            self._refresh_own(mono)
         for eni_id in self._tunnels:
             state = kernel.tunnel_state(eni_id)
             if state is None:
@@ -136,6 +145,17 @@ class FastPath:
         if mono >= self._next_expiry:
             self._next_expiry = mono + max(EXPIRE_EVERY, self.flow_timeout / 4)
             self.flows = kernel.expire_flows(mono - self.flow_timeout)
+
+    def _refresh_own(self, mono: float) -> None:
+        """Tell the kernel which addresses GENEVE is received on (those of this namespace, or the one listened
+        on), at most once every :data:`OWN_EVERY` seconds: datagrams to others are the stack's to forward or
+        refuse, and flows learnt from an address that went away are dropped."""
+        self._next_own = mono + OWN_EVERY
+        wanted = {self.listen} if self.listen not in ("", "0.0.0.0") else linkpath.local_addresses()
+        added, gone = wanted - self._own, self._own - wanted
+        if added or gone:
+            self.kernel.own_addresses(added, gone)
+            self._own = wanted
 
     def carried(self, eni_id: int) -> tuple[int, int, int, int] | None:
         """What the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out (inner)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 from gwlbsim.linuxio.bpfobj import BpfObject, Link, Unavailable
@@ -41,7 +42,8 @@ class KernelPath(BpfObject):
     def __init__(self, option_class: int, udp_checksum: bool, max_flows: int = 1_000_000) -> None:
         """``max_flows``: the flow map's entries (an LRU map: all allocated at load, about 177 bytes each)."""
         super().__init__(SOURCE, ("geneve_in", "tunnel_out"),
-                         ("flows", "tunnels", "devices", "device_slots", "nexthops", "config", "counters"),
+                         ("flows", "tunnels", "devices", "device_slots", "own_addrs", "nexthops", "config",
+                          "counters"),
                          {"flows": max_flows})
         self.update("config", struct.pack("=I", 0), _CONFIG_VAL.pack(option_class, int(udp_checksum)))
 
@@ -82,6 +84,18 @@ class KernelPath(BpfObject):
         ns = max(c[2] for c in copies)
         counts = [sum(c[i] for c in copies) for i in range(3, 7)]
         return (ns / 1e9 if ns else None), (counts[0], counts[1], counts[2], counts[3])
+
+    def own_addresses(self, added: Iterable[str], gone: Iterable[str]) -> None:
+        """Datagrams to ``added`` are the socket's to receive (their flows may be learnt here); those to ``gone``
+        no longer are (and the flows learnt from them are taken out)."""
+        for addr in added:
+            self.update("own_addrs", ipaddress.IPv4Address(addr).packed, b"\x01")
+        old = {ipaddress.IPv4Address(addr).packed for addr in gone}
+        for packed in old:
+            self.delete("own_addrs", packed)
+        if old:
+            self.delete_many("flows", [k for k, v in self.items("flows", _FLOW_KEY.size, _FLOW_VAL.size)
+                                       if _FLOW_VAL.unpack(v)[2] in old])
 
     def set_nexthop(self, gwlb: str, ifindex: int, src_mac: bytes, dst_mac: bytes) -> None:
         self.update("nexthops", ipaddress.IPv4Address(gwlb).packed, _NEXTHOP_VAL.pack(ifindex, src_mac, dst_mac, 0))

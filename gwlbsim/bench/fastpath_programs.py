@@ -42,7 +42,7 @@ GWLB, SELF = "10.51.0.1", "10.51.0.2"
 #: the inner source: a test run reads an Ethernet header even on a TUN device, whose packets start at the IP
 #: header, so bytes 12-13 (the source address's first two) must read as IPv4's EtherType for the run to see IPv4
 INNER_SRC, INNER_DST = "8.0.1.1", "172.16.0.1"
-MACS = (b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02")
+MACS = (b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02")  # GWLB's, the uplink's
 
 
 def _inner(size: int) -> bytes:
@@ -74,6 +74,7 @@ def tunnel_namespace(lab: Lab, role: str, gwi: str = "gwi-bench", gwo: str = "gw
     and one tunnel's TUN devices, all up: where the programs can be run as the appliance runs them."""
     ns = lab.namespace(role)
     lab.veth(ns, "eth0", ns, "gwlb0", addr_a=f"{SELF}/24", addr_b=f"{GWLB}/24")
+    lab.run(ns, ["ip", "link", "set", "eth0", "address", ":".join(f"{b:02x}" for b in MACS[1])])  # frames' target
     for dev in (gwi, gwo):
         lab.run(ns, ["ip", "tuntap", "add", dev, "mode", "tun"])
         lab.run(ns, ["ip", "link", "set", dev, "up"])
@@ -93,6 +94,7 @@ def programs(opts: argparse.Namespace) -> dict[str, Any]:
         idx = {name: i for i, name in socket.if_nameindex()}
         kp = KernelPath(0x0108, True, 1024)
         try:
+            kp.own_addresses({SELF}, ())
             kp.tunnel_ready(ENI, idx["gwi-bench"], idx["gwo-bench"])
             kp.set_nexthop(GWLB, idx["eth0"], *MACS)
             up = {"ifindex": idx["eth0"]}

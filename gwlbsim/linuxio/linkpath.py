@@ -150,6 +150,15 @@ def route_to(addr: str, timeout: float = 1.0) -> LinkRoute | None:
         return r
 
 
+def local_addresses() -> set[str]:
+    """Every IPv4 address of the calling thread's namespace."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = {a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+    return {a for a in found if a}
+
+
 class Resolver(threading.Thread):
     """Keeps :attr:`routes` (address -> :class:`LinkRoute` or None) current for the addresses asked for.
 

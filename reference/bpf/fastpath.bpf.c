@@ -4,10 +4,10 @@
 // IP options or fragments, UDP to 6081, version 0, no O or C bit, exactly the three options of the configured
 // class: ENI id, attachment id, cookie, in any order) carrying an unfragmented IPv4 packet or an IPv6 packet
 // without extension headers (the protocol type saying which), for an ENI whose tunnel the Python side has
-// marked ready, with the checksums right that the stack would check (the IPv4 header's; the UDP checksum unless
-// zero or checked by the device): the flow is learnt (header byte for byte and the outer addressing, keyed by
-// ENI and the symmetric inner flow key), the outer headers are stripped and the inner packet is redirected into
-// the tunnel's gwi- as if received there. Headers outside the linear data (a jumbo frame, say) are made linear
+// marked ready, passing the checks the stack would make (the IPv4 header's checksum; the UDP checksum unless
+// zero or checked by the device; a frame to this host, to an address GENEVE is received on): the flow is
+// learnt (header byte for byte and the outer addressing, keyed by ENI and the symmetric inner flow key), the
+// outer headers are stripped and the inner packet is redirected into the tunnel's gwi- as if received there. Headers outside the linear data (a jumbo frame, say) are made linear
 // first; the rest of the packet stays where it is. Anything else goes on to the stack, where the Python
 // datapath's socket receives it (and drops what is malformed, with its reason) or the stack drops it first.
 //
@@ -22,6 +22,7 @@
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -124,6 +125,15 @@ struct {
     __type(key, __u32);
     __type(value, __u64);
 } devices SEC(".maps");
+
+/* the addresses GENEVE is received on: the one the Python datapath's socket listens on, or every IPv4
+   address of the namespace when it listens on all (kept current by the Python side) */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u8);
+} own_addrs SEC(".maps");
 
 #define DEVICE_SLOTS 65536 /* reference/kernelpath.py DEVICE_SLOTS */
 struct device_slot {
@@ -382,7 +392,7 @@ struct sk_buff___fastpath {
 #define CHECKSUM_UNNECESSARY 1 /* the device checked it */
 #define CHECKSUM_PARTIAL 3     /* sent from this host: the field holds a partial sum, trusted as the stack does */
 
-/* whether the outer headers pass the checks the stack makes on the way to the UDP socket */
+/* whether the frame passes the checks the stack makes on the way to the UDP socket */
 static __always_inline int outer_sums_right(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *udp)
 {
     __u64 s = 0;
@@ -392,6 +402,8 @@ static __always_inline int outer_sums_right(struct __sk_buff *skb, struct iphdr 
         s += w[i];
     if (fold(s) != 0xffff || bpf_ntohs(ip->tot_len) + sizeof(struct ethhdr) > skb->len)
         return 0;
+    if (skb->pkt_type != PACKET_HOST)
+        return 0; /* a frame to another station's address (the device promiscuous): the IP layer drops it */
     if (!udp->check)
         return 1;
     struct sk_buff___fastpath *kskb = bpf_cast_to_kern_ctx(skb);
@@ -508,6 +520,10 @@ int geneve_in(struct __sk_buff *skb)
         cur->gwlb_port == udp->source) {
         cur->last_seen = now; /* the common case: nothing but the time changed (an LRU update costs an entry) */
     } else {
+        /* a new or changed flow: only from a datagram the Python datapath's socket would receive (to an address
+           of this host's, the one it listens on if it listens on one); the stack forwards or refuses others */
+        if (!bpf_map_lookup_elem(&own_addrs, &ip->daddr))
+            goto pass;
         struct flow_val v;
         __builtin_memcpy(v.header, g, GENEVE_LEN);
         v.gwlb_addr = ip->saddr;
@@ -520,8 +536,8 @@ int geneve_in(struct __sk_buff *skb)
             goto pass;
     }
     t->last_seen = now;
-    __sync_fetch_and_add(&t->packets_in, 1); /* this CPU's copy: no atomic operation */
-    __sync_fetch_and_add(&t->bytes_in, inner_len);
+    t->packets_in++; /* this CPU's copy: no atomic operation */
+    t->bytes_in += inner_len;
     __u32 gwi = t->gwi_ifindex;
     /* an IPv6 packet inside: the flag makes skb->protocol say so (a kernel without it refuses the call and
        leaves the packet as it was, for the Python datapath) */

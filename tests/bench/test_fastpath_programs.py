@@ -5,6 +5,7 @@ returns each program's own verdict, and the benchmark reports every size only fr
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from gwlbsim.reference.kernelpath import KernelPath, available
 
 from gwlbsim.bench import fastpath_programs as fp
 from gwlbsim.bench.cli import main
+from gwlbsim.linuxio.netns import Lab, entered
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(available() is not None, reason=f"kernel path unavailable: {available()}")]
@@ -20,17 +22,22 @@ TC_ACT_UNSPEC = 0xFFFFFFFF  # the verdict -1, as the kernel hands it back
 
 
 def test_a_test_run_hands_back_the_program_verdict() -> None:
-    kp = KernelPath(0x0108, True, 1024)
-    try:
-        frame = fp._frame(fp._inner(64), False)
-        assert kp.test_run("geneve_in", frame)[0] == TC_ACT_UNSPEC  # no tunnel ready for the ENI: left to Python
-        kp.tunnel_ready(fp.ENI, 1, 1)
-        verdict, ns = kp.test_run("geneve_in", frame)
-        assert verdict == fp.TC_ACT_REDIRECT and ns > 0  # now it is decapsulated and redirected into gwi-
-        with pytest.raises(RuntimeError, match="did not take the fast path"):  # the benchmark refuses a pass
-            fp._per_packet(kp, "geneve_in", fp.MACS[0] * 2 + b"\x08\x06" + bytes(28), fp.TC_ACT_REDIRECT)
-    finally:
-        kp.close()
+    with Lab() as lab, entered(fp.tunnel_namespace(lab, "verdict")):
+        up = {"ifindex": socket.if_nametoindex("eth0")}
+        kp = KernelPath(0x0108, True, 1024)
+        try:
+            frame = fp._frame(fp._inner(64), False)
+            assert kp.test_run("geneve_in", frame, **up)[0] == TC_ACT_UNSPEC  # no tunnel ready: left to Python
+            kp.tunnel_ready(fp.ENI, socket.if_nametoindex("gwi-bench"), socket.if_nametoindex("gwo-bench"))
+            assert kp.test_run("geneve_in", frame, **up)[0] == TC_ACT_UNSPEC  # not to an address received on
+            kp.own_addresses({fp.SELF}, ())
+            verdict, ns = kp.test_run("geneve_in", frame, **up)
+            assert verdict == fp.TC_ACT_REDIRECT and ns > 0  # now it is decapsulated and redirected into gwi-
+            with pytest.raises(RuntimeError, match="did not take the fast path"):  # the benchmark refuses a pass
+                fp._per_packet(kp, "geneve_in", fp.MACS[1] + fp.MACS[0] + b"\x08\x06" + bytes(28),
+                               fp.TC_ACT_REDIRECT, **up)
+        finally:
+            kp.close()
 
 
 def test_the_benchmark_reports_in_and_out_per_size(tmp_path: Path) -> None:

@@ -239,15 +239,16 @@ def _fast_out(app: str, ns: str) -> int:
 
 
 def _frame_sender(lab: Lab, ns: str, dev: str, local: str, remote: str, udp_checksum: int | None = None,
-                  ip_checksum: int | None = None) -> Callable[[bytes, int], None]:
+                  ip_checksum: int | None = None, mac: str | None = None,
+                  dst: str | None = None) -> Callable[[bytes, int], None]:
     """Sends a GENEVE payload from ``local`` to ``remote`` as a whole Ethernet frame through a packet socket on
     ``dev`` (a frame over a page long then keeps only its Ethernet header in the linear data; nobody checked its
-    checksums on the way, which are right unless given)."""
-    peer_mac = json.loads(lab.run(ns, ["ip", "-j", "neigh", "show", remote]).stdout)[0]["lladdr"]
+    checksums on the way, which are right unless given; to the peer's MAC and IP address unless given)."""
+    peer_mac = mac or json.loads(lab.run(ns, ["ip", "-j", "neigh", "show", remote]).stdout)[0]["lladdr"]
     own_mac = json.loads(lab.run(ns, ["ip", "-j", "link", "show", dev]).stdout)[0]["address"]
 
     def send(payload: bytes, sport: int) -> None:
-        frame = raw(Ether(src=own_mac, dst=peer_mac) / IP(src=local, dst=remote, chksum=ip_checksum)
+        frame = raw(Ether(src=own_mac, dst=peer_mac) / IP(src=local, dst=dst or remote, chksum=ip_checksum)
                     / UDP(sport=sport, dport=6081, chksum=udp_checksum) / payload)
         with entered(ns):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -374,14 +375,20 @@ def test_generated_traffic_gets_the_same_answers_from_both_paths(tmp_path: Path)
                 assert got["kernel"] == got["python"] == [payload], {k: [len(x) for x in v] for k, v in got.items()}
             assert _fast_out(app=apps["kernel"], ns=g) >= fast_before + 4  # ... and the kernel path carried them
             # ... and with a wrong UDP or IPv4 header checksum, which the stack drops: so must the kernel path
+            elsewhere = {kind: app.rsplit(".", 1)[0] + ".77" for kind, (_gw, app) in PAIR.items()}
             for n, (inner, sums) in enumerate([
                     (IP(**a4) / UDP(sport=7100, dport=7) / b"bad sum", {"udp_checksum": 0x1234}),
                     (IP(**a4) / UDP(sport=7101, dport=7) / (b"B" * 6000), {"udp_checksum": 1}),
-                    (IP(**a4) / UDP(sport=7102, dport=7) / b"bad ip", {"ip_checksum": 0x4321})]):
+                    (IP(**a4) / UDP(sport=7102, dport=7) / b"bad ip", {"ip_checksum": 0x4321}),
+                    # ... or to another station's MAC address, which the IP layer drops as not for this host
+                    (IP(**a4) / UDP(sport=7103, dport=7) / b"not ours", {"mac": "02:00:5e:00:53:99"}),
+                    # ... or to an address that is not the appliance's, which the stack forwards or drops
+                    (IP(**a4) / UDP(sport=7104, dport=7) / b"elsewhere", {"dst": elsewhere})]):
                 payload = geneve.build(raw(inner), ENIS[0], 0x990 + n)
                 sport = next(ports)
-                got = {kind: _exchange(peers[kind], payload, sport,
-                                       _frame_sender(lab, g, f"to-{kind}", *PAIR[kind], **sums))
+                got = {kind: _exchange(peers[kind], payload, sport, _frame_sender(
+                    lab, g, f"to-{kind}", *PAIR[kind], **{k: v[kind] if isinstance(v, dict) else v
+                                                          for k, v in sums.items()}))
                        for kind in PAIR}
                 assert got["kernel"] == got["python"] == [], {k: [len(x) for x in v] for k, v in got.items()}
 
@@ -482,6 +489,7 @@ def test_a_device_whose_slot_is_taken_is_found_by_hash_and_a_freed_slot_is_reuse
 
             other = gwi + DEVICE_SLOTS  # a device elsewhere in the index space holds gwi-'s slot
             kp.update("device_slots", struct.pack("=I", gwi % DEVICE_SLOTS), _SLOT.pack(other, 0x99))
+            kp.own_addresses({fp.SELF}, ())
             kp.tunnel_ready(fp.ENI, gwi, gwo)
             assert slot(gwi) == (other, 0x99) and slot(gwo) == (gwo, fp.ENI)
             kp.set_nexthop(fp.GWLB, idx["eth0"], *fp.MACS)
@@ -496,5 +504,29 @@ def test_a_device_whose_slot_is_taken_is_found_by_hash_and_a_freed_slot_is_reuse
             kp.tunnel_gone(fp.ENI, gwi, gwo)
             assert slot(gwi) == (other, 0x99) and slot(gwo) == (0, 0)  # only its own slot freed
             assert kp.test_run("tunnel_out", inner, **out)[0] != fp.TC_ACT_REDIRECT
+        finally:
+            kp.close()
+
+
+@needs_kernel_path
+def test_flows_are_learnt_only_for_addresses_geneve_is_received_on_and_dropped_with_them() -> None:
+    """A datagram to an address the socket does not receive on is the stack's; when an address goes away, so do
+    the flows learnt from datagrams to it (their returns then take the Python datapath)."""
+    with Lab() as lab, entered(fp.tunnel_namespace(lab, "own", "gwi-o", "gwo-o")):
+        idx = {name: i for i, name in socket.if_nameindex()}
+        kp = KernelPath(0x0108, True, 1024)
+        try:
+            kp.tunnel_ready(fp.ENI, idx["gwi-o"], idx["gwo-o"])
+            inner, up = fp._inner(64), {"ifindex": idx["eth0"]}
+            assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] != fp.TC_ACT_REDIRECT
+            assert kp.flow(fp.ENI, inner, 0, len(inner)) is None
+            kp.own_addresses({fp.SELF, "10.51.0.9"}, ())
+            assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] == fp.TC_ACT_REDIRECT
+            assert kp.flow(fp.ENI, inner, 0, len(inner)) is not None
+            kp.own_addresses((), {"10.51.0.9"})  # another address goes: this flow stays
+            assert kp.flow(fp.ENI, inner, 0, len(inner)) is not None
+            kp.own_addresses((), {fp.SELF})
+            assert kp.flow(fp.ENI, inner, 0, len(inner)) is None
+            assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] != fp.TC_ACT_REDIRECT
         finally:
             kp.close()
