@@ -151,11 +151,15 @@ class FastPath:
         on), at most once every :data:`OWN_EVERY` seconds: datagrams to others are the stack's to forward or
         refuse, and flows learnt from an address that went away are dropped."""
         self._next_own = mono + OWN_EVERY
-        wanted = {self.listen} if self.listen not in ("", "0.0.0.0") else linkpath.local_addresses()
-        added, gone = wanted - self._own, self._own - wanted
-        if added or gone:
-            self.kernel.own_addresses(added, gone)
-            self._own = wanted
+        try:
+            wanted = {self.listen} if self.listen not in ("", "0.0.0.0") else linkpath.local_addresses()
+            added, gone = wanted - self._own, self._own - wanted
+            if added or gone:
+                self.kernel.own_addresses(added, gone)
+                self._own = wanted
+        except Exception as e:  # netlink trouble, a full map: the next look starts again from what was known
+            log.warning("cannot bring the kernel path's addresses up to date (%s): trying again in %g s", e,
+                        OWN_EVERY)
 
     def carried(self, eni_id: int) -> tuple[int, int, int, int] | None:
         """What the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out (inner)."""
