@@ -286,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extras = extra.available()
     if args.list_extras:
+        width = max((len(name) for name in extras), default=0)
         for e in extras.values():
-            print(f"{e.name:<16} {e.description}")
+            print(f"{e.name:<{width}}  {e.description}")
         return 0
     if args.quick:
         _apply_quick(args)
