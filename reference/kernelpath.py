@@ -57,30 +57,34 @@ class KernelPath(BpfObject):
         """Traffic of ``eni_id`` may take the fast path both ways (its tunnel is created, hooks done)."""
         for dev in (gwi, gwo):
             self.update("devices", struct.pack("=I", dev), struct.pack("=Q", eni_id))
-            slot = struct.pack("=I", dev % DEVICE_SLOTS)
-            held = self.lookup("device_slots", slot, _SLOT.size)
-            if held is None or _SLOT.unpack(held)[0] == 0:  # free: the programs find the device there, unhashed
+            slot, holder = self._slot(dev)
+            if holder == 0:  # free: the programs find the device there, unhashed
                 self.update("device_slots", slot, _SLOT.pack(dev, eni_id))
-        self.update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0) * self.cpus)
+        self.percpu_update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0))
 
     def tunnel_gone(self, eni_id: int, gwi: int, gwo: int) -> None:
         self.delete("tunnels", struct.pack("=Q", eni_id))
         for dev in (gwi, gwo):
             self.delete("devices", struct.pack("=I", dev))
-            slot = struct.pack("=I", dev % DEVICE_SLOTS)
-            held = self.lookup("device_slots", slot, _SLOT.size)
-            if held is not None and _SLOT.unpack(held)[0] == dev:
+            slot, holder = self._slot(dev)
+            if holder == dev:
                 self.update("device_slots", slot, bytes(_SLOT.size))
         self.delete_many("flows", [k for k, _v in self.items("flows", _FLOW_KEY.size, _FLOW_VAL.size)
                                    if struct.unpack_from("=Q", k)[0] == eni_id])
 
+    def _slot(self, dev: int) -> tuple[bytes, int]:
+        """The key of device ``dev``'s slot in the direct-mapped table, and the device that holds it (0: none)."""
+        slot = struct.pack("=I", dev % DEVICE_SLOTS)
+        held = self.lookup("device_slots", slot, _SLOT.size)
+        return slot, _SLOT.unpack(held)[0] if held is not None else 0
+
     def tunnel_state(self, eni_id: int) -> tuple[float | None, tuple[int, int, int, int]] | None:
         """When the fast path last carried a packet of the tunnel (CLOCK_MONOTONIC seconds, None: never) and
         what it carried (packets in, bytes in, packets out, bytes out); None for a tunnel it does not have."""
-        raw = self.lookup("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size * self.cpus)
+        raw = self.percpu_lookup("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size)
         if raw is None:
             return None
-        copies = list(_TUNNEL_VAL.iter_unpack(raw))  # one per CPU: the latest time, the sums
+        copies = [_TUNNEL_VAL.unpack(c) for c in raw]  # one per CPU: the latest time, the sums
         ns = max(c[2] for c in copies)
         counts = [sum(c[i] for c in copies) for i in range(3, 7)]
         return (ns / 1e9 if ns else None), (counts[0], counts[1], counts[2], counts[3])
@@ -134,10 +138,9 @@ class KernelPath(BpfObject):
 
     def counters(self) -> dict[str, int]:
         """The per-CPU counters, summed."""
-        n = len(COUNTERS)
-        raw = self.lookup("counters", struct.pack("=I", 0), 8 * n * self.cpus)  # one entry: every counter, per CPU
-        per_cpu = list(struct.iter_unpack(f"={n}Q", raw)) if raw is not None else []
-        return {name: sum(c[i] for c in per_cpu) for i, name in enumerate(COUNTERS)}
+        entry = struct.Struct(f"={len(COUNTERS)}Q")  # the map's one entry: every counter
+        copies = [entry.unpack(c) for c in self.percpu_lookup("counters", struct.pack("=I", 0), entry.size) or []]
+        return {name: sum(c[i] for c in copies) for i, name in enumerate(COUNTERS)}
 
 
 def flow_key(eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> bytes | None:

@@ -225,10 +225,20 @@ class BpfObject:
             for k in keys[count.value:]:  # the batch stops at the first key that is not there (any more)
                 self.delete(name, k)
 
+    def percpu_lookup(self, name: str, key: bytes, size: int) -> list[bytes] | None:
+        """A per-CPU map's ``size``-byte value at ``key``, one copy per possible CPU (None when absent)."""
+        stride = (size + 7) // 8 * 8  # the kernel lays the copies out 8-byte aligned
+        raw = self.lookup(name, key, stride * self.cpus)
+        return None if raw is None else [raw[i * stride:i * stride + size] for i in range(self.cpus)]
+
+    def percpu_update(self, name: str, key: bytes, value: bytes) -> None:
+        """Set a per-CPU map's value at ``key`` to ``value`` in every CPU's copy."""
+        self.update(name, key, value.ljust((len(value) + 7) // 8 * 8, b"\0") * self.cpus)
+
     def percpu_sum(self, name: str, key: bytes) -> int:
         """The sum over CPUs of a per-CPU map's u64 value at ``key`` (0 when absent)."""
-        raw = self.lookup(name, key, 8 * self.cpus)
-        return sum(struct.unpack(f"={self.cpus}Q", raw)) if raw is not None else 0
+        copies = self.percpu_lookup(name, key, 8)
+        return sum(int.from_bytes(c, "little") for c in copies) if copies is not None else 0
 
     def test_run(self, program: str, frame: bytes, *, ifindex: int = 0, ingress_ifindex: int = 0) -> tuple[int, int]:
         """Run a tc ``program`` once over ``frame`` (BPF_PROG_RUN: a fresh packet, nothing sent), as if on the

@@ -7,9 +7,10 @@
 // marked ready, passing the checks the stack would make (the IPv4 header's checksum; the UDP checksum unless
 // zero or checked by the device; a frame to this host, to an address GENEVE is received on): the flow is
 // learnt (header byte for byte and the outer addressing, keyed by ENI and the symmetric inner flow key), the
-// outer headers are stripped and the inner packet is redirected into the tunnel's gwi- as if received there. Headers outside the linear data (a jumbo frame, say) are made linear
-// first; the rest of the packet stays where it is. Anything else goes on to the stack, where the Python
-// datapath's socket receives it (and drops what is malformed, with its reason) or the stack drops it first.
+// outer headers are stripped and the inner packet is redirected into the tunnel's gwi- as if received there.
+// Headers outside the linear data (a jumbo frame, say) are made linear first; the rest of the packet stays
+// where it is. Anything else goes on to the stack, where the Python datapath's socket receives it (and drops
+// what is malformed, with its reason) or the stack drops it first.
 //
 // tunnel_out (tcx egress of every gwi-/gwo-): such an IPv4 or IPv6 packet of a flow in the map, with the next
 // hop toward its GWLB node known, that came in through a tunnel (not a local service's reply, not a second
@@ -181,23 +182,18 @@ struct {
     __type(value, __u8[256]);
 } scratch SEC(".maps");
 
-static __always_inline void count(__u32 which, __u64 n)
+/* this CPU's counters, indexed by enum counter (always there: an array's only entry) */
+static __always_inline __u64 *counts(void)
 {
     __u32 zero = 0;
-    __u64 *c = bpf_map_lookup_elem(&counters, &zero);
-    if (c && which < C_COUNT)
-        c[which] += n;
+    return bpf_map_lookup_elem(&counters, &zero);
 }
 
-/* a packet and its bytes */
-static __always_inline void count2(__u32 packets, __u32 bytes, __u64 n)
+static __always_inline void count(enum counter which)
 {
-    __u32 zero = 0;
-    __u64 *c = bpf_map_lookup_elem(&counters, &zero);
-    if (c && packets < C_COUNT && bytes < C_COUNT) {
-        c[packets] += 1;
-        c[bytes] += n;
-    }
+    __u64 *c = counts();
+    if (c)
+        c[which] += 1;
 }
 
 /* the ENI of the tunnel device ifindex, or NULL for any other device */
@@ -308,79 +304,72 @@ static __always_inline __u16 fold(__u64 sum)
 
 #define SUM_FAILED (~0ULL)
 
-/* ones' sum (unfolded, words in memory order) of the len bytes at offset at of the packet: 256-byte chunks,
-   then a piece for each bit of what is left (128 down to 1 byte, the last zero-padded), each summed in place
-   where the linear data holds it and copied out first where it does not; SUM_FAILED if the packet is shorter */
+/* adds the ones' sum of the n bytes at offset at (n a constant multiple of 4, at most 256): in place where the
+   linear data holds them, else copied out first; 0, or -1 if the packet is shorter */
+static __always_inline int add_piece(struct __sk_buff *skb, __u32 at, __u32 n, __u64 *sum)
+{
+    __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);
+    if ((void *)(here + n) <= (void *)(long)skb->data_end) {
+        *sum += (__u32)bpf_csum_diff(0, 0, (void *)here, n, 0);
+        return 0;
+    }
+    __u32 zero = 0;
+    __u8 *chunk = bpf_map_lookup_elem(&scratch, &zero);
+    if (!chunk || bpf_skb_load_bytes(skb, at, chunk, n))
+        return -1;
+    *sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, n, 0);
+    return 0;
+}
+
+/* ones' sum (unfolded, words in memory order) of the len bytes at offset at of the packet: 256-byte pieces,
+   then one for each bit of what is left (128 down to 4 bytes), then the last 1 to 3 bytes zero-padded;
+   SUM_FAILED if the packet is shorter */
 __attribute__((noinline)) __u64 inner_sum(struct __sk_buff *skb, __u32 at, __u32 len)
 {
     /* a global function: verified once, on its own, for any arguments (not again at each call) */
     if (!skb || len > MAX_INNER + sizeof(struct udphdr) + GENEVE_LEN)
         return SUM_FAILED;
     __u64 sum = 0;
-    __u32 zero = 0;
-    __u8 *chunk;
-    for (int i = 0; i < MAX_INNER / 256; i++) {
-        if (len < 256)
-            break;
-        __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);
-        if ((void *)(here + 256) <= (void *)(long)skb->data_end) {
-            sum += (__u32)bpf_csum_diff(0, 0, (void *)here, 256, 0);
-        } else {
-            chunk = bpf_map_lookup_elem(&scratch, &zero);
-            if (!chunk || bpf_skb_load_bytes(skb, at, chunk, 256))
-                return SUM_FAILED;
-            sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, 256, 0);
-        }
+    for (int i = 0; i < MAX_INNER / 256 && len >= 256; i++) {
+        if (add_piece(skb, at, 256, &sum))
+            return SUM_FAILED;
         at += 256;
         len -= 256;
     }
-#define PIECE(n)                                                                                              \
-    if (len & (n)) {                                                                                          \
-        __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);                                                \
-        if ((void *)(here + (n)) <= (void *)(long)skb->data_end) {                                           \
-            sum += (__u32)bpf_csum_diff(0, 0, (void *)here, (n), 0);                                         \
-        } else {                                                                                              \
-            chunk = bpf_map_lookup_elem(&scratch, &zero);                                                     \
-            if (!chunk || bpf_skb_load_bytes(skb, at, chunk, (n)))                                            \
-                return SUM_FAILED;                                                                            \
-            sum += (__u32)bpf_csum_diff(0, 0, (void *)chunk, (n), 0);                                        \
-        }                                                                                                     \
-        at += (n);                                                                                            \
-    }
-    PIECE(128)
-    PIECE(64)
-    PIECE(32)
-    PIECE(16)
-    PIECE(8)
-    PIECE(4)
-#undef PIECE
-    if (len & 3) {
-        /* 1 to 3 bytes: as a word zero-padded on the right */
-        __u8 tail[4] = {0, 0, 0, 0};
-        __u8 *here = (__u8 *)(long)skb->data + (at & 0x3fff);
-        void *end = (void *)(long)skb->data_end;
-        __u32 n = (len & 3) - 1;
-        int ok = (void *)(here + 1) <= end;
-        if (ok)
-            tail[0] = here[0];
-        if (ok && n >= 1) {
-            ok = (void *)(here + 2) <= end;
-            if (ok)
-                tail[1] = here[1];
-        }
-        if (ok && n >= 2) {
-            ok = (void *)(here + 3) <= end;
-            if (ok)
-                tail[2] = here[2];
-        }
-        if (!ok) {
-            asm volatile("%0 &= 3" : "+r"(n)); /* so that the verifier knows 1 <= n + 1 <= 4 */
-            if (bpf_skb_load_bytes(skb, at, tail, n + 1))
+#pragma unroll
+    for (__u32 n = 128; n >= 4; n >>= 1) {
+        if (len & n) {
+            if (add_piece(skb, at, n, &sum))
                 return SUM_FAILED;
+            at += n;
         }
+    }
+    if (len & 3) {
+        __u8 tail[4] = {0, 0, 0, 0};
+        __u32 n = (len & 3) - 1;
+        asm volatile("%0 &= 3" : "+r"(n)); /* so that the verifier knows 1 <= n + 1 <= 4 */
+        if (bpf_skb_load_bytes(skb, at, tail, n + 1))
+            return SUM_FAILED;
         sum += *(__u32 *)tail;
     }
     return sum;
+}
+
+/* the ones' sum of an IPv4 header without options, its checksum field included */
+static __always_inline __u64 ip_header_sum(const struct iphdr *ip)
+{
+    __u64 s = 0;
+    const __u16 *w = (const void *)ip;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        s += w[i];
+    return s;
+}
+
+/* the ones' sum of a UDP datagram's pseudo header (addresses and length in network order) */
+static __always_inline __u64 pseudo_sum(__u32 saddr, __u32 daddr, __u16 udp_len)
+{
+    return (saddr & 0xffff) + (saddr >> 16) + (daddr & 0xffff) + (daddr >> 16) + bpf_htons(IPPROTO_UDP) + udp_len;
 }
 
 /* the kernel's own sk_buff, for the one field the context does not show: whether (and how) the device checked
@@ -393,14 +382,9 @@ struct sk_buff___fastpath {
 #define CHECKSUM_PARTIAL 3     /* sent from this host: the field holds a partial sum, trusted as the stack does */
 
 /* whether the frame passes the checks the stack makes on the way to the UDP socket */
-static __always_inline int outer_sums_right(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *udp)
+static __always_inline int stack_takes(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *udp)
 {
-    __u64 s = 0;
-    __u16 *w = (void *)ip;
-#pragma unroll
-    for (int i = 0; i < 10; i++)
-        s += w[i];
-    if (fold(s) != 0xffff || bpf_ntohs(ip->tot_len) + sizeof(struct ethhdr) > skb->len)
+    if (fold(ip_header_sum(ip)) != 0xffff || bpf_ntohs(ip->tot_len) + sizeof(struct ethhdr) > skb->len)
         return 0;
     if (skb->pkt_type != PACKET_HOST)
         return 0; /* a frame to another station's address (the device promiscuous): the IP layer drops it */
@@ -414,9 +398,7 @@ static __always_inline int outer_sums_right(struct __sk_buff *skb, struct iphdr 
     __u64 sum = inner_sum(skb, sizeof(struct ethhdr) + sizeof(struct iphdr), len);
     if (sum == SUM_FAILED)
         return 0;
-    sum += (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
-           bpf_htons(IPPROTO_UDP) + udp->len;
-    return fold(sum) == 0xffff;
+    return fold(sum + pseudo_sum(ip->saddr, ip->daddr, udp->len)) == 0xffff;
 }
 
 SEC("tc")
@@ -512,7 +494,7 @@ int geneve_in(struct __sk_buff *skb)
     /* what the stack checks before a datagram reaches a socket, checked here too, so that what it would drop
        goes to it (and is dropped and counted there) instead of being carried on: the IPv4 header's checksum,
        a length within what arrived, and a UDP checksum the device has not checked (none when zero) */
-    if (!outer_sums_right(skb, ip, udp))
+    if (!stack_takes(skb, ip, udp))
         goto pass;
     __u64 now = bpf_ktime_get_coarse_ns(); /* no clock read per packet */
     struct flow_val *cur = bpf_map_lookup_elem(&flows, &k);
@@ -543,13 +525,17 @@ int geneve_in(struct __sk_buff *skb)
        leaves the packet as it was, for the Python datapath) */
     if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(*ip) + sizeof(*udp) + GENEVE_LEN), BPF_ADJ_ROOM_MAC,
                             ptype == ETH_P_IP ? 0 : BPF_F_ADJ_ROOM_DECAP_L3_IPV6)) {
-        count(C_IN_REDIRECT_FAILED, 1);
+        count(C_IN_REDIRECT_FAILED);
         goto pass;
     }
-    count2(C_IN_FAST, C_IN_FAST_BYTES, inner_len + GENEVE_LEN); /* as the Python datapath counts them */
+    __u64 *c = counts();
+    if (c) {
+        c[C_IN_FAST] += 1;
+        c[C_IN_FAST_BYTES] += inner_len + GENEVE_LEN; /* as the Python datapath counts them */
+    }
     return bpf_redirect(gwi, BPF_F_INGRESS);
 pass:
-    count(C_IN_PASSED, 1);
+    count(C_IN_PASSED);
     return PASS;
 }
 
@@ -596,7 +582,7 @@ int tunnel_out(struct __sk_buff *skb)
     struct nexthop_val hop = *nh;
     __u8 udp_checksum = cfg->udp_checksum;
     if (bpf_skb_change_head(skb, OUTER_LEN, 0)) {
-        count(C_OUT_REDIRECT_FAILED, 1);
+        count(C_OUT_REDIRECT_FAILED);
         return TC_ACT_SHOT;
     }
     data = (void *)(long)skb->data;
@@ -622,12 +608,7 @@ int tunnel_out(struct __sk_buff *skb)
     ip->check = 0;
     ip->saddr = v.self_addr;
     ip->daddr = v.gwlb_addr;
-    __u64 s = 0;
-    __u16 *w = (void *)ip;
-#pragma unroll
-    for (int i = 0; i < 10; i++)
-        s += w[i];
-    ip->check = ~fold(s);
+    ip->check = ~fold(ip_header_sum(ip));
     udp->source = v.gwlb_port;
     udp->dest = bpf_htons(GENEVE_PORT);
     udp->len = bpf_htons(ip_len - sizeof(*ip));
@@ -636,8 +617,7 @@ int tunnel_out(struct __sk_buff *skb)
     if (udp_checksum) {
         /* ones' sum of the pseudo header, the UDP header, the GENEVE header (from the copy on the stack) and
            the inner packet (in place where the linear data holds it) */
-        __u64 sum = (v.self_addr & 0xffff) + (v.self_addr >> 16) + (v.gwlb_addr & 0xffff) + (v.gwlb_addr >> 16)
-                    + bpf_htons(IPPROTO_UDP) + udp->len + udp->source + udp->dest + udp->len;
+        __u64 sum = pseudo_sum(v.self_addr, v.gwlb_addr, udp->len) + udp->source + udp->dest + udp->len;
         __u32 *hw = (__u32 *)v.header;
 #pragma unroll
         for (int i = 0; i < GENEVE_LEN / 4; i++)
@@ -659,10 +639,14 @@ int tunnel_out(struct __sk_buff *skb)
         t->packets_out++;
         t->bytes_out += inner_len;
     }
-    count2(C_OUT_FAST, C_OUT_FAST_BYTES, inner_len);
+    __u64 *c = counts();
+    if (c) {
+        c[C_OUT_FAST] += 1;
+        c[C_OUT_FAST_BYTES] += inner_len;
+    }
     return bpf_redirect(hop.ifindex, 0);
 pass:
-    count(C_OUT_PASSED, 1);
+    count(C_OUT_PASSED);
     return PASS;
 }
 
