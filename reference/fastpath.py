@@ -27,6 +27,11 @@ DATAPATHS = ("auto", "kernel", "python")
 EXPIRE_EVERY = 1.0
 #: how often the addresses GENEVE is received on are looked up again
 OWN_EVERY = 1.0
+#: the last part of a tunnel's idle time (``-t``; at most half of it) in which its traffic is the Python
+#: datapath's alone (the kernel's copy of the tunnel is closed): the decision to retire it is then made where its
+#: packets are handled, never while the kernel is carrying one into it, and what the kernel carried into it
+#: before has long come out when its devices go
+CLOSE_LEAD = 1.0
 
 
 def uplinks() -> dict[str, int]:
@@ -51,6 +56,8 @@ class FastPath:
         for name, idx in self.uplinks.items():
             kernel.attach_path(idx, True, name)
         self._tunnels: dict[int, tuple[int, int, list[Link]]] = {}  # ENI -> (gwi, gwo, links)
+        self._closed: set[int] = set()  # tunnels (ENIs) whose traffic is the Python datapath's until used again
+        self._carried: dict[int, tuple[int, int, int, int]] = {}  # by ENI: what the kernel carried before closing
         self._nexthops: dict[str, tuple[int, bytes, bytes]] = {}
         self._next_expiry = 0.0
         self.python_tunnels = 0  #: tunnels kept on the Python datapath (tc egress rules on their devices)
@@ -100,6 +107,8 @@ class FastPath:
         if entry is None:
             return
         gwi, gwo, links = entry
+        self._closed.discard(t.eni_id)
+        self._carried.pop(t.eni_id, None)
         self.kernel.tunnel_gone(t.eni_id, gwi, gwo)
         for link in links:
             link.close()
@@ -134,17 +143,53 @@ class FastPath:
         mono = time.monotonic()
         if mono >= self._next_own:
             self._refresh_own(mono)
-        for eni_id in self._tunnels:
+        timeout = core.config.tunnel_timeout
+        lead = min(CLOSE_LEAD, timeout / 2)
+        for eni_id, (gwi, gwo, _links) in self._tunnels.items():
+            t = core.tunnels.get(eni_id)
+            if t is None:
+                continue
+            if eni_id in self._closed:
+                if now - t.last_seen < timeout - lead:  # used again (through the Python datapath)
+                    try:
+                        kernel.open_tunnel(eni_id, gwi, gwo)
+                        self._closed.discard(eni_id)
+                        log.debug("tunnel %s in use again: the kernel path carries it", t.ingress)
+                    except OSError as e:  # the Python datapath goes on carrying it: tried again next tick
+                        log.warning("cannot open tunnel %s in the kernel again: %s", t.ingress, e)
+                continue
             state = kernel.tunnel_state(eni_id)
             if state is None:
                 continue
-            seen = state[0]
-            t = core.tunnels.get(eni_id)
-            if seen is not None and t is not None:
-                t.last_seen = max(t.last_seen, now - (mono - seen))
+            self._saw(t, state[0], now, mono)
+            if timeout and now - t.last_seen >= timeout - lead:
+                self._close(t, now, mono, timeout - lead)
         if mono >= self._next_expiry:
             self._next_expiry = mono + max(EXPIRE_EVERY, self.flow_timeout / 4)
             self.flows = kernel.expire_flows(mono - self.flow_timeout)
+
+    @staticmethod
+    def _saw(t: Tunnel, seen: float | None, now: float, mono: float) -> None:
+        """The kernel last carried a packet into ``t`` at ``seen`` (CLOCK_MONOTONIC seconds; None: never)."""
+        if seen is not None:
+            t.last_seen = max(t.last_seen, now - (mono - seen))
+
+    def _close(self, t: Tunnel, now: float, mono: float, idle: float) -> None:
+        """``t`` has been idle for ``idle`` seconds, near its deadline: its traffic is the Python datapath's from
+        now on (until it is used again), and it is retired no sooner than it would be had it been idle for
+        only that long now."""
+        state = self.kernel.close_tunnel(t.eni_id)
+        self._closed.add(t.eni_id)
+        log.debug("tunnel %s idle for %.1f s: the Python datapath carries it until it is used again", t.ingress,
+                  now - t.last_seen)
+        if state is None:
+            return
+        seen, counts = state
+        self._saw(t, seen, now, mono)  # a packet may have come in since the look before
+        before = self._carried.get(t.eni_id, (0, 0, 0, 0))
+        self._carried[t.eni_id] = (before[0] + counts[0], before[1] + counts[1], before[2] + counts[2],
+                                   before[3] + counts[3])
+        t.last_seen = max(t.last_seen, now - idle)
 
     def _refresh_own(self, mono: float) -> None:
         """Tell the kernel which addresses GENEVE is received on (those of this namespace, or the one listened
@@ -163,12 +208,16 @@ class FastPath:
 
     def carried(self, eni_id: int) -> tuple[int, int, int, int] | None:
         """What the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out (inner)."""
-        state = self.kernel.tunnel_state(eni_id) if eni_id in self._tunnels else None
-        return state[1] if state is not None else None
+        if eni_id not in self._tunnels:
+            return None
+        state = self.kernel.tunnel_state(eni_id)
+        now = state[1] if state is not None else (0, 0, 0, 0)
+        before = self._carried.get(eni_id, (0, 0, 0, 0))
+        return (now[0] + before[0], now[1] + before[1], now[2] + before[2], now[3] + before[3])
 
     def status(self) -> dict[str, Any]:
         c = self.kernel.counters()
-        return {**c, "flows": self.flows, "tunnels": len(self._tunnels),
+        return {**c, "flows": self.flows, "tunnels": len(self._tunnels), "tunnels_closed": len(self._closed),
                 "tunnels_kept_on_python": self.python_tunnels,
                 "uplinks": sorted(self.uplinks), "next_hops": len(self._nexthops)}
 

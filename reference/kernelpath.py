@@ -60,7 +60,18 @@ class KernelPath(BpfObject):
             slot, holder = self._slot(dev)
             if holder == 0:  # free: the programs find the device there, unhashed
                 self.update("device_slots", slot, _SLOT.pack(dev, eni_id))
+        self.open_tunnel(eni_id, gwi, gwo)
+
+    def open_tunnel(self, eni_id: int, gwi: int, gwo: int) -> None:
+        """The programs carry the tunnel's packets (both ways), counting afresh."""
         self.percpu_update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0))
+
+    def close_tunnel(self, eni_id: int) -> tuple[float | None, tuple[int, int, int, int]] | None:
+        """The programs leave the tunnel's packets to the Python datapath from now on, both ways (its devices and
+        the flows the kernel learnt stay, for what is already on its way); what :meth:`tunnel_state` said at
+        that moment, or None if it was not open."""
+        raw = self.percpu_take("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size)
+        return None if raw is None else _summed(raw)
 
     def tunnel_gone(self, eni_id: int, gwi: int, gwo: int) -> None:
         self.delete("tunnels", struct.pack("=Q", eni_id))
@@ -82,12 +93,7 @@ class KernelPath(BpfObject):
         """When the fast path last carried a packet of the tunnel (CLOCK_MONOTONIC seconds, None: never) and
         what it carried (packets in, bytes in, packets out, bytes out); None for a tunnel it does not have."""
         raw = self.percpu_lookup("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size)
-        if raw is None:
-            return None
-        copies = [_TUNNEL_VAL.unpack(c) for c in raw]  # one per CPU: the latest time, the sums
-        ns = max(c[2] for c in copies)
-        counts = [sum(c[i] for c in copies) for i in range(3, 7)]
-        return (ns / 1e9 if ns else None), (counts[0], counts[1], counts[2], counts[3])
+        return None if raw is None else _summed(raw)
 
     def own_addresses(self, added: Iterable[str], gone: Iterable[str]) -> None:
         """Datagrams to ``added`` are the socket's to receive (their flows may be learnt here); those to ``gone``
@@ -141,6 +147,14 @@ class KernelPath(BpfObject):
         entry = struct.Struct(f"={len(COUNTERS)}Q")  # the map's one entry: every counter
         copies = [entry.unpack(c) for c in self.percpu_lookup("counters", struct.pack("=I", 0), entry.size) or []]
         return {name: sum(c[i] for c in copies) for i, name in enumerate(COUNTERS)}
+
+
+def _summed(raw: list[bytes]) -> tuple[float | None, tuple[int, int, int, int]]:
+    """A tunnel's per-CPU copies as one: the latest time (seconds, None: never), the sums of the counts."""
+    copies = [_TUNNEL_VAL.unpack(c) for c in raw]
+    ns = max(c[2] for c in copies)
+    counts = [sum(c[i] for c in copies) for i in range(3, 7)]
+    return (ns / 1e9 if ns else None), (counts[0], counts[1], counts[2], counts[3])
 
 
 def flow_key(eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> bytes | None:

@@ -74,6 +74,7 @@ class _Libbpf:
                 ("bpf_program__fd", i, [vp]), ("bpf_object__find_map_fd_by_name", i, [vp, cp]),
                 ("bpf_link_create", i, [i, i, u, vp]), ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
                 ("bpf_map_lookup_elem", i, [i, vp, vp]), ("bpf_map_delete_elem", i, [i, vp]),
+                ("bpf_map_lookup_and_delete_elem", i, [i, vp, vp]),
                 ("bpf_map_get_next_key", i, [i, vp, vp]), ("libbpf_get_error", ctypes.c_long, [vp]),
                 ("libbpf_num_possible_cpus", i, []), ("bpf_object__find_map_by_name", vp, [vp, cp]),
                 ("bpf_map__set_max_entries", i, [vp, ctypes.c_uint32]),
@@ -230,6 +231,22 @@ class BpfObject:
         stride = (size + 7) // 8 * 8  # the kernel lays the copies out 8-byte aligned
         raw = self.lookup(name, key, stride * self.cpus)
         return None if raw is None else [raw[i * stride:i * stride + size] for i in range(self.cpus)]
+
+    def percpu_take(self, name: str, key: bytes, size: int) -> list[bytes] | None:
+        """Look a per-CPU map's value up and delete it in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM), as
+        :meth:`percpu_lookup` gives it; None when absent. A kernel without that step for hash maps (before 5.14)
+        gets a lookup and then a delete."""
+        stride = (size + 7) // 8 * 8
+        buf = ctypes.create_string_buffer(stride * self.cpus)
+        if self._bpf.lib.bpf_map_lookup_and_delete_elem(self.maps[name], key, buf) != 0:
+            err = ctypes.get_errno()
+            if err not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return None
+            copies = self.percpu_lookup(name, key, size)
+            self.delete(name, key)
+            return copies
+        raw = buf.raw
+        return [raw[i * stride:i * stride + size] for i in range(self.cpus)]
 
     def percpu_update(self, name: str, key: bytes, value: bytes) -> None:
         """Set a per-CPU map's value at ``key`` to ``value`` in every CPU's copy."""

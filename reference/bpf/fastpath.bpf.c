@@ -4,7 +4,7 @@
 // IP options or fragments, UDP to 6081, version 0, no O or C bit, exactly the three options of the configured
 // class: ENI id, attachment id, cookie, in any order) carrying an unfragmented IPv4 packet or an IPv6 packet
 // without extension headers (the protocol type saying which), for an ENI whose tunnel the Python side has
-// marked ready, passing the checks the stack would make (the IPv4 header's checksum; the UDP checksum unless
+// opened (marked ready, and not closed for its retirement), passing the checks the stack would make (the IPv4 header's checksum; the UDP checksum unless
 // zero or checked by the device; a frame to this host, to an address GENEVE is received on): the flow is
 // learnt (header byte for byte and the outer addressing, keyed by ENI and the symmetric inner flow key), the
 // outer headers are stripped and the inner packet is redirected into the tunnel's gwi- as if received there.
@@ -12,12 +12,11 @@
 // where it is. Anything else goes on to the stack, where the Python datapath's socket receives it (and drops
 // what is malformed, with its reason) or the stack drops it first.
 //
-// tunnel_out (tcx egress of every gwi-/gwo-): such an IPv4 or IPv6 packet of a flow in the map, with the next
-// hop toward its GWLB node known, that came in through a tunnel (not a local service's reply, not a second
-// arm's NAT reply: those may carry checksums left to the device) and is not GSO, gets the outer
-// Ethernet/IPv4/UDP/GENEVE headers (the flow's latest header,
-// GWLB's source port to 6081, addresses swapped, checksums right, as the Python path writes them) and is
-// redirected out of that device. Anything else goes on to the TUN device, where the Python datapath reads it.
+// tunnel_out (tcx egress of every gwi-/gwo-): such an IPv4 or IPv6 packet of a flow in the map, of an open
+// tunnel, with the next hop toward its GWLB node known, that came in through a tunnel (not a local service's
+// reply, not a second arm's NAT reply: those may carry checksums left to the device) and is not GSO, gets the
+// outer Ethernet/IPv4/UDP/GENEVE headers (the flow's latest header, GWLB's source port to 6081, addresses
+// swapped, checksums right, as the Python path writes them) and is redirected out of that device. Anything else goes on to the TUN device, where the Python datapath reads it.
 //
 // The key layout, the value layout and the counter indexes are mirrored in reference/kernelpath.py.
 
@@ -111,8 +110,10 @@ struct {
     __type(value, struct flow_val);
 } flows SEC(".maps");
 
-/* one copy per CPU, each counting what its CPU carried (no atomic operations per packet): the Python side writes
-   the devices into every copy and reads the latest time and the sums */
+/* the open tunnels, by ENI; one copy per CPU, each counting what its CPU carried (no atomic operations per
+   packet): the Python side writes the devices into every copy and reads the latest time and the sums. A tunnel
+   about to be retired is taken out (closed) first: from then on its packets are the Python datapath's, both
+   ways, so that the decision to retire it is made where its packets are handled */
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
     __uint(max_entries, 65536);
@@ -482,7 +483,7 @@ int geneve_in(struct __sk_buff *skb)
         goto pass;
     struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni);
     if (!t)
-        goto pass; /* a new ENI, or its tunnel is not ready yet: the Python side creates it */
+        goto pass; /* a new ENI, or its tunnel is not ready yet (the Python side creates it) or closed */
     void *inner = g + GENEVE_LEN;
     __u32 inner_len = bpf_ntohs(ip->tot_len) - (sizeof(*ip) + sizeof(*udp) + GENEVE_LEN);
     if (inner_len > MAX_INNER || bpf_ntohs(udp->len) != inner_len + sizeof(*udp) + GENEVE_LEN)
@@ -549,6 +550,10 @@ int tunnel_out(struct __sk_buff *skb)
     if (!eni)
         return PASS;
     __u64 eni_id = *eni;
+    /* a closed tunnel (about to be retired) is the Python datapath's both ways */
+    struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni_id);
+    if (!t)
+        goto pass;
     /* only what came in through a tunnel (from GWLB, whole checksums) goes back here; this namespace's own
        packets (a local service's replies) and what came in on another device (a second arm's NAT replies, or
        anything from a namespace behind a veth) may carry a checksum the device is left to finish, and GSO
@@ -634,11 +639,8 @@ int tunnel_out(struct __sk_buff *skb)
             return TC_ACT_SHOT;
         udp->check = c ? c : 0xffff;
     }
-    struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni_id);
-    if (t) {
-        t->packets_out++;
-        t->bytes_out += inner_len;
-    }
+    t->packets_out++;
+    t->bytes_out += inner_len;
     __u64 *c = counts();
     if (c) {
         c[C_OUT_FAST] += 1;

@@ -177,6 +177,44 @@ def test_the_kernel_path_carries_the_common_case_and_counts_it(topo: Topo) -> No
 
 
 @needs_kernel_path
+def test_a_tunnel_near_its_idle_deadline_is_the_python_datapaths_until_used_again(topo: Topo) -> None:
+    """-t 4: in the last second of its idle time the kernel's copy of the tunnel is closed, so its traffic is
+    the Python datapath's and the decision to retire it is made where its packets are handled. A packet then is
+    carried by the Python datapath, through the same tunnel (not re-created), and opens it in the kernel again:
+    the next ones are the kernel's. Every packet comes back, and the tunnel counts all of them."""
+    topo.start("--datapath", "kernel", "-t", "4")
+    flows = [geneve.build(raw(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=3000 + i, dport=53) / b"d"), ENI,
+                          0x300 + i) for i in range(4)]
+
+    def round_trip(what: str) -> dict[str, int]:
+        for i, payload in enumerate(flows):
+            topo.peer.send(payload, sport=63000 + i)
+        backs = topo.peer.recv_all(len(flows), 3)
+        assert sorted(r.payload for r in backs) == sorted(flows), f"{what}\n{topo.log()}"
+        return dict(topo.status()["datapath"]["kernel"])
+
+    round_trip("the tunnel created")
+    topo.wait_for(lambda: topo.status()["datapath"]["kernel"]["next_hops"] >= 1, what="the next hop")
+    before = round_trip("the kernel's first round")
+    (tunnel,) = topo.status()["tunnels"]
+    assert before["tunnels_closed"] == 0, before
+    topo.wait_for(lambda: topo.status()["datapath"]["kernel"]["tunnels_closed"] == 1, timeout=8,
+                  what="the tunnel closed in the kernel near its idle deadline")
+    closed = dict(topo.status()["datapath"]["kernel"])
+    after = round_trip("sent while the tunnel was closed in the kernel")
+    assert after["in_fast"] == closed["in_fast"] and after["in_passed"] >= closed["in_passed"] + len(flows), \
+        (closed, after)
+    (same,) = topo.status()["tunnels"]
+    assert same["generation"] == tunnel["generation"], (tunnel, same)  # the same tunnel: not re-created
+    topo.wait_for(lambda: topo.status()["datapath"]["kernel"]["tunnels_closed"] == 0, timeout=3,
+                  what="the tunnel opened in the kernel again")
+    again = round_trip("after the tunnel opened in the kernel again")
+    assert again["in_fast"] >= after["in_fast"] + len(flows), (after, again)
+    (last,) = topo.status()["tunnels"]
+    assert last["generation"] == tunnel["generation"] and last["packets_in"] == last["packets_out"] == 16, last
+
+
+@needs_kernel_path
 def test_tc_rules_on_the_tunnel_devices_still_apply(topo: Topo, tmp_path: Path) -> None:
     """The passthrough hook's ingress qdisc and mirred filter work beside the tcx programs. A hook that puts
     classic tc egress rules on gwo- (here: UDP to port 7 is sent away to lo) keeps its tunnel on the Python
@@ -528,5 +566,39 @@ def test_flows_are_learnt_only_for_addresses_geneve_is_received_on_and_dropped_w
             kp.own_addresses((), {fp.SELF})
             assert kp.flow(fp.ENI, inner, 0, len(inner)) is None
             assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] != fp.TC_ACT_REDIRECT
+        finally:
+            kp.close()
+
+
+@needs_kernel_path
+def test_a_closed_tunnel_is_left_to_python_both_ways_and_its_counts_are_handed_over() -> None:
+    """Closing a tunnel (its retirement near) takes its copy out of the kernel in one step, counts and all:
+    GENEVE for it and returns of the flows the kernel learnt then go to the Python datapath (the returns too,
+    so that none is carried and counted by a tunnel that is no longer there); opening it again starts its
+    counts afresh."""
+    with Lab() as lab, entered(fp.tunnel_namespace(lab, "close", "gwi-c", "gwo-c")):
+        idx = {name: i for i, name in socket.if_nameindex()}
+        gwi, gwo = idx["gwi-c"], idx["gwo-c"]
+        kp = KernelPath(0x0108, True, 1024)
+        try:
+            kp.own_addresses({fp.SELF}, ())
+            kp.tunnel_ready(fp.ENI, gwi, gwo)
+            kp.set_nexthop(fp.GWLB, idx["eth0"], *fp.MACS)
+            inner = fp._inner(64)
+            up, out = {"ifindex": idx["eth0"]}, {"ifindex": gwo, "ingress_ifindex": gwi}
+            assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] == fp.TC_ACT_REDIRECT
+            kp.test_run("tunnel_out", inner, **out)  # the next hop's once-a-second pass to Python
+            assert kp.test_run("tunnel_out", inner, **out)[0] == fp.TC_ACT_REDIRECT
+            state = kp.close_tunnel(fp.ENI)
+            assert state is not None and state[0] is not None
+            assert state[1] == (1, len(inner), 1, len(inner)), state
+            assert kp.tunnel_state(fp.ENI) is None and kp.close_tunnel(fp.ENI) is None
+            assert kp.flow(fp.ENI, inner, 0, len(inner)) is not None  # the learnt flow stays
+            assert kp.test_run("tunnel_out", inner, **out)[0] != fp.TC_ACT_REDIRECT
+            assert kp.test_run("geneve_in", fp._frame(inner, False), **up)[0] != fp.TC_ACT_REDIRECT
+            kp.open_tunnel(fp.ENI, gwi, gwo)
+            assert kp.test_run("tunnel_out", inner, **out)[0] == fp.TC_ACT_REDIRECT
+            got = kp.tunnel_state(fp.ENI)
+            assert got is not None and got[1] == (0, 0, 1, len(inner)), got
         finally:
             kp.close()
