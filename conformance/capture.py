@@ -19,6 +19,7 @@ from gwlbsim.wire import pcap
 
 ETH_P_ALL = 0x0003
 IDLE_POLL = 0.02  #: seconds the reader waits for frames before it notes that it has read everything
+BATCH = 256  #: frames read from one socket in a row
 
 
 class Capture:
@@ -29,6 +30,7 @@ class Capture:
             s = netns.socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             s.bind((ifname, 0))
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            s.setblocking(False)
             self._socks.append(s)
         self._stop = threading.Event()
         self._idle = threading.Condition()
@@ -43,10 +45,11 @@ class Capture:
                 with self._idle:
                     self._idle_at = time.time()
                     self._idle.notify_all()
-            for s in r:
+            for s in r:  # what is there, up to a batch a socket (the others get their turn)
                 with contextlib.suppress(OSError):
-                    data = s.recv(65536)
-                    self.frames.append((time.time(), data))
+                    for _ in range(BATCH):
+                        data = s.recv(65536)
+                        self.frames.append((time.time(), data))
 
     def since(self, t0: float) -> list[tuple[float, bytes]]:
         return [(t, d) for t, d in list(self.frames) if t >= t0]

@@ -7,10 +7,10 @@ The reference appliance's datapath, its workers' supervisor and the fake GWLB's 
     loop.run(on_tick=tick, on_wake=drain_queue)   # until loop.stop(); then the caller tears down
     loop.close()
 
-Other threads hand work over with :meth:`EventLoop.wake` (a byte down a non-blocking pipe): the loop drains the
-pipe and calls ``on_wake``. The tick runs at most once per ``tick`` seconds of the injected clock, also when
-the descriptors are busy. ``heartbeat`` is the clock's time of the loop's latest turn (a stalled loop shows in
-health).
+Other threads hand work over with :meth:`EventLoop.wake` (a byte down a non-blocking pipe, unless one is on its
+way already): the loop drains the pipe and calls ``on_wake``. The tick runs at most once per ``tick`` seconds of
+the injected clock, also when the descriptors are busy. ``heartbeat`` is the clock's time of the loop's latest
+turn (a stalled loop shows in health).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class EventLoop:
         self._epoll = select.epoll()
         self._handlers: dict[int, Handler] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._woken = False  # a byte is in the pipe and on_wake has not started yet: another wake needs none
         self._epoll.register(self._wake_r, select.EPOLLIN)
 
     def watch(self, fd: int, handler: Handler) -> None:
@@ -57,7 +58,11 @@ class EventLoop:
         return fd in self._handlers
 
     def wake(self) -> None:
-        """From any thread: have the loop call its ``on_wake`` soon."""
+        """From any thread: have the loop call its ``on_wake`` soon (after whatever the caller handed over
+        before this call). Many wakes before the loop turns cost one write."""
+        if self._woken:
+            return
+        self._woken = True
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
 
@@ -77,7 +82,8 @@ class EventLoop:
             for fd, _ev in events:
                 if fd == wake_r:
                     self._drain()
-                    on_wake(now)
+                    self._woken = False  # after the pipe is empty, before on_wake looks: work handed over
+                    on_wake(now)  # from now on wakes it again
                     continue
                 handler = handlers.get(fd)
                 if handler is None:  # closed or handed away meanwhile

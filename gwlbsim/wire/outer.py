@@ -7,6 +7,7 @@ kept.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from typing import NamedTuple
@@ -47,7 +48,9 @@ class Outer(NamedTuple):
     payload_len: int
 
 
+@functools.lru_cache(maxsize=4096)
 def addr4(text: str) -> bytes:
+    """The 4 bytes of a dotted-quad address (remembered: the same few addresses are packed per packet)."""
     return ipaddress.IPv4Address(text).packed
 
 

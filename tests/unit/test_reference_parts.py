@@ -4,7 +4,9 @@ path policy, the worker protocol, and the one event loop the drivers share."""
 from __future__ import annotations
 
 import os
+import queue
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -241,3 +243,60 @@ def test_the_loop_calls_handlers_wakes_and_ticks_then_stops() -> None:
     loop.close()
     os.close(r)
     os.close(w)
+
+
+def test_wakes_from_other_threads_are_never_lost_and_cost_a_write_only_when_none_is_pending() -> None:
+    """Producers hand work over (a queue, then a wake) while the loop drains it: every item is seen, however
+    the wakes fall against the loop's turns, and wakes already covered by a byte in the pipe write nothing."""
+    loop = EventLoop(tick=0.05)
+    work: queue.Queue[int] = queue.Queue()
+    seen: list[int] = []
+    writes = [0]
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes[0] += 1
+        return real_write(fd, data)
+
+    def drain(now: float) -> None:
+        while True:
+            try:
+                seen.append(work.get_nowait())
+            except queue.Empty:
+                return
+
+    real_drain = loop._drain
+    between = [True]
+
+    def drain_with_a_hand_over_in_between() -> None:
+        if between:  # once: a producer hands work over just as the loop empties the pipe
+            between.clear()
+            work.put(-1)
+            loop.wake()
+        real_drain()
+
+    n, producers = 20_000, 2
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "write", counting_write)
+        mp.setattr(loop, "_drain", drain_with_a_hand_over_in_between)
+        th = threading.Thread(target=loop.run, kwargs={"on_wake": drain})
+        th.start()
+
+        def produce(base: int) -> None:
+            for i in range(n):
+                work.put(base + i)
+                loop.wake()
+
+        ps = [threading.Thread(target=produce, args=(p * n,)) for p in range(producers)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join()
+        deadline = time.monotonic() + 10
+        while len(seen) <= n * producers and time.monotonic() < deadline:
+            time.sleep(0.01)  # the loop's own thread drains: waiting for its count, with a deadline
+        loop.stop()
+        th.join(5)
+    loop.close()
+    assert sorted(seen) == [-1, *range(n * producers)], f"{n * producers + 1 - len(seen)} items never handed over"
+    assert writes[0] < n * producers, writes  # wakes coalesced while one was pending
