@@ -57,7 +57,7 @@ class FastPath:
             kernel.attach_path(idx, True, name)
         self._tunnels: dict[int, tuple[int, int, list[Link]]] = {}  # ENI -> (gwi, gwo, links)
         self._closed: set[int] = set()  # tunnels (ENIs) whose traffic is the Python datapath's until used again
-        self._carried: dict[int, tuple[int, int, int, int]] = {}  # by ENI: what the kernel carried before closing
+        self._carried: dict[int, Carried] = {}  # by ENI: what the kernel carried before the tunnel was closed
         self._nexthops: dict[str, tuple[int, bytes, bytes]] = {}
         self._next_expiry = 0.0
         self.python_tunnels = 0  #: tunnels kept on the Python datapath (tc egress rules on their devices)
@@ -186,9 +186,7 @@ class FastPath:
             return
         seen, counts = state
         self._saw(t, seen, now, mono)  # a packet may have come in since the look before
-        before = self._carried.get(t.eni_id, (0, 0, 0, 0))
-        self._carried[t.eni_id] = (before[0] + counts[0], before[1] + counts[1], before[2] + counts[2],
-                                   before[3] + counts[3])
+        self._carried[t.eni_id] = _plus(self._carried.get(t.eni_id, NONE_CARRIED), counts)
         t.last_seen = max(t.last_seen, now - idle)
 
     def _refresh_own(self, mono: float) -> None:
@@ -206,14 +204,12 @@ class FastPath:
             log.warning("cannot bring the kernel path's addresses up to date (%s): trying again in %g s", e,
                         OWN_EVERY)
 
-    def carried(self, eni_id: int) -> tuple[int, int, int, int] | None:
-        """What the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out (inner)."""
+    def carried(self, eni_id: int) -> Carried | None:
+        """What the kernel carried for a tunnel (inner packets and bytes), also before it was last closed."""
         if eni_id not in self._tunnels:
             return None
-        state = self.kernel.tunnel_state(eni_id)
-        now = state[1] if state is not None else (0, 0, 0, 0)
-        before = self._carried.get(eni_id, (0, 0, 0, 0))
-        return (now[0] + before[0], now[1] + before[1], now[2] + before[2], now[3] + before[3])
+        state = self.kernel.tunnel_state(eni_id)  # None while closed
+        return _plus(self._carried.get(eni_id, NONE_CARRIED), state[1] if state is not None else NONE_CARRIED)
 
     def status(self) -> dict[str, Any]:
         c = self.kernel.counters()
@@ -223,6 +219,15 @@ class FastPath:
 
     def close(self) -> None:
         self.kernel.close()
+
+
+#: what the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out
+Carried = tuple[int, int, int, int]
+NONE_CARRIED: Carried = (0, 0, 0, 0)
+
+
+def _plus(a: Carried, b: Carried) -> Carried:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3])
 
 
 def _has_clsact(dev: str) -> bool:

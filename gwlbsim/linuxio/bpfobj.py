@@ -59,6 +59,11 @@ def compiled_object(source: Path) -> Path:
     return out
 
 
+def _stride(size: int) -> int:
+    """How far apart the kernel lays out the per-CPU copies of a ``size``-byte value (8-byte aligned)."""
+    return (size + 7) // 8 * 8
+
+
 class _Libbpf:
     """The few libbpf calls used, through ctypes."""
 
@@ -228,16 +233,14 @@ class BpfObject:
 
     def percpu_lookup(self, name: str, key: bytes, size: int) -> list[bytes] | None:
         """A per-CPU map's ``size``-byte value at ``key``, one copy per possible CPU (None when absent)."""
-        stride = (size + 7) // 8 * 8  # the kernel lays the copies out 8-byte aligned
-        raw = self.lookup(name, key, stride * self.cpus)
-        return None if raw is None else [raw[i * stride:i * stride + size] for i in range(self.cpus)]
+        raw = self.lookup(name, key, _stride(size) * self.cpus)
+        return None if raw is None else self._copies(raw, size)
 
     def percpu_take(self, name: str, key: bytes, size: int) -> list[bytes] | None:
         """Look a per-CPU map's value up and delete it in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM), as
         :meth:`percpu_lookup` gives it; None when absent. A kernel without that step for hash maps (before 5.14)
         gets a lookup and then a delete."""
-        stride = (size + 7) // 8 * 8
-        buf = ctypes.create_string_buffer(stride * self.cpus)
+        buf = ctypes.create_string_buffer(_stride(size) * self.cpus)
         if self._bpf.lib.bpf_map_lookup_and_delete_elem(self.maps[name], key, buf) != 0:
             err = ctypes.get_errno()
             if err not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
@@ -245,12 +248,15 @@ class BpfObject:
             copies = self.percpu_lookup(name, key, size)
             self.delete(name, key)
             return copies
-        raw = buf.raw
+        return self._copies(buf.raw, size)
+
+    def _copies(self, raw: bytes, size: int) -> list[bytes]:
+        stride = _stride(size)
         return [raw[i * stride:i * stride + size] for i in range(self.cpus)]
 
     def percpu_update(self, name: str, key: bytes, value: bytes) -> None:
         """Set a per-CPU map's value at ``key`` to ``value`` in every CPU's copy."""
-        self.update(name, key, value.ljust((len(value) + 7) // 8 * 8, b"\0") * self.cpus)
+        self.update(name, key, value.ljust(_stride(len(value)), b"\0") * self.cpus)
 
     def percpu_sum(self, name: str, key: bytes) -> int:
         """The sum over CPUs of a per-CPU map's u64 value at ``key`` (0 when absent)."""

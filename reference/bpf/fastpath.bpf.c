@@ -4,8 +4,9 @@
 // IP options or fragments, UDP to 6081, version 0, no O or C bit, exactly the three options of the configured
 // class: ENI id, attachment id, cookie, in any order) carrying an unfragmented IPv4 packet or an IPv6 packet
 // without extension headers (the protocol type saying which), for an ENI whose tunnel the Python side has
-// opened (marked ready, and not closed for its retirement), passing the checks the stack would make (the IPv4 header's checksum; the UDP checksum unless
-// zero or checked by the device; a frame to this host, to an address GENEVE is received on): the flow is
+// opened (marked ready, and not closed for its retirement), passing the checks the stack would make (the IPv4
+// header's checksum; the UDP checksum unless zero or checked by the device; a frame to this host, to an address
+// GENEVE is received on): the flow is
 // learnt (header byte for byte and the outer addressing, keyed by ENI and the symmetric inner flow key), the
 // outer headers are stripped and the inner packet is redirected into the tunnel's gwi- as if received there.
 // Headers outside the linear data (a jumbo frame, say) are made linear first; the rest of the packet stays
@@ -16,7 +17,8 @@
 // tunnel, with the next hop toward its GWLB node known, that came in through a tunnel (not a local service's
 // reply, not a second arm's NAT reply: those may carry checksums left to the device) and is not GSO, gets the
 // outer Ethernet/IPv4/UDP/GENEVE headers (the flow's latest header, GWLB's source port to 6081, addresses
-// swapped, checksums right, as the Python path writes them) and is redirected out of that device. Anything else goes on to the TUN device, where the Python datapath reads it.
+// swapped, checksums right, as the Python path writes them) and is redirected out of that device. Anything else
+// goes on to the TUN device, where the Python datapath reads it.
 //
 // The key layout, the value layout and the counter indexes are mirrored in reference/kernelpath.py.
 
