@@ -15,11 +15,13 @@ from collections import deque
 from pathlib import Path
 
 from gwlbsim.linuxio import netns
+from gwlbsim.linuxio.fastio import BatchReceiver
 from gwlbsim.wire import pcap
 
 ETH_P_ALL = 0x0003
 IDLE_POLL = 0.02  #: seconds the reader waits for frames before it notes that it has read everything
-BATCH = 256  #: frames read from one socket in a row
+BATCH = 64  #: frames read from one socket in one system call (recvmmsg)
+ROUNDS = 4  #: batches read from one socket in a row (the others get their turn)
 
 
 class Capture:
@@ -32,6 +34,7 @@ class Capture:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             s.setblocking(False)
             self._socks.append(s)
+        self._rx = {s: BatchReceiver(s, BATCH) for s in self._socks}
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._idle_at = 0.0  #: when the reader last found nothing left to read
@@ -45,11 +48,15 @@ class Capture:
                 with self._idle:
                     self._idle_at = time.time()
                     self._idle.notify_all()
-            for s in r:  # what is there, up to a batch a socket (the others get their turn)
+            for s in r:
+                rx = self._rx[s]
                 with contextlib.suppress(OSError):
-                    for _ in range(BATCH):
-                        data = s.recv(65536)
-                        self.frames.append((time.time(), data))
+                    for _ in range(ROUNDS):
+                        n = rx.recv()
+                        t = time.time()
+                        self.frames.extend((t, bytes(rx.views[i][:rx.lengths[i]])) for i in range(n))
+                        if n < BATCH:
+                            break
 
     def since(self, t0: float) -> list[tuple[float, bytes]]:
         return [(t, d) for t, d in list(self.frames) if t >= t0]

@@ -31,7 +31,7 @@ OWN_EVERY = 1.0
 #: datapath's alone (the kernel's copy of the tunnel is closed): the decision to retire it is then made where its
 #: packets are handled, never while the kernel is carrying one into it, and what the kernel carried into it
 #: before has long come out when its devices go
-CLOSE_LEAD = 1.0
+CLOSE_LEAD = 2.0
 
 
 def uplinks() -> dict[str, int]:

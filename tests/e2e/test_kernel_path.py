@@ -178,7 +178,7 @@ def test_the_kernel_path_carries_the_common_case_and_counts_it(topo: Topo) -> No
 
 @needs_kernel_path
 def test_a_tunnel_near_its_idle_deadline_is_the_python_datapaths_until_used_again(topo: Topo) -> None:
-    """-t 4: in the last second of its idle time the kernel's copy of the tunnel is closed, so its traffic is
+    """-t 4: in the last two seconds of its idle time the kernel's copy of the tunnel is closed, so its traffic is
     the Python datapath's and the decision to retire it is made where its packets are handled. A packet then is
     carried by the Python datapath, through the same tunnel (not re-created), and opens it in the kernel again:
     the next ones are the kernel's. Every packet comes back, and the tunnel counts all of them."""

@@ -74,8 +74,8 @@ def _tick(p: FastPath, core: ApplianceCore, mono: list[float], now: float) -> li
 def test_a_tunnel_is_closed_in_the_kernel_before_it_is_retired(monkeypatch: pytest.MonkeyPatch) -> None:
     p, k, core, mono = _setup(monkeypatch)
     k.seen, k.counts = 1000.0 + 1.0, (5, 500, 4, 400)  # the kernel carried its last packet in at 1.0
-    assert _tick(p, core, mono, TIMEOUT - CLOSE_LEAD) == [] and k.open  # 5 s idle of 6: not yet
-    assert _tick(p, core, mono, 1.0 + TIMEOUT - CLOSE_LEAD) == [] and not k.open  # the last second: closed
+    assert _tick(p, core, mono, TIMEOUT - CLOSE_LEAD) == [] and k.open  # idle for 6 - 2 - 1 s: not yet
+    assert _tick(p, core, mono, 1.0 + TIMEOUT - CLOSE_LEAD) == [] and not k.open  # the last CLOSE_LEAD: closed
     assert p.carried(ENI) == (5, 500, 4, 400)  # what the kernel carried still counts
     assert _tick(p, core, mono, 1.0 + TIMEOUT - 0.1) == []  # not before the deadline
     assert len(_tick(p, core, mono, 1.0 + TIMEOUT)) == 1  # idle for -t: retired, as it would be anyway
