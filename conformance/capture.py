@@ -15,7 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from gwlbsim.linuxio import netns
-from gwlbsim.linuxio.fastio import BatchReceiver
+from gwlbsim.linuxio.fastio import BatchReceiver, set_buffer
 from gwlbsim.wire import pcap
 
 ETH_P_ALL = 0x0003
@@ -31,7 +31,7 @@ class Capture:
         for ifname in interfaces:
             s = netns.socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             s.bind((ifname, 0))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            set_buffer(s, socket.SO_RCVBUF, 8 << 20)  # past the system's limit where allowed
             s.setblocking(False)
             self._socks.append(s)
         self._rx = {s: BatchReceiver(s, BATCH) for s in self._socks}

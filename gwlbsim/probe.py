@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from gwlbsim.linuxio import netns
+from gwlbsim.linuxio.fastio import set_buffer
 from gwlbsim.wire.geneve import GENEVE_PORT
 
 
@@ -31,7 +32,7 @@ class GenevePeer:
         self.remote = remote
         self.port = port
         self.rx = netns.socket_in(ns)
-        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        set_buffer(self.rx, socket.SO_RCVBUF, 8 << 20)  # past the system's limit where allowed
         self.rx.bind((local, port))
         self._tx: dict[int, socket.socket] = {}
 

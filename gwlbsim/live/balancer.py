@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from gwlbsim.linuxio import netns
-from gwlbsim.linuxio.fastio import BatchReceiver
+from gwlbsim.linuxio.fastio import BatchReceiver, set_buffer
 from gwlbsim.linuxio.httpprobe import http_probe, tcp_probe
 from gwlbsim.linuxio.loop import EventLoop
 from gwlbsim.linuxio.tun import open_tun
@@ -35,6 +35,8 @@ log = logging.getLogger("gwlbsim.live")
 
 TICK = 0.05
 TUN_BUDGET = 256
+#: the GENEVE socket's receive buffer, in bytes (each small datagram takes about 1 KB of it)
+RECEIVE_BUFFER = 32 << 20
 
 
 def _link_local(pkt: bytes | bytearray) -> bool:
@@ -83,11 +85,12 @@ class LiveGwlb:
         self._ident = 0
         self.probes_run = 0
         self.udp = netns.socket_in(topo.gwlb_ns)
-        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        # past the system's limit (Debian's is 208 KB): a second of returns at the suite's scale rates
+        set_buffer(self.udp, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.udp.bind(("0.0.0.0", GENEVE_PORT))
         self.udp.setblocking(False)
         self.raw = netns.socket_in(topo.gwlb_ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        set_buffer(self.raw, socket.SO_SNDBUF, 8 << 20)
         self.rx = BatchReceiver(self.udp, 32, 65536, pktinfo=True)
         self._probe_pool = ThreadPoolExecutor(16, thread_name_prefix="probe")
 
