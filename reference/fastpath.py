@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from gwlbsim.reference.core import ApplianceCore, Tunnel
-from gwlbsim.reference.kernelpath import COUNTERS, KernelPath, Link, Unavailable
+from gwlbsim.reference.kernelpath import COUNTERS, NONE_CARRIED, Carried, KernelPath, Link, Unavailable
 
 from gwlbsim.linuxio import linkpath
 
@@ -219,11 +219,6 @@ class FastPath:
 
     def close(self) -> None:
         self.kernel.close()
-
-
-#: what the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out
-Carried = tuple[int, int, int, int]
-NONE_CARRIED: Carried = (0, 0, 0, 0)
 
 
 def _plus(a: Carried, b: Carried) -> Carried:

@@ -9,7 +9,6 @@ Python datapath can take a flow out of the kernel's map when it learns that flow
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 from gwlbsim.linuxio.bpfobj import BpfObject, Link, Unavailable
 from gwlbsim.wire.flowkey import V6_OFFSET, InnerError, flow_of
 from gwlbsim.wire.geneve import GENEVE_PORT
+from gwlbsim.wire.outer import addr4
 
 SOURCE = Path(__file__).parent / "bpf" / "fastpath.bpf.c"
 
@@ -34,6 +34,10 @@ _SLOT = struct.Struct("=I4xQ")  # a device slot: ifindex, ENI
 
 #: the programs' direct-mapped table of tunnel devices (by ifindex modulo this)
 DEVICE_SLOTS = 65536
+
+#: what the kernel carried for a tunnel: packets in, bytes in, packets out, bytes out (inner)
+Carried = tuple[int, int, int, int]
+NONE_CARRIED: Carried = (0, 0, 0, 0)
 
 
 class KernelPath(BpfObject):
@@ -66,7 +70,7 @@ class KernelPath(BpfObject):
         """The programs carry the tunnel's packets (both ways), counting afresh."""
         self.percpu_update("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.pack(gwi, gwo, 0, 0, 0, 0, 0))
 
-    def close_tunnel(self, eni_id: int) -> tuple[float | None, tuple[int, int, int, int]] | None:
+    def close_tunnel(self, eni_id: int) -> tuple[float | None, Carried] | None:
         """The programs leave the tunnel's packets to the Python datapath from now on, both ways (its devices and
         the flows the kernel learnt stay, for what is already on its way); what :meth:`tunnel_state` said at
         that moment, or None if it was not open."""
@@ -89,7 +93,7 @@ class KernelPath(BpfObject):
         held = self.lookup("device_slots", slot, _SLOT.size)
         return slot, _SLOT.unpack(held)[0] if held is not None else 0
 
-    def tunnel_state(self, eni_id: int) -> tuple[float | None, tuple[int, int, int, int]] | None:
+    def tunnel_state(self, eni_id: int) -> tuple[float | None, Carried] | None:
         """When the fast path last carried a packet of the tunnel (CLOCK_MONOTONIC seconds, None: never) and
         what it carried (packets in, bytes in, packets out, bytes out); None for a tunnel it does not have."""
         raw = self.percpu_lookup("tunnels", struct.pack("=Q", eni_id), _TUNNEL_VAL.size)
@@ -99,8 +103,8 @@ class KernelPath(BpfObject):
         """Datagrams to ``added`` are the socket's to receive (their flows may be learnt here); those to ``gone``
         no longer are (and the flows learnt from them are taken out)."""
         for addr in added:
-            self.update("own_addrs", ipaddress.IPv4Address(addr).packed, b"\x01")
-        old = {ipaddress.IPv4Address(addr).packed for addr in gone}
+            self.update("own_addrs", addr4(addr), b"\x01")
+        old = {addr4(addr) for addr in gone}
         for packed in old:
             self.delete("own_addrs", packed)
         if old:
@@ -108,7 +112,7 @@ class KernelPath(BpfObject):
                                        if _FLOW_VAL.unpack(v)[2] in old])
 
     def set_nexthop(self, gwlb: str, ifindex: int, src_mac: bytes, dst_mac: bytes) -> None:
-        self.update("nexthops", ipaddress.IPv4Address(gwlb).packed, _NEXTHOP_VAL.pack(ifindex, src_mac, dst_mac, 0))
+        self.update("nexthops", addr4(gwlb), _NEXTHOP_VAL.pack(ifindex, src_mac, dst_mac, 0))
 
     def forget_flow(self, eni_id: int, pkt: bytes | bytearray | memoryview, start: int, end: int) -> None:
         """The Python datapath learnt this packet's flow itself: the kernel's copy may be stale, drop it."""
@@ -149,7 +153,7 @@ class KernelPath(BpfObject):
         return {name: sum(c[i] for c in copies) for i, name in enumerate(COUNTERS)}
 
 
-def _summed(raw: list[bytes]) -> tuple[float | None, tuple[int, int, int, int]]:
+def _summed(raw: list[bytes]) -> tuple[float | None, Carried]:
     """A tunnel's per-CPU copies as one: the latest time (seconds, None: never), the sums of the counts."""
     copies = [_TUNNEL_VAL.unpack(c) for c in raw]
     ns = max(c[2] for c in copies)

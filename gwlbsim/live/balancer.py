@@ -85,7 +85,7 @@ class LiveGwlb:
         self._ident = 0
         self.probes_run = 0
         self.udp = netns.socket_in(topo.gwlb_ns)
-        # past the system's limit (Debian's is 208 KB): a second of returns at the suite's scale rates
+        # past the system's limit (Debian's is 208 KB): a few seconds of returns at the suite's scale rates
         set_buffer(self.udp, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.udp.bind(("0.0.0.0", GENEVE_PORT))
         self.udp.setblocking(False)

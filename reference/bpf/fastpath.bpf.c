@@ -552,16 +552,16 @@ int tunnel_out(struct __sk_buff *skb)
     if (!eni)
         return PASS;
     __u64 eni_id = *eni;
-    /* a closed tunnel (about to be retired) is the Python datapath's both ways */
-    struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni_id);
-    if (!t)
-        goto pass;
     /* only what came in through a tunnel (from GWLB, whole checksums) goes back here; this namespace's own
        packets (a local service's replies) and what came in on another device (a second arm's NAT replies, or
        anything from a namespace behind a veth) may carry a checksum the device is left to finish, and GSO
        packets are to be cut first: the TUN device does both for the Python datapath */
     __u32 from = skb->ingress_ifindex;
     if (skb->gso_size || !tunnel_of(from))
+        goto pass;
+    /* a closed tunnel (about to be retired) is the Python datapath's both ways */
+    struct tunnel_val *t = bpf_map_lookup_elem(&tunnels, &eni_id);
+    if (!t)
         goto pass;
     struct flow_key k;
     __u32 inner_len = skb->len;
