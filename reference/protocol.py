@@ -6,8 +6,13 @@ One SOCK_SEQPACKET socket pair per worker carries one message per packet, JSON `
     worker -> supervisor   Need(eni)        the worker's core saw a new endpoint: create its tunnel
                            Gone(eni)        the tunnel's devices were deleted under the appliance
                            Status(...)      every tick and when asked: counters, flows, tunnels' last use
+                           Closed(eni)      answer to Closing: this worker let go of the tunnel
+                           Keep(eni, t)     answer to Closing: this worker used it at t, after the supervisor's
+                                            view (or is waiting for it): it stays
     supervisor -> worker   Ready(eni)       + the worker's gwi and gwo queue descriptors
                            Failed(eni)      creation failed (the worker's core retries later)
+                           Closing(eni, t)  the tunnel looks idle (last used at t, by the reports): let go of it
+                                            unless used since, and answer
                            Retire(eni)      the tunnel is being destroyed: forget it
                            Report()         send a Status now
                            Stop()
@@ -51,6 +56,20 @@ class Retire(NamedTuple):
     eni: int
 
 
+class Closing(NamedTuple):
+    eni: int
+    since: float  #: the tunnel's last use as the supervisor knows it from the reports
+
+
+class Closed(NamedTuple):
+    eni: int
+
+
+class Keep(NamedTuple):
+    eni: int
+    last_seen: float
+
+
 class Report(NamedTuple):
     pass
 
@@ -59,9 +78,9 @@ class Stop(NamedTuple):
     pass
 
 
-Message = Need | Gone | Status | Ready | Failed | Retire | Report | Stop
-_BY_OP: dict[str, type[Message]] = {cls.__name__.lower(): cls
-                                    for cls in (Need, Gone, Status, Ready, Failed, Retire, Report, Stop)}
+Message = Need | Gone | Status | Closed | Keep | Ready | Failed | Closing | Retire | Report | Stop
+_BY_OP: dict[str, type[Message]] = {cls.__name__.lower(): cls for cls in (Need, Gone, Status, Closed, Keep, Ready,
+                                                                          Failed, Closing, Retire, Report, Stop)}
 _MAX = 1 << 16  # the longest message (a Status of many tunnels is a few kB)
 
 

@@ -11,7 +11,14 @@ The supervisor (the process that was started) keeps everything that must happen 
 destroys the tunnels (devices with a queue for each worker, hooks, strictly in order, by the same
 :class:`gwlbsim.reference.lifecycle.Lifecycle`, through the same :class:`gwlbsim.reference.core.TunnelTable`
 state machine as a worker's core), decides when an idle tunnel is retired (``-t``: idle in every worker),
-serves health, and adds the workers' counters up into the usual status document. It talks with each worker
+serves health, and adds the workers' counters up into the usual status document.
+
+Retiring takes two steps, because the workers' reports are up to a tick old: a packet a worker wrote into the
+tunnel after its last report would be inside the devices when they go. A tunnel the reports show idle is
+*closing*: every worker is asked (``Closing``) and lets go of it unless it used the tunnel after what the
+reports said (``Keep``: the tunnel stays); the devices are destroyed once every worker has let go
+(``Closed``), so only after each has written nothing into them for the idle timeout. A worker that asks for
+the tunnel meanwhile (``Need``) keeps it too. It talks with each worker
 over one socket pair, in the typed messages of :mod:`gwlbsim.reference.protocol`, on one
 :class:`gwlbsim.linuxio.loop.EventLoop`.
 
@@ -62,6 +69,18 @@ log = logging.getLogger("gwlb-reference")
 RESTART_DELAY = 1.0  #: seconds between a worker's death and its replacement
 MAX_RESTARTS = 5  #: replacements of one worker within RESTART_WINDOW, after which it is left down
 RESTART_WINDOW = 60.0
+CLOSE_WAIT = 5.0  #: seconds to wait for every worker's answer to Closing; then the tunnel is retired anyway
+
+
+class _Closing:
+    """A tunnel being retired: the workers whose answer is awaited, until when."""
+
+    __slots__ = ("deadline", "tunnel", "waiting")
+
+    def __init__(self, tunnel: Tunnel, waiting: set[int], deadline: float) -> None:
+        self.tunnel = tunnel
+        self.waiting = waiting
+        self.deadline = deadline
 
 
 class Supervisor:
@@ -93,6 +112,9 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}  # worker index -> when to replace it
         self._spawned_at = [self.started] * workers
         self._past: list[protocol.Status] = []  # the last reports of dead workers: their counters still count
+        self.closing: dict[int, _Closing] = {}  #: tunnels being retired, by ENI
+        #: tunnels retired because a device was deleted: counted here, once per rebuild (every worker may find out)
+        self.tunnels_rebuilt = 0
         self._steer_udp = steering.load(steering.program(workers, encapsulated=True))
         self._steer_tun = steering.load(steering.program(workers, encapsulated=False))
         self.udps: list[socket.socket] = []
@@ -187,7 +209,7 @@ class Supervisor:
         self.loop.watch(mine.fileno(), partial(self._on_message, k))
         log.warning("datapath worker %d replaced (pid %d, replacement %d)", k, proc.pid, self.restarts[k])
         for t in self.tunnels.values():
-            if t.state is TunnelState.READY:
+            if t.state is TunnelState.READY and t.eni_id not in self.closing:
                 self._send_ready(k, t)
 
     # --------------------------------------------------------------------------------------------- loop
@@ -233,8 +255,21 @@ class Supervisor:
                 t = self.tunnels.get(eni)
                 if t is not None and t.state is TunnelState.READY:
                     log.warning("tunnel device %s or %s was deleted: rebuilding the tunnel", t.ingress, t.egress)
+                    self.tunnels_rebuilt += 1
                     self._retire(t)
+            case protocol.Closed(eni):
+                c = self.closing.get(eni)
+                if c is not None:
+                    c.waiting.discard(k)
+                    self._closed_by_all(c)
+            case protocol.Keep(eni, last_seen):
+                c = self.closing.pop(eni, None)
+                if c is not None:
+                    c.tunnel.last_seen = max(c.tunnel.last_seen, last_seen)
+                    log.debug("tunnel %s used by datapath worker %d meanwhile: kept", c.tunnel.ingress, k)
             case protocol.Need(eni):
+                if (c := self.closing.pop(eni, None)) is not None:
+                    log.debug("tunnel %s asked for by datapath worker %d: kept", c.tunnel.ingress, k)
                 need = self.table.need(eni, now, retry_interval=0.0)  # the worker's core waited its retry
                 if need is not None and need[1]:
                     self.lifecycle.create(need[0])
@@ -282,17 +317,47 @@ class Supervisor:
         return max([t.last_seen, *seen])
 
     def _retire_idle(self, now: float) -> None:
+        """Close the tunnels the reports show idle for ``-t`` (ask every worker to let go of them); retire those
+        whose answers are overdue."""
         timeout = self.config.tunnel_timeout
-        for t in self.table.idle(now, timeout, self.last_use):
-            log.info("tunnel %s idle for %g s: destroying", t.ingress, timeout)
-            self._retired(t)
+        if timeout <= 0:
+            return
+        for t in list(self.tunnels.values()):
+            if t.state is TunnelState.READY and t.eni_id not in self.closing:
+                since = self.last_use(t)
+                if now - since >= timeout:
+                    self._begin_closing(t, since, now)
+        for c in list(self.closing.values()):
+            if now >= c.deadline:
+                log.warning("tunnel %s: no answer from datapath worker(s) %s within %g s: destroying it anyway",
+                            c.tunnel.ingress, ", ".join(map(str, sorted(c.waiting))), CLOSE_WAIT)
+                self._retire(c.tunnel)
+
+    def _begin_closing(self, t: Tunnel, since: float, now: float) -> None:
+        c = self.closing[t.eni_id] = _Closing(t, {k for k in range(self.workers) if k not in self.exited},
+                                              now + CLOSE_WAIT)
+        for k in sorted(c.waiting):
+            try:
+                protocol.send(self.controls[k], protocol.Closing(t.eni_id, since))
+            except OSError:
+                c.waiting.discard(k)  # it is going: _reap collects it
+        self._closed_by_all(c)
+
+    def _closed_by_all(self, c: _Closing) -> None:
+        """Destroy the closing tunnel's devices once no worker is left to answer."""
+        t = c.tunnel
+        if c.waiting or self.closing.get(t.eni_id) is not c:
+            return
+        del self.closing[t.eni_id]
+        if self.tunnels.get(t.eni_id) is t:
+            log.info("tunnel %s idle for %g s: destroying", t.ingress, self.config.tunnel_timeout)
+            self.table.retire(t.eni_id)
+            self.lifecycle.destroy(t)
 
     def _retire(self, t: Tunnel) -> None:
-        """Retire a tunnel in every worker, then destroy its devices (destroy hook)."""
+        """Retire a tunnel in every worker at once, then destroy its devices (destroy hook)."""
+        self.closing.pop(t.eni_id, None)
         self.table.retire(t.eni_id)
-        self._retired(t)
-
-    def _retired(self, t: Tunnel) -> None:
         self._broadcast(protocol.Retire(t.eni_id))
         self.lifecycle.destroy(t)
 
@@ -322,6 +387,9 @@ class Supervisor:
                 self._past.append(last)
                 self.reports[k] = None
             self.loop.unwatch(self.controls[k].fileno())
+            for c in list(self.closing.values()):  # a dead worker writes nothing more into any tunnel
+                c.waiting.discard(k)
+                self._closed_by_all(c)
             recent = [t for t in self._restart_times[k] if now - t < RESTART_WINDOW]
             self._restart_times[k] = recent
             if len(recent) >= MAX_RESTARTS:
@@ -349,6 +417,7 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 time.sleep(0.01)
+        self.closing.clear()
         for t in self.table.retire_all():
             self.lifecycle.destroy(t)
         self.lifecycle.stop()
@@ -405,6 +474,7 @@ class Supervisor:
                                tunnels={e: {**v, "flows": 0, "pending": 0} for e, v in r.tunnels.items()})
                     for r in self._past]
         totals = sum_totals(r.totals for r in reports)
+        totals["tunnels_rebuilt"] = self.tunnels_rebuilt
         tunnels = []
         for t in list(self.tunnels.values()):
             key = str(t.eni_id)

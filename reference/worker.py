@@ -119,17 +119,35 @@ class WorkerAppliance(ReferenceAppliance):
                 if t is not None and t.state is TunnelState.CREATING:
                     self.remote.results.put(CreateFailed(t))
                     self._on_wake(now)
+            case protocol.Closing(eni, since):
+                protocol.send(self.control, self.closing(eni, since))
             case protocol.Retire(eni):
-                t = core.retire(eni)
-                if t is not None:
-                    self._retire(t)  # stops watching its queues, and releases them
-                self.remote.release(eni)
+                self._let_go(eni)
             case protocol.Report():
                 protocol.send(self.control, self.report(now))
             case protocol.Stop():
                 self.request_stop()
             case _:
                 log.error("datapath worker %d: unexpected %r from the supervisor", self.index, msg)
+
+    def closing(self, eni: int, since: float) -> protocol.Closed | protocol.Keep:
+        """The supervisor sees the tunnel idle, last used at ``since`` as far as the reports tell: let go of it
+        unless this worker used it after that (its report was not in yet) or is waiting for it. A worker that lets
+        go has written nothing into the tunnel for the idle timeout, so nothing of its is left inside the
+        devices when they go; its next packet of the endpoint asks for the tunnel again."""
+        t = self.core.tunnels.get(eni)
+        if t is not None and (t.state is TunnelState.CREATING or
+                              (t.state is TunnelState.READY and t.last_seen > since)):
+            return protocol.Keep(eni, t.last_seen)
+        self._let_go(eni)
+        return protocol.Closed(eni)
+
+    def _let_go(self, eni: int) -> None:
+        """Forget the tunnel and its flows, stop watching its queues and release them."""
+        t = self.core.retire(eni)
+        if t is not None:
+            self._retire(t)
+        self.remote.release(eni)
 
     def _tick(self, now: float) -> None:
         super()._tick(now)

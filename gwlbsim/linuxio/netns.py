@@ -385,7 +385,10 @@ def owned_tempdir(prefix: str) -> Iterator[Path]:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix=prefix) as d:
-        (Path(d) / OWNER_FILE).write_text(str(os.getpid()))
+        # whole or not at all: a cleanup running meanwhile must not read an empty file as a dead owner's
+        tmp = Path(d) / (OWNER_FILE + ".tmp")
+        tmp.write_text(str(os.getpid()))
+        tmp.replace(Path(d) / OWNER_FILE)
         yield Path(d)
 
 
