@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple, Protocol
@@ -250,13 +249,13 @@ class TunnelTable:
             t.state = TunnelState.RETIRED
         return t
 
-    def idle(self, now: float, timeout: float, last_use: Callable[[Tunnel], float] | None = None) -> list[Tunnel]:
-        """Retire the READY tunnels unused for ``timeout`` seconds (``last_use``: by default its last packet)
-        and return them; none when ``timeout`` is 0 (never)."""
+    def idle(self, now: float, timeout: float) -> list[Tunnel]:
+        """Retire the READY tunnels unused for ``timeout`` seconds and return them; none when ``timeout`` is 0
+        (never). (A multi-process appliance's supervisor retires in two steps instead: see
+        :mod:`gwlbsim.reference.supervisor`.)"""
         if timeout <= 0:
             return []
-        out = [t for t in self.by_eni.values()
-               if t.state is TunnelState.READY and now - (last_use(t) if last_use else t.last_seen) >= timeout]
+        out = [t for t in self.by_eni.values() if t.state is TunnelState.READY and now - t.last_seen >= timeout]
         for t in out:
             self.retire(t.eni_id)
         return out

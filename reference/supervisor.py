@@ -11,16 +11,16 @@ The supervisor (the process that was started) keeps everything that must happen 
 destroys the tunnels (devices with a queue for each worker, hooks, strictly in order, by the same
 :class:`gwlbsim.reference.lifecycle.Lifecycle`, through the same :class:`gwlbsim.reference.core.TunnelTable`
 state machine as a worker's core), decides when an idle tunnel is retired (``-t``: idle in every worker),
-serves health, and adds the workers' counters up into the usual status document.
+serves health, and adds the workers' counters up into the usual status document. It talks with each worker
+over one socket pair, in the typed messages of :mod:`gwlbsim.reference.protocol`, on one
+:class:`gwlbsim.linuxio.loop.EventLoop`.
 
 Retiring takes two steps, because the workers' reports are up to a tick old: a packet a worker wrote into the
 tunnel after its last report would be inside the devices when they go. A tunnel the reports show idle is
 *closing*: every worker is asked (``Closing``) and lets go of it unless it used the tunnel after what the
 reports said (``Keep``: the tunnel stays); the devices are destroyed once every worker has let go
 (``Closed``), so only after each has written nothing into them for the idle timeout. A worker that asks for
-the tunnel meanwhile (``Need``) keeps it too. It talks with each worker
-over one socket pair, in the typed messages of :mod:`gwlbsim.reference.protocol`, on one
-:class:`gwlbsim.linuxio.loop.EventLoop`.
+the tunnel meanwhile (``Need``) keeps it too.
 
 A worker that dies is replaced: a fresh interpreter (``python -m gwlbsim.reference.worker``) takes over its
 socket of the group and its queue of every tunnel, so the same flows are steered to it as before; it learns

@@ -16,6 +16,8 @@ from gwlbsim.bench.cli import main
 from gwlbsim.bench.runner import MAX, Cell, Measurement
 from gwlbsim.bench.traffic import STAMP, Traffic
 
+pytestmark = pytest.mark.alone  # benchmark runs: CPU pinning and paced offers want the machine to themselves
+
 
 def test_traffic_packets_carry_a_stamp_and_expectations_match() -> None:
     t = Traffic(size=512, flows=3, ports="many", nonce=7)

@@ -21,6 +21,8 @@ from gwlbsim.linuxio.netns import Lab, entered
 from gwlbsim.linuxio.tun import open_tun
 from gwlbsim.wire.flowkey import symmetric_key
 
+pytestmark = pytest.mark.alone  # CPU-pinned workers under a paced offer
+
 
 def _pair(rng: random.Random) -> tuple[bytes, bytes]:
     a, b = f"10.{rng.randrange(256)}.{rng.randrange(256)}.1", f"172.16.{rng.randrange(256)}.{rng.randrange(256)}"

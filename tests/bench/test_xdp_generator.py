@@ -14,7 +14,7 @@ from gwlbsim.bench.xdpgen import BURST, XdpGenerator
 from gwlbsim.linuxio import linkpath
 from gwlbsim.linuxio.netns import Lab, entered
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.alone]
 
 ETH_P_ALL = 0x0003
 

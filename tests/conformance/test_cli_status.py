@@ -16,6 +16,8 @@ import pytest
 
 from gwlbsim.linuxio.netns import list_namespaces
 
+pytestmark = pytest.mark.alone  # it compares every gs* namespace and every reflector process before and after
+
 HERE = Path(__file__).parent / "faulty"
 REFLECTOR = "{python} " + str(HERE / "reflector.py") + " --health-port {health_port}"
 CLI = [sys.executable, "-m", "gwlbsim.conformance.cli"]

@@ -20,7 +20,7 @@ import pytest
 
 from gwlbsim.linuxio import netns
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.alone]
 
 SEED = int(os.environ.get("GWLBSIM_KILL_SEED") or time.time_ns() % 1_000_000)
 PY = sys.executable

@@ -15,6 +15,8 @@ from gwlbsim.bench.cli import main as bench_main
 from gwlbsim.cli import main as gwlbsim_main
 from gwlbsim.linuxio.netns import list_namespaces
 
+pytestmark = pytest.mark.alone  # it compares the machine's namespaces before and after
+
 #: config files the cases refer to as {NAME}: written into a directory of their own
 CONFIGS = {
     "appliances_word": b'[topology]\nappliances = "two"\n',
