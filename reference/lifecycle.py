@@ -42,6 +42,7 @@ class TunHandle:
     egress_fd: int
     #: every queue of a multi-queue tunnel, (gwi, gwo) per worker (only where the devices were created)
     queues: list[tuple[int, int]] = field(default_factory=list)
+    generation: int = 0  #: in a datapath worker, the supervisor's generation of these devices
 
 
 @dataclass

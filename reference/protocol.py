@@ -4,12 +4,12 @@ One SOCK_SEQPACKET socket pair per worker carries one message per packet, JSON `
 :class:`Ready` carries the worker's gwi- and gwo- queue descriptors as SCM_RIGHTS beside it::
 
     worker -> supervisor   Need(eni)        the worker's core saw a new endpoint: create its tunnel
-                           Gone(eni)        the tunnel's devices were deleted under the appliance
+                           Gone(eni, g)     generation g of the tunnel's devices was deleted under the appliance
                            Status(...)      every tick and when asked: counters, flows, tunnels' last use
                            Closed(eni)      answer to Closing: this worker let go of the tunnel
                            Keep(eni, t)     answer to Closing: this worker used it at t, after the supervisor's
                                             view (or is waiting for it): it stays
-    supervisor -> worker   Ready(eni)       + the worker's gwi and gwo queue descriptors
+    supervisor -> worker   Ready(eni, g)    + the worker's gwi and gwo queue descriptors of generation g
                            Failed(eni)      creation failed (the worker's core retries later)
                            Closing(eni, t)  the tunnel looks idle (last used at t, by the reports): let go of it
                                             unless used since, and answer
@@ -31,6 +31,7 @@ class Need(NamedTuple):
 
 class Gone(NamedTuple):
     eni: int
+    generation: int  #: of the devices that went (a late report of an earlier generation's is ignored)
 
 
 class Status(NamedTuple):
@@ -46,6 +47,7 @@ class Status(NamedTuple):
 
 class Ready(NamedTuple):
     eni: int
+    generation: int  #: the supervisor's count of the tunnel's creations
 
 
 class Failed(NamedTuple):

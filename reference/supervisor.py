@@ -251,9 +251,11 @@ class Supervisor:
                     self.reports[k] = msg
                     self._report_count += 1
                     self._reported.notify_all()
-            case protocol.Gone(eni):  # a worker found the devices deleted under the appliance
+            case protocol.Gone(eni, generation):  # a worker found the devices deleted under the appliance
                 t = self.tunnels.get(eni)
-                if t is not None and t.state is TunnelState.READY:
+                # (another worker's report of the same deletion, come after the tunnel was built again, is not
+                # about the new devices)
+                if t is not None and t.state is TunnelState.READY and t.generation == generation:
                     log.warning("tunnel device %s or %s was deleted: rebuilding the tunnel", t.ingress, t.egress)
                     self.tunnels_rebuilt += 1
                     self._retire(t)
@@ -302,7 +304,7 @@ class Supervisor:
         # (type: ignore below) only READY tunnels, which have devices, are announced
         gwi, gwo = t.handle.queues[k]  # type: ignore[union-attr]
         with contextlib.suppress(OSError):
-            protocol.send(self.controls[k], protocol.Ready(t.eni_id), [gwi, gwo])
+            protocol.send(self.controls[k], protocol.Ready(t.eni_id, t.generation), [gwi, gwo])
 
     def _broadcast(self, msg: protocol.Message) -> None:
         for k, c in enumerate(self.controls):

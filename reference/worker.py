@@ -107,9 +107,9 @@ class WorkerAppliance(ReferenceAppliance):
             return
         core = self.core
         match msg:
-            case protocol.Ready(eni):
+            case protocol.Ready(eni, generation):
                 self.remote.release(eni)
-                h = self.remote.handles[eni] = TunHandle(fds[0], fds[1])
+                h = self.remote.handles[eni] = TunHandle(fds[0], fds[1], generation=generation)
                 t = core.tunnels.get(eni)
                 if t is not None and t.state is TunnelState.CREATING:
                     self.remote.results.put(Created(t, h))
@@ -161,8 +161,9 @@ class WorkerAppliance(ReferenceAppliance):
         """The supervisor owns the devices: tell it, so that it retires the tunnel everywhere and builds it
         again when a worker next needs it (this worker's request comes after this message)."""
         if self.core.tunnels.get(t.eni_id) is t:
+            generation = t.handle.generation if isinstance(t.handle, TunHandle) else 0
             with contextlib.suppress(OSError):
-                protocol.send(self.control, protocol.Gone(t.eni_id))
+                protocol.send(self.control, protocol.Gone(t.eni_id, generation))
         super()._tunnel_gone(t)
 
     def _drain_unadopted(self) -> None:

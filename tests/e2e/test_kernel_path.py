@@ -400,18 +400,25 @@ def test_generated_traffic_gets_the_same_answers_from_both_paths(tmp_path: Path)
             # frames longer than a page from a packet socket: all but the Ethernet header out of the linear data
             # (as a NIC's jumbo frames may come), which the kernel path makes linear only as far as the headers,
             # and sums the rest where it lies; every length of the last word
-            fast_before = _fast_out(app=apps["kernel"], ns=g)
             a4, a6 = {"src": "10.7.0.1", "dst": "10.8.0.1"}, {"src": "fd00:7::1", "dst": "fd00:8::1"}
             for n, inner in enumerate([IP(**a4) / UDP(sport=7000, dport=7) / (b"j" * 8400),
                                        IP(**a4) / UDP(sport=7001, dport=7) / (b"k" * 5001),
                                        IPv6(**a6) / TCP(sport=7002, dport=7, flags="A") / (b"l" * 6002),
                                        IPv6(**a6) / UDP(sport=7003, dport=7) / (b"m" * 4599)]):
                 payload = geneve.build(raw(inner), ENIS[n % 2], 0x900 + n)
-                sport = next(ports)
-                got = {kind: _exchange(peers[kind], payload, sport, _frame_sender(lab, g, f"to-{kind}", *PAIR[kind]))
-                       for kind in PAIR}
-                assert got["kernel"] == got["python"] == [payload], {k: [len(x) for x in v] for k, v in got.items()}
-            assert _fast_out(app=apps["kernel"], ns=g) >= fast_before + 4  # ... and the kernel path carried them
+                # ... each carried by the kernel path; twice at most, since once a second one return to a GWLB
+                # address takes the IP layer (the neighbour's confirmation) and this one may be it
+                for _attempt in range(2):
+                    fast_before = _fast_out(app=apps["kernel"], ns=g)
+                    sport = next(ports)
+                    got = {kind: _exchange(peers[kind], payload, sport,
+                                           _frame_sender(lab, g, f"to-{kind}", *PAIR[kind])) for kind in PAIR}
+                    assert got["kernel"] == got["python"] == [payload], {k: [len(x) for x in v]
+                                                                         for k, v in got.items()}
+                    if _fast_out(app=apps["kernel"], ns=g) == fast_before + 1:
+                        break
+                else:
+                    pytest.fail(f"jumbo frame {n}: its return did not take the kernel path, twice")
             # ... and with a wrong UDP or IPv4 header checksum, which the stack drops: so must the kernel path
             elsewhere = {kind: app.rsplit(".", 1)[0] + ".77" for kind, (_gw, app) in PAIR.items()}
             for n, (inner, sums) in enumerate([

@@ -188,7 +188,7 @@ def test_without_a_link_socket_every_return_uses_the_static_address() -> None:
 
 
 @pytest.mark.parametrize("msg", [
-    protocol.Need(5), protocol.Gone(1 << 40), protocol.Ready(3), protocol.Failed(3), protocol.Retire(9),
+    protocol.Need(5), protocol.Gone(1 << 40, 2), protocol.Ready(3, 1), protocol.Failed(3), protocol.Retire(9),
     protocol.Closing(1 << 63, 1234.567891), protocol.Closed(7), protocol.Keep(7, 0.1 + 0.2),
     protocol.Report(), protocol.Stop(),
     protocol.Status(1, 12.5, 4242, {"packets_in": 3, "drops": {"no_flow": 1}}, {"7": {"last_seen": 1.0}}),
@@ -198,7 +198,7 @@ def test_every_message_round_trips(msg: protocol.Message) -> None:
     assert type(protocol.decode(protocol.encode(msg))) is type(msg)
 
 
-@pytest.mark.parametrize("data", [b"", b"{}", b'["nope", 1]', b'["need"]', b'["need", 1, 2]', b"\xff"])
+@pytest.mark.parametrize("data", [b"", b"{}", b'["nope", 1]', b'["need"]', b'["need", 1, 2]', b'["ready", 1]', b"\xff"])
 def test_a_foreign_message_is_refused(data: bytes) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(data)

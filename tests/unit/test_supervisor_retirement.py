@@ -1,4 +1,5 @@
-"""Two-step retirement of a multi-process appliance's idle tunnels (``--udpthreads/--tunthreads N``).
+"""How a multi-process appliance's supervisor (``--udpthreads/--tunthreads N``) retires tunnels: idle ones in two
+steps, and those whose devices were deleted under it once per deletion.
 
 The supervisor decides from its workers' reports, which are up to a tick old; a packet a worker wrote into the
 tunnel after its last report would be inside the devices when they go. So the supervisor only asks (``Closing``):
@@ -50,6 +51,7 @@ class Bench:
         sup.table = TunnelTable()
         sup.tunnels = sup.table.by_eni
         sup.closing = {}
+        sup.tunnels_rebuilt = 0
         sup.reports = [None, None]
         sup._past = []
         sup.exited = {}
@@ -137,7 +139,7 @@ def test_a_worker_asking_for_the_tunnel_while_it_closes_keeps_it_and_gets_its_qu
     bench.answer(0, protocol.Closed(ENI), TIMEOUT)  # ... then a packet of the endpoint came to worker 0
     bench.heard(0)
     bench.answer(0, protocol.Need(ENI), TIMEOUT + 0.01)
-    assert bench.heard(0) == [protocol.Ready(ENI)], "the same devices, back to it"
+    assert bench.heard(0) == [protocol.Ready(ENI, 1)], "the same devices, back to it"
     bench.answer(1, protocol.Closed(ENI), TIMEOUT + 0.02)
     assert bench.devices.destroyed == [] and bench.devices.created == [] and not bench.sup.closing
 
@@ -189,6 +191,21 @@ def test_without_a_timeout_nothing_closes(bench: Bench) -> None:
     bench.sup.config = Config(tunnel_timeout=0.0)
     bench.sup._retire_idle(1e6)
     assert not bench.sup.closing and bench.heard(0) == []
+
+
+def test_a_deleted_device_rebuilds_the_tunnel_once_however_many_workers_report_it(bench: Bench) -> None:
+    bench.answer(0, protocol.Gone(ENI, 1), 1.0)
+    assert bench.devices.destroyed == [bench.tunnel] and bench.sup.tunnels_rebuilt == 1
+    assert bench.heard(1) == [protocol.Retire(ENI)]
+    bench.answer(0, protocol.Need(ENI), 1.01)  # the endpoint's next packet: generation 2 is built ...
+    new = bench.sup.tunnels[ENI]
+    assert new.generation == 2 and bench.devices.created == [ENI]
+    new.state = TunnelState.READY  # ... and is ready by the time worker 1 reports the first deletion late
+    bench.answer(1, protocol.Gone(ENI, 1), 1.5)
+    assert bench.sup.tunnels[ENI] is new and bench.devices.destroyed == [bench.tunnel], "not the new devices"
+    assert bench.sup.tunnels_rebuilt == 1
+    bench.answer(1, protocol.Gone(ENI, 2), 2.0)
+    assert bench.devices.destroyed == [bench.tunnel, new] and bench.sup.tunnels_rebuilt == 2
 
 
 # ------------------------------------------------------------------------------------------ the worker's answer
