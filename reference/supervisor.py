@@ -103,7 +103,6 @@ class Supervisor:
         self.reports: list[protocol.Status | None] = [None] * workers
         self.exited: dict[int, int] = {}  # worker index -> exit status
         self._reported = threading.Condition()
-        self._report_count = 0
         self.pids: list[int] = []
         self.procs: list[subprocess.Popen[bytes] | None] = []  #: replacements (None: forked at the start)
         self.controls: list[socket.socket] = []
@@ -249,7 +248,6 @@ class Supervisor:
             case protocol.Status():
                 with self._reported:
                     self.reports[k] = msg
-                    self._report_count += 1
                     self._reported.notify_all()
             case protocol.Gone(eni, generation):  # a worker found the devices deleted under the appliance
                 t = self.tunnels.get(eni)
@@ -453,13 +451,19 @@ class Supervisor:
         return reasons + self.lifecycle.unhealthy_reasons(stopping)
 
     def refresh(self, timeout: float = 0.5) -> None:
-        """Ask every worker for its counters now and wait (a little) until all have answered."""
-        with self._reported:
-            want = self._report_count + self.workers - len(self.exited)
+        """Ask every worker for its counters now and wait (a little) until each live one has reported as of
+        after the request (its report's time, the worker's clock: the system's monotonic one, as ours): a report
+        it sent before, still on its way, or two of another worker's, do not stand for it."""
+        asked = time.monotonic()
         self._broadcast(protocol.Report())
-        deadline = time.monotonic() + timeout
+        deadline = asked + timeout
+
+        def behind(k: int) -> bool:
+            r = self.reports[k]
+            return k not in self.exited and (r is None or r.heartbeat < asked)
+
         with self._reported:
-            while self._report_count < want and not self.stopping.is_set():
+            while not self.stopping.is_set() and any(behind(k) for k in range(self.workers)):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

@@ -1,5 +1,5 @@
-"""How a multi-process appliance's supervisor (``--udpthreads/--tunthreads N``) retires tunnels: idle ones in two
-steps, and those whose devices were deleted under it once per deletion.
+"""How a multi-process appliance's supervisor (``--udpthreads/--tunthreads N``) retires tunnels (idle ones in two
+steps, those whose devices were deleted under it once per deletion), and how it gets fresh counters.
 
 The supervisor decides from its workers' reports, which are up to a tick old; a packet a worker wrote into the
 tunnel after its last report would be inside the devices when they go. So the supervisor only asks (``Closing``):
@@ -10,8 +10,11 @@ worker has let go. The real supervisor and worker code, over real socket pairs; 
 from __future__ import annotations
 
 import os
+import select
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -206,6 +209,65 @@ def test_a_deleted_device_rebuilds_the_tunnel_once_however_many_workers_report_i
     assert bench.sup.tunnels_rebuilt == 1
     bench.answer(1, protocol.Gone(ENI, 2), 2.0)
     assert bench.devices.destroyed == [bench.tunnel, new] and bench.sup.tunnels_rebuilt == 2
+
+
+def _wait(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_a_status_waits_for_a_report_of_every_worker_made_after_it_asked(bench: Bench) -> None:
+    """Worker 1's report from before the request is still on its way when worker 0 answers: that is not worker
+    1's answer (counting reports, it was taken for one, and the status showed counters from before)."""
+    sup = bench.sup
+    sup._reported = threading.Condition()
+    sup.stopping = threading.Event()
+    protocol.send(bench.workers[1], protocol.Status(1, time.monotonic(), 1, {"packets_in": 1}, {}))
+    stop, release, asked_1 = threading.Event(), threading.Event(), threading.Event()
+
+    def loop() -> None:  # the supervisor's loop: each message to _on_message
+        while not stop.is_set():
+            for c in select.select(sup.controls, [], [], 0.02)[0]:
+                sup._on_message(sup.controls.index(c), time.monotonic())
+
+    def worker(k: int) -> None:  # answers the request, worker 1 only when released
+        w = bench.workers[k]
+        select.select([w], [], [], 10)
+        msg, _ = protocol.recv(w)
+        assert msg == protocol.Report()
+        if k == 1:
+            asked_1.set()
+            assert release.wait(10)
+        protocol.send(w, protocol.Status(k, time.monotonic(), 1, {"packets_in": 10 + k}, {}))
+
+    workers = [threading.Thread(target=worker, args=(k,), daemon=True) for k in (0, 1)]
+    looping = threading.Thread(target=loop, daemon=True)
+    threads = [*workers, looping]
+    for t in workers:
+        t.start()
+    asking = threading.Thread(target=sup.refresh, kwargs={"timeout": 10.0}, daemon=True)
+    started = time.monotonic()
+    asking.start()
+    try:
+        # the loop takes the messages in only once the request is out: the earlier report is read after it
+        _wait(lambda: asked_1.is_set() and not workers[0].is_alive(), "the request out, worker 0's answer sent")
+        looping.start()
+        _wait(lambda: sup.reports[0] is not None and sup.reports[1] is not None,
+              "worker 0's answer and worker 1's earlier report taken in")
+        assert sup.reports[1].totals == {"packets_in": 1}  # type: ignore[union-attr]
+        assert asking.is_alive(), "the status did not wait for worker 1's answer"
+        release.set()
+        asking.join(10)
+        assert not asking.is_alive()
+        assert [r.totals["packets_in"] for r in sup.reports if r] == [10, 11]
+        assert all(r.heartbeat >= started for r in sup.reports if r)
+    finally:
+        release.set()
+        stop.set()
+        for t in threads:
+            t.join(10)
 
 
 # ------------------------------------------------------------------------------------------ the worker's answer
