@@ -214,11 +214,6 @@ CALIBRATION = {
                                                                   NAT_3="PASS"), 0),
     # local termination: TCP to port 7780 answered by the reference's responder (TPROXY), the rest routed
     "reference deployed for local termination": (["--mode", "local"], _expect(ROUTE_1="PASS", LOCAL_1="PASS"), 0),
-    # two datapath worker processes (the Python datapath, a supervisor retiring idle tunnels in two steps),
-    # started as any other appliance is: its timeouts given
-    "reference with two datapath workers": (
-        ["--appliance", REFERENCE_COMMAND + " --udpthreads 2 --tunthreads 2", "--tunnel-timeout", "3",
-         "--flow-timeout", "5"], _expect(), 0),
 }
 
 
