@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple, Protocol
@@ -249,13 +250,24 @@ class TunnelTable:
             t.state = TunnelState.RETIRED
         return t
 
-    def idle(self, now: float, timeout: float) -> list[Tunnel]:
-        """Retire the READY tunnels unused for ``timeout`` seconds and return them; none when ``timeout`` is 0
-        (never). (A multi-process appliance's supervisor retires in two steps instead: see
-        :mod:`gwlbsim.reference.supervisor`.)"""
+    def unused(self, now: float, timeout: float,
+               last_use: Callable[[Tunnel], float] | None = None) -> list[tuple[Tunnel, float]]:
+        """The READY tunnels unused for ``timeout`` seconds, each with its last use (``last_use``: by default its
+        last packet); none when ``timeout`` is 0 (never)."""
         if timeout <= 0:
             return []
-        out = [t for t in self.by_eni.values() if t.state is TunnelState.READY and now - t.last_seen >= timeout]
+        out = []
+        for t in self.by_eni.values():
+            if t.state is TunnelState.READY:
+                last = last_use(t) if last_use else t.last_seen
+                if now - last >= timeout:
+                    out.append((t, last))
+        return out
+
+    def idle(self, now: float, timeout: float) -> list[Tunnel]:
+        """Retire the :meth:`unused` tunnels and return them. (A multi-process appliance's supervisor retires in
+        two steps instead: see :mod:`gwlbsim.reference.supervisor`.)"""
+        out = [t for t, _last in self.unused(now, timeout)]
         for t in out:
             self.retire(t.eni_id)
         return out

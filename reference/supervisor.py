@@ -319,14 +319,9 @@ class Supervisor:
     def _retire_idle(self, now: float) -> None:
         """Close the tunnels the reports show idle for ``-t`` (ask every worker to let go of them); retire those
         whose answers are overdue."""
-        timeout = self.config.tunnel_timeout
-        if timeout <= 0:
-            return
-        for t in list(self.tunnels.values()):
-            if t.state is TunnelState.READY and t.eni_id not in self.closing:
-                since = self.last_use(t)
-                if now - since >= timeout:
-                    self._begin_closing(t, since, now)
+        for t, since in self.table.unused(now, self.config.tunnel_timeout, self.last_use):
+            if t.eni_id not in self.closing:
+                self._begin_closing(t, since, now)
         for c in list(self.closing.values()):
             if now >= c.deadline:
                 log.warning("tunnel %s: no answer from datapath worker(s) %s within %g s: destroying it anyway",
@@ -345,14 +340,13 @@ class Supervisor:
 
     def _closed_by_all(self, c: _Closing) -> None:
         """Destroy the closing tunnel's devices once no worker is left to answer."""
-        t = c.tunnel
-        if c.waiting or self.closing.get(t.eni_id) is not c:
+        if c.waiting:
             return
-        del self.closing[t.eni_id]
-        if self.tunnels.get(t.eni_id) is t:
-            log.info("tunnel %s idle for %g s: destroying", t.ingress, self.config.tunnel_timeout)
-            self.table.retire(t.eni_id)
-            self.lifecycle.destroy(t)
+        t = c.tunnel
+        del self.closing[t.eni_id]  # (a closing tunnel is in the table: it leaves both at once)
+        log.info("tunnel %s idle for %g s: destroying", t.ingress, self.config.tunnel_timeout)
+        self.table.retire(t.eni_id)
+        self.lifecycle.destroy(t)
 
     def _retire(self, t: Tunnel) -> None:
         """Retire a tunnel in every worker at once, then destroy its devices (destroy hook)."""

@@ -198,7 +198,8 @@ def test_every_message_round_trips(msg: protocol.Message) -> None:
     assert type(protocol.decode(protocol.encode(msg))) is type(msg)
 
 
-@pytest.mark.parametrize("data", [b"", b"{}", b'["nope", 1]', b'["need"]', b'["need", 1, 2]', b'["ready", 1]', b"\xff"])
+@pytest.mark.parametrize("data", [b"", b"{}", b'["nope", 1]', b'["need"]', b'["need", 1, 2]', b'["ready", 1]',
+                                  b"\xff"])
 def test_a_foreign_message_is_refused(data: bytes) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(data)
