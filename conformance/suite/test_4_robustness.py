@@ -10,13 +10,15 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
-from gwlbsim.conformance.environment import ConformanceEnv, check
+from gwlbsim.conformance.environment import ConformanceEnv, check, not_run
 from gwlbsim.conformance.plugin import requirement
 from gwlbsim.conformance.suite.helpers import eni, property_settings, raw_eni, tcp4, udp4, udp6
 from hypothesis import given
 
+from gwlbsim.linuxio.cpushare import OtherWork, OtherWorkMeter
 from gwlbsim.live.balancer import Captured
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.malformations import MALFORMATIONS
@@ -161,17 +163,32 @@ def test_generated_malformed_traffic_is_never_forwarded(gwlb: ConformanceEnv) ->
     _still_well(gwlb, "after generated malformed traffic")
 
 
-@requirement("ROBUST-5")
-def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
-    """64 TCP flows opened through GWLB (spread over every instance), then data at ``--rate`` for
-    ``--duration``: every packet numbered (IP id per flow), so each one is accounted for (a duplicate cannot hide
-    a loss), and every instance alive must have carried flows."""
+#: other processes' work on the host (CPUs' worth, averaged over the traffic) from which a loss is not laid at the
+#: appliance: it may not have been given the CPU (a zero-loss check on a shared CI runner)
+BUSY_HOST_CPUS = 0.25
+#: how many times the sustained traffic is sent when each loss came while the host was busy
+SUSTAINED_ATTEMPTS = 3
+SUSTAINED_FLOWS = 64
+
+
+@dataclass
+class _Sustained:
+    sent: int
+    unique: int
+    dups: int
+    carriers: dict[str, set[int]]  #: instance address -> the flows GWLB sent it
+    other: OtherWork  #: other processes' share of the host while the traffic was sent
+
+
+def _sustain(gwlb: ConformanceEnv, first_port: int) -> _Sustained:
+    """64 TCP flows (source ports from first_port) opened through GWLB, then data at --rate for --duration, each
+    packet numbered by its IP id, so that each one is accounted for (a duplicate cannot hide a loss)."""
     rate, duration = gwlb.options.rate, gwlb.options.duration
-    nflows = 64
-    templates = [bytearray(tcp4(sport=20000 + i, flags="A", payload=b"s" * 64)) for i in range(nflows)]
+    nflows = SUSTAINED_FLOWS
+    templates = [bytearray(tcp4(sport=first_port + i, flags="A", payload=b"s" * 64)) for i in range(nflows)]
     size = len(templates[0])
     ports = {bytes(t[20:22]): i for i, t in enumerate(templates)}
-    syns = [tcp4(sport=20000 + i, flags="S") for i in range(nflows)]
+    syns = [tcp4(sport=first_port + i, flags="S") for i in range(nflows)]
     with gwlb.collecting(lambda c: c.kind == "delivered" and c.eni_id == eni(gwlb) and len(c.data) == len(syns[0])
                          and c.data[20:22] in ports) as opened:
         for syn in syns:  # open the flows (SYN) first, all at once, so GWLB has them
@@ -193,9 +210,11 @@ def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
             with lock:
                 carriers.setdefault(c.dst, set()).add(ports[bytes(c.data[-size + 20:-size + 22])])
 
+    meter = OtherWorkMeter()
     gwlb.gwlb.add_tap(count)
     try:
         sent = 0
+        meter.start()
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < duration:
             due = int(elapsed * rate)
@@ -209,20 +228,43 @@ def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
                 sent += 1
             time.sleep(0.002)
             gwlb.raise_if_crashed()
+        other = meter.stop()
         deadline = time.monotonic() + 5
         while len(delivered) < sent and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         gwlb.gwlb.remove_tap(count)
-    check(sent > 0, "nothing was sent")
-    unique = len(delivered)
-    dups = sum(n - 1 for n in delivered.values())
-    check(unique == sent and not dups, f"{sent - unique} of {sent} packets lost"
-          + (f" and {dups} delivered twice" if dups else "") + f" at {rate:g} packets/s for {duration:g} s")
+    with lock:
+        return _Sustained(sent, len(delivered), sum(n - 1 for n in delivered.values()), carriers, other)
+
+
+@requirement("ROBUST-5")
+def test_sustained_traffic_without_loss(gwlb: ConformanceEnv) -> None:
+    """Sustained traffic (``_sustain``): every packet delivered exactly once, and every instance alive must have
+    carried flows. A loss while other processes kept the host busy (``BUSY_HOST_CPUS``) is not laid at the
+    appliance: the traffic is sent again on fresh flows, and if every attempt lost packets on a busy host the
+    requirement is NOT RUN. A loss on a host that was not busy, or any duplicate, fails it at once."""
+    rate, duration = gwlb.options.rate, gwlb.options.duration
+    busy: list[str] = []
+    for attempt in range(SUSTAINED_ATTEMPTS):
+        run = _sustain(gwlb, 20000 + attempt * SUSTAINED_FLOWS)
+        check(run.sent > 0, "nothing was sent")
+        lost = run.sent - run.unique
+        what = f"{lost} of {run.sent} packets lost" if lost else "no packet lost"
+        check(not run.dups, f"{what} and {run.dups} delivered twice at {rate:g} packets/s for {duration:g} s")
+        if not lost:
+            break
+        check(run.other.cpus >= BUSY_HOST_CPUS,
+              f"{what} at {rate:g} packets/s for {duration:g} s (meanwhile other processes used "
+              f"{run.other.cpus:.2f} CPUs of the host, too little to lay the loss there)")
+        busy.append(f"{what} while other processes used {run.other.cpus:.2f} CPUs of the host")
+    else:
+        not_run(f"at {rate:g} packets/s for {duration:g} s, every attempt lost packets while the host was busy with "
+                f"other work ({'; '.join(busy)}): run it on a quieter host")
     for i, app in enumerate(gwlb.topo.appliances):
         check(gwlb.alive(i), f"instance {i} died during the sustained traffic")
-        check(carriers.get(app.address), f"instance {i} carried none of the {nflows} flows (GWLB saw it "
-              f"{gwlb.session.target_states().get(app.id, '?')}): every instance must carry its share")
+        check(run.carriers.get(app.address), f"instance {i} carried none of the {SUSTAINED_FLOWS} flows (GWLB saw "
+              f"it {gwlb.session.target_states().get(app.id, '?')}): every instance must carry its share")
 
 
 _ICMP_ERRORS = {3: "destination unreachable", 11: "time exceeded", 12: "parameter problem"}

@@ -58,6 +58,7 @@ FAULTS = {
     "slow-restart": "takes 8 s to start",
     "dies-at-1025-flows": "exits at the 1025th distinct flow cookie (a fixed-size flow table)",
     "loses-under-load": "above 500 datagrams/s, drops one in 50 and sends another one twice (counts still match)",
+    "loses-some-under-load": "above 500 datagrams/s, drops one in 200 (nothing duplicated)",
     "mangles-inner": "changes the last byte of every inner packet",
     "rejects-foreign-options": "drops datagrams carrying options of a class other than AWS's 0x0108",
     "drops-server-answers": "drops inner UDP from a lower port to a higher one (servers' answers)",
@@ -593,12 +594,14 @@ def main(argv: list[str] | None = None) -> int:
             if "first-node-only" in fault:
                 src = first_node = first_node or src
             copies = 1
-            if "loses-under-load" in fault:
+            if "loses-under-load" in fault or "loses-some-under-load" in fault:
                 now = time.monotonic()
                 recent.append(now)
                 while recent and recent[0] < now - 1:
                     recent.popleft()
-                if len(recent) > 500:
+                if len(recent) > 500 and "loses-some-under-load" in fault:
+                    copies = 0 if count % 200 == 0 else 1
+                elif len(recent) > 500:
                     copies = 0 if count % 50 == 0 else 2 if count % 50 == 25 else 1
             try:
                 for _ in range(copies):
