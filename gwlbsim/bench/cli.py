@@ -69,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"flow counts (default {DEFAULT_FLOWS})")
     m.add_argument("--ports", type=_words(("one", "many")), default=["many"], metavar="one,many",
                    help="outer source ports: one for all flows, or many (one per flow); default many")
-    m.add_argument("--subjects", type=_words(("kernel", "reference", "naive")),
+    m.add_argument("--subjects", type=_words(("kernel", "kernel-pass", "reference", "naive")),
                    default=["kernel", "reference", "naive"], metavar="S,..",
-                   help="what to measure: kernel, reference, naive (default all three)")
+                   help="what to measure: kernel (forwarding), kernel-pass (forwarding with one more receive pass, "
+                   "through a TUN device: what the kernel path's hand-over into gwi- alone costs a router), reference, "
+                   "naive (default kernel, reference, naive)")
     m.add_argument("--workers", type=_ints, default=[], metavar="N,..",
                    help="also measure the reference with N datapath workers (--udpthreads N --tunthreads N)")
     m.add_argument("--reference-args", default="", metavar="ARGS",
@@ -165,6 +167,8 @@ def _subjects(args: argparse.Namespace) -> list[topology.SubjectSpec]:
     for s in args.subjects:
         if s == "kernel":
             specs.append(topology.KERNEL)
+        elif s == "kernel-pass":
+            specs.append(topology.KERNEL_PASS)
         elif s == "reference":
             specs.append(topology.reference(args.reference_args))
         else:

@@ -140,7 +140,7 @@ class Runner:
     def traffic(self, subject: Subject, cell: Cell) -> Traffic:
         self._nonce += 1
         if subject.spec.is_kernel:
-            return Traffic(cell.size, cell.flows, cell.ports, "plain", nonce=self._nonce)
+            return Traffic(cell.size, cell.flows, cell.ports, "plain", nonce=self._nonce, inner_dst=subject.inner_dst)
         return Traffic(cell.size, cell.flows, cell.ports, "geneve", subject.src, subject.dst, self._nonce)
 
     def measure(self, subject: Subject, cell: Cell, repeat: int = 0, timing: Timing | None = None) -> Measurement:

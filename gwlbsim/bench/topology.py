@@ -25,7 +25,7 @@ from typing import Any
 from gwlbsim.appliance import REFERENCE_COMMAND, ApplianceSpec, RunningAppliance
 from gwlbsim.bench.sink import KernelSink
 from gwlbsim.bench.traffic import INNER_DPORT, INNER_DST
-from gwlbsim.linuxio import linkpath
+from gwlbsim.linuxio import linkpath, tun
 from gwlbsim.linuxio.netns import Lab, entered
 from gwlbsim.wire.geneve import GENEVE_PORT
 
@@ -49,6 +49,10 @@ class SubjectSpec:
 
 
 KERNEL = SubjectSpec("kernel")
+#: kernel forwarding with one more receive pass: each packet handed into a TUN device's receive path (tc mirred
+#: to its ingress, through the CPU's backlog) before it is routed, as the fast path hands a datagram's inner
+#: packet into gwi-; what that hand-over alone costs a router
+KERNEL_PASS = SubjectSpec("kernel-pass")
 
 
 def reference(extra_args: str = "", name: str = "reference") -> SubjectSpec:
@@ -69,6 +73,8 @@ class Subject:
     ns: str = ""  #: the appliance's namespace
     appliance: RunningAppliance | None = None
     rx_dev: str = ""  #: the device of ``recv_ns`` its returns arrive on
+    router_ns: str = ""  #: kernel forwarding: the router's namespace
+    inner_dst: str = INNER_DST  #: kernel forwarding: where its inner packets go
 
     @property
     def name(self) -> str:
@@ -133,6 +139,7 @@ class Topology:
     generator: Agent | None = None
     receivers: dict[str, Agent] = field(default_factory=dict)
     sink: KernelSink | None = None  #: with split CPUs: returns are counted in the kernel
+    tun_fds: list[int] = field(default_factory=list)  #: TUN devices held open (kernel-pass's hand-over device)
     generator_kind: str = "socket"  #: "socket" or "xdp" (:mod:`gwlbsim.bench.xdpgen`)
 
     def subject(self, name: str) -> Subject:
@@ -162,7 +169,7 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
     app_index = 0
     for spec in specs:
         if spec.is_kernel:
-            topo.subjects.append(_kernel_path(lab, g))
+            topo.subjects.append(_kernel_path(lab, g, topo, extra_pass=spec == KERNEL_PASS))
             continue
         app_index += 1
         k = app_index
@@ -175,7 +182,7 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
         topo.subjects.append(Subject(spec, g, (src, GENEVE_PORT), src, dst, ns, app, f"app{k}"))
     if generator == "xdp":
         for s in topo.subjects:  # an appliance's uplink, or the kernel path's router
-            with entered(s.ns or f"{lab.prefix}-rtr"):
+            with entered(s.ns or s.router_ns):
                 linkpath.gro("eth0", True)
     topo.generator = Agent(lab, g, workdir / "generator.log")
     for s in topo.subjects:
@@ -189,7 +196,7 @@ def build(lab: Lab, specs: list[SubjectSpec], workdir: Path, ready_timeout: floa
         for a in topo.receivers.values():
             os.sched_setaffinity(a.pid, others)
         for s in topo.subjects:  # an appliance's uplink, or the kernel path's router
-            steer_receive(lab, s.ns or f"{lab.prefix}-rtr", "eth0", others)
+            steer_receive(lab, s.ns or s.router_ns, "eth0", others)
         topo.sink = KernelSink()
         for s in topo.subjects:
             topo.sink.attach(s.recv_ns, s.rx_dev)
@@ -213,20 +220,30 @@ def pin(pids: list[int], cpus: set[int]) -> None:
                 os.sched_setaffinity(tid, cpus)
 
 
-def _kernel_path(lab: Lab, g: str) -> Subject:
-    rtr = lab.namespace("rtr")
-    sink = lab.namespace("sink")
-    lab.veth(g, "rtr", rtr, "eth0", addr_a="10.98.0.1/24", addr_b="10.98.0.2/24", mtu=MTU)
-    lab.veth(rtr, "eth1", sink, "eth0", addr_a="10.97.0.1/24", addr_b="10.97.0.2/24", mtu=MTU)
-    lab.configure(sink, "eth0", f"{INNER_DST}/32")
+def _kernel_path(lab: Lab, g: str, topo: Topology, extra_pass: bool = False) -> Subject:
+    """A router and a sink; with ``extra_pass`` (KERNEL_PASS) their own pair, other addresses and inner
+    destination, and the router hands each packet into a TUN device's receive path before routing it."""
+    name, net, dst = ("rtrp", 96, "172.17") if extra_pass else ("rtr", 98, INNER_DST.rsplit(".", 2)[0])
+    rtr = lab.namespace(name)
+    sink = lab.namespace("sinkp" if extra_pass else "sink")
+    lab.veth(g, name, rtr, "eth0", addr_a=f"10.{net}.0.1/24", addr_b=f"10.{net}.0.2/24", mtu=MTU)
+    lab.veth(rtr, "eth1", sink, "eth0", addr_a=f"10.{net - 1}.0.1/24", addr_b=f"10.{net - 1}.0.2/24", mtu=MTU)
+    lab.configure(sink, "eth0", f"{dst}.0.1/32")
     for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter",
                 "net.ipv4.conf.eth1.rp_filter"):
         lab.sysctl(rtr, key, 0)
     lab.sysctl(rtr, "net.ipv4.ip_forward", 1)
-    lab.route(g, "172.16.0.0/16", gateway="10.98.0.2")
-    lab.route(rtr, "172.16.0.0/16", gateway="10.97.0.2")
-    lab.route(sink, "192.168.0.0/16", gateway="10.97.0.1")
-    return Subject(KERNEL, sink, ("0.0.0.0", INNER_DPORT), rx_dev="eth0")
+    lab.route(g, f"{dst}.0.0/16", gateway=f"10.{net}.0.2")
+    lab.route(rtr, f"{dst}.0.0/16", gateway=f"10.{net - 1}.0.2")
+    lab.route(sink, "192.168.0.0/16", gateway=f"10.{net - 1}.0.1")
+    if extra_pass:
+        with entered(rtr):  # held open by the benchmark: a TUN device without a reader has no carrier
+            topo.tun_fds.append(tun.open_tun("pass0", mtu=MTU, rp_filter=0, ipv6_link_local=False))
+        lab.run(rtr, ["tc", "qdisc", "add", "dev", "eth0", "ingress"])
+        lab.run(rtr, ["tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "ip", "prio", "1", "u32",
+                      "match", "u32", "0", "0", "action", "mirred", "ingress", "redirect", "dev", "pass0"])
+    return Subject(KERNEL_PASS if extra_pass else KERNEL, sink, ("0.0.0.0", INNER_DPORT), rx_dev="eth0",
+                   router_ns=rtr, inner_dst=f"{dst}.0.1")
 
 
 def close(topo: Topology) -> None:
@@ -234,6 +251,9 @@ def close(topo: Topology) -> None:
     if topo.sink is not None:
         topo.sink.close()
         topo.sink = None
+    for fd in topo.tun_fds:
+        os.close(fd)
+    topo.tun_fds.clear()
     for a in [topo.generator, *topo.receivers.values()]:
         if a is not None:
             a.close()

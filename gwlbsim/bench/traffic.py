@@ -48,6 +48,7 @@ class Traffic:
     src: str = "10.99.0.1"  #: outer source (GWLB) address
     dst: str = "10.99.0.2"  #: outer destination (appliance) address
     nonce: int = 0
+    inner_dst: str = INNER_DST  #: where the inner packets go (each kernel-forwarding path has its own)
 
     def __post_init__(self) -> None:
         if not MIN_SIZE <= self.size <= MAX_SIZE:
@@ -81,8 +82,8 @@ class Traffic:
         """The inner IPv4/UDP packet of flow ``fid`` (no UDP checksum) with its stamp."""
         src, sport = self.inner_source(fid)
         pad = bytes(self.size - MIN_SIZE)
-        udp = udp_datagram(src, INNER_DST, sport, INNER_DPORT, STAMP.pack(fid, seq, ts) + pad, checksum=False)
-        return ipv4(src, INNER_DST, IPPROTO_UDP, udp)
+        udp = udp_datagram(src, self.inner_dst, sport, INNER_DPORT, STAMP.pack(fid, seq, ts) + pad, checksum=False)
+        return ipv4(src, self.inner_dst, IPPROTO_UDP, udp)
 
     def packet(self, fid: int) -> bytes:
         """The whole IPv4 packet the generator sends for flow ``fid`` (stamp zero)."""
@@ -104,7 +105,7 @@ class Traffic:
     @property
     def destination(self) -> str:
         """Where the generator sends to (the outer destination, or the inner one for plain traffic)."""
-        return INNER_DST if self.mode == "plain" else self.dst
+        return self.inner_dst if self.mode == "plain" else self.dst
 
     def expectation(self) -> Expectation:
         """What the receiver must see for each flow (it receives UDP payloads, no IP/UDP header)."""
