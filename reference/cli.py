@@ -121,12 +121,16 @@ def main(argv: list[str] | None = None) -> int:
                    hexdump=args.hexdump and args.debug, raw_returns=args.raw_returns, datapath=args.datapath)
     if workers > 1 and args.datapath == "kernel":
         parser.error("--datapath kernel runs in one process so far: not with --udpthreads/--tunthreads above 1")
+    datapath_reason = "--datapath python"
     if workers > 1:
+        if args.datapath == "auto":
+            datapath_reason = f"--udpthreads/--tunthreads {workers}: the kernel path runs in one process so far"
+            log.warning("%s: the Python datapath carries everything", datapath_reason)
         opts.datapath = "python"
     app: Any
     try:
         if workers > 1:
-            app = Supervisor(config, opts, workers, sorted(cpus) if cpus else None)
+            app = Supervisor(config, opts, workers, sorted(cpus) if cpus else None, datapath_reason=datapath_reason)
         else:
             if cpus:
                 os.sched_setaffinity(0, cpus)

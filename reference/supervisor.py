@@ -87,10 +87,12 @@ class Supervisor:
     """Starts the workers and keeps tunnels, hooks, idle timeouts and health in one place."""
 
     def __init__(self, config: Config, opts: Options, workers: int, cpus: list[int] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, datapath_reason: str = "--datapath python") -> None:
+        """``datapath_reason``: why the Python datapath carries everything (the status's ``datapath``)."""
         if workers < 2:
             raise ValueError("a supervisor needs at least two workers")
         self.config = config
+        self.datapath_reason = datapath_reason
         self.opts = opts
         self.workers = workers
         self.cpus = sorted(cpus) if cpus else []
@@ -481,4 +483,5 @@ class Supervisor:
             counts = sum_tunnel_counters(r.tunnels[key] for r in reports if key in r.tunnels)
             tunnels.append(tunnel_entry(t, now, self.last_use(t), counts))
         return status_document(self.config, now - self.started, self.unhealthy_reasons(), self.lifecycle.hooks,
-                               totals, tunnels, workers=self.workers, worker_restarts=sum(self.restarts))
+                               totals, tunnels, datapath={"kind": "python", "reason": self.datapath_reason},
+                               workers=self.workers, worker_restarts=sum(self.restarts))

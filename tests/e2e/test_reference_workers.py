@@ -61,6 +61,9 @@ def test_a_killed_worker_is_replaced_and_its_flows_come_back(topo: Topo) -> None
     _every_flow_returns(topo)
     status = topo.status()
     assert status["workers"] == 2 and status["worker_restarts"] == 0
+    # the status says which datapath carries the traffic, and why, as a single process's does
+    assert status["datapath"] == {"kind": "python", "reason": "--udpthreads/--tunthreads 2: the kernel path runs "
+                                  "in one process so far"}
     before = status["totals"]["packets_in"]
     assert before == FLOWS
 
