@@ -198,6 +198,7 @@ def _sustain(gwlb: ConformanceEnv, first_port: int) -> _Sustained:
           "through GWLB) before the sustained traffic")
     delivered: Counter[tuple[int, int]] = Counter()
     carriers: dict[str, set[int]] = {}
+    last = [time.monotonic()]  # when the latest packet was delivered
     lock = threading.Lock()
 
     def count(c: Captured) -> None:
@@ -206,6 +207,7 @@ def _sustain(gwlb: ConformanceEnv, first_port: int) -> _Sustained:
         if c.kind == "delivered" and len(c.data) == size and bytes(c.data[20:22]) in ports:
             with lock:
                 delivered[(ports[bytes(c.data[20:22])], int.from_bytes(c.data[4:6], "big"))] += 1
+                last[0] = time.monotonic()
         elif c.kind == "to_target" and len(c.data) > size and bytes(c.data[-size + 20:-size + 22]) in ports:
             with lock:
                 carriers.setdefault(c.dst, set()).add(ports[bytes(c.data[-size + 20:-size + 22])])
@@ -229,8 +231,15 @@ def _sustain(gwlb: ConformanceEnv, first_port: int) -> _Sustained:
             time.sleep(0.002)
             gwlb.raise_if_crashed()
         other = meter.stop()
-        deadline = time.monotonic() + 5
-        while len(delivered) < sent and time.monotonic() < deadline:
+        # late packets: until all are in, or none came for 2 s since the last one or the end of the traffic (an
+        # appliance still draining a queue keeps delivering), 5 s at most
+        ended = time.monotonic()
+        deadline = ended + 5
+        while True:
+            with lock:
+                got, quiet = len(delivered), time.monotonic() - max(last[0], ended)
+            if got >= sent or quiet > 2 or time.monotonic() > deadline:
+                break
             time.sleep(0.05)
     finally:
         gwlb.gwlb.remove_tap(count)

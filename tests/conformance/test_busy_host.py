@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from gwlbsim.conformance.suite.test_4_robustness import SUSTAINED_ATTEMPTS
 
-from tests.conformance.test_suite_proof import REFLECTOR, fault, run_suite
+from tests.conformance.test_suite_proof import fault, run_suite
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.alone]
 
 LOSSY = fault("loses-some-under-load")
-SHORT = ("--requirements", "ROBUST-5,ECHO-3", "--instances", "1", "--duration", "2")
+SHORT = ("--requirements", "ROBUST-5,ECHO-3", "--instances", "1", "--duration", "1")
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_a_loss_on_a_quiet_host_fails(tmp_path: Path) -> None:
     _, results, out = run_suite(tmp_path, "--appliance", LOSSY, *SHORT)
     r5 = results["ROBUST-5"]
     assert r5["verdict"] == "FAIL", out
-    assert "packets lost at 2000 packets/s for 2 s" in r5["reason"] and "too little to lay the loss there" \
+    assert "packets lost at 2000 packets/s for 1 s" in r5["reason"] and "too little to lay the loss there" \
         in r5["reason"], r5["reason"]
     assert results["ECHO-3"]["verdict"] == "PASS", out
 
@@ -61,7 +61,3 @@ def test_a_duplicate_fails_even_on_a_busy_host(tmp_path: Path, busy_host: None) 
     r5 = results["ROBUST-5"]
     assert r5["verdict"] == "FAIL" and "delivered twice" in r5["reason"], out
 
-
-def test_a_correct_appliance_on_a_busy_host_is_not_failed(tmp_path: Path, busy_host: None) -> None:
-    _, results, out = run_suite(tmp_path, "--appliance", REFLECTOR, *SHORT)
-    assert results["ROBUST-5"]["verdict"] in {"PASS", "NOT RUN"}, out
