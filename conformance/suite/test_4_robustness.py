@@ -19,6 +19,7 @@ from gwlbsim.conformance.suite.helpers import eni, property_settings, raw_eni, t
 from hypothesis import given
 
 from gwlbsim.linuxio.cpushare import OtherWork, OtherWorkMeter
+from gwlbsim.linuxio.netns import NETNS_DIR
 from gwlbsim.live.balancer import Captured
 from gwlbsim.traffic import strategies as gst
 from gwlbsim.traffic.malformations import MALFORMATIONS
@@ -212,7 +213,7 @@ def _sustain(gwlb: ConformanceEnv, first_port: int) -> _Sustained:
             with lock:
                 carriers.setdefault(c.dst, set()).add(ports[bytes(c.data[-size + 20:-size + 22])])
 
-    meter = OtherWorkMeter()
+    meter = OtherWorkMeter(namespaces=[NETNS_DIR / app.ns for app in gwlb.instances])
     gwlb.gwlb.add_tap(count)
     try:
         sent = 0
@@ -237,8 +238,8 @@ def _sustain(gwlb: ConformanceEnv, first_port: int) -> _Sustained:
         deadline = ended + 5
         while True:
             with lock:
-                got, quiet = len(delivered), time.monotonic() - max(last[0], ended)
-            if got >= sent or quiet > 2 or time.monotonic() > deadline:
+                arrived, quiet = len(delivered), time.monotonic() - max(last[0], ended)
+            if arrived >= sent or quiet > 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
     finally:

@@ -8,7 +8,8 @@ that other work from the kernel's own accounting, not from guesses:
   interrupt and softirq time is left out, as it cannot be laid at a task's door and includes the traffic's own
   packet processing);
 * minus the CPU time of this process and of every process it started, directly or not (the harness and the
-  appliances under test), from ``/proc/<pid>/stat``.
+  appliances under test), and of every process in the appliances' network namespaces (one a container runtime
+  started there), from ``/proc/<pid>/stat``.
 
 What is left is what other processes took. A process of ours that ends during the stretch has its time in it
 counted as other work (it is no longer readable): small, and on the side of excusing, never of blaming.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +47,18 @@ def _stat(pid: int, proc: Path) -> tuple[int, float] | None:
     return int(rest[1]), (int(rest[11]) + int(rest[12])) * TICK_SECONDS
 
 
-def family_seconds(root: int, proc: Path = PROC) -> dict[int, float]:
-    """CPU seconds of root and of every live process descended from it, by pid (each covers its threads)."""
+def _netns(pid: int, proc: Path) -> int | None:
+    """The inode of a process's network namespace, or None (gone, or not ours to look at)."""
+    try:
+        return os.stat(proc / str(pid) / "ns" / "net").st_ino
+    except OSError:
+        return None
+
+
+def family_seconds(root: int, proc: Path = PROC, namespaces: frozenset[int] = frozenset()) -> dict[int, float]:
+    """CPU seconds, by pid (each covering its threads), of root and of every live process descended from it, and
+    of every process in one of the network ``namespaces`` (by inode: an appliance a container runtime started
+    there is no descendant of ours) with its descendants."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in proc.iterdir():
         if entry.name.isdigit() and (s := _stat(int(entry.name), proc)) is not None:
@@ -55,6 +67,8 @@ def family_seconds(root: int, proc: Path = PROC) -> dict[int, float]:
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
     found, todo = {}, [root]
+    if namespaces:
+        todo += [pid for pid in stats if _netns(pid, proc) in namespaces]
     while todo:
         pid = todo.pop()
         if pid in stats and pid not in found:
@@ -72,13 +86,15 @@ class OtherWork:
 class OtherWorkMeter:
     """Measures other processes' share of the host between start() and stop()."""
 
-    def __init__(self, root: int | None = None, proc: Path = PROC) -> None:
+    def __init__(self, root: int | None = None, proc: Path = PROC, namespaces: Iterable[Path] = ()) -> None:
+        """``namespaces``: network namespaces (their files, as under /run/netns) whose processes are ours too."""
         self.root = os.getpid() if root is None else root
         self.proc = proc
+        self.namespaces = frozenset(os.stat(ns).st_ino for ns in namespaces)
         self._start: tuple[float, float, dict[int, float]] | None = None
 
     def _sample(self) -> tuple[float, float, dict[int, float]]:
-        return time.monotonic(), host_busy_seconds(self.proc), family_seconds(self.root, self.proc)
+        return time.monotonic(), host_busy_seconds(self.proc), family_seconds(self.root, self.proc, self.namespaces)
 
     def start(self) -> None:
         self._start = self._sample()

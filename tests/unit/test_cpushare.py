@@ -111,3 +111,20 @@ def test_a_process_we_did_not_start_is_other_work() -> None:
             os.kill(hog, 9)
         except ProcessLookupError:
             pass
+
+
+def test_a_process_in_an_appliance_namespace_is_ours_though_no_descendant(tmp_path: Path) -> None:
+    """An appliance a container runtime started in the suite's namespace: its CPU is not other work."""
+    proc = tmp_path / "proc"
+    _proc(proc, (0,) * 8, {10: ("harness", 1, 1, 0), 30: ("containerd-shim", 1, 5, 0), 31: ("appliance", 30, 70, 0),
+                           40: ("elsewhere", 1, 9, 0)})
+    netns = tmp_path / "run-netns-app1"
+    netns.write_text("")
+    for pid in (30, 40):
+        (proc / str(pid) / "ns").mkdir()
+    os.link(netns, proc / "30" / "ns" / "net")  # the same inode: in that namespace
+    (proc / "40" / "ns" / "net").write_text("")  # another namespace
+    ino = frozenset({netns.stat().st_ino})
+    assert family_seconds(10, proc) == pytest.approx({10: TICK})
+    assert family_seconds(10, proc, ino) == pytest.approx({10: TICK, 30: 5 * TICK, 31: 70 * TICK})
+    assert OtherWorkMeter(root=10, proc=proc, namespaces=[netns]).namespaces == ino
