@@ -48,7 +48,7 @@ from gwlbsim.reference.status import (
 )
 
 from gwlbsim import __version__
-from gwlbsim.linuxio import linkpath
+from gwlbsim.linuxio import devstats, linkpath
 from gwlbsim.linuxio.fastio import BatchReceiver, BatchSender, set_buffer, sockaddr
 from gwlbsim.linuxio.loop import EventLoop
 from gwlbsim.wire.hexdump import hexdump
@@ -402,7 +402,8 @@ class ReferenceAppliance:
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
-        tunnels = [tunnel_entry(t, now, t.last_seen, self._tunnel_counters(t))
+        dropped = devstats.receive_drops()
+        tunnels = [tunnel_entry(t, now, t.last_seen, self._tunnel_counters(t), dropped)
                    for t in list(self.core.tunnels.values())]
         return status_document(self.core.config, now - self.started, self.unhealthy_reasons(),
                                self.lifecycle.hooks, self.totals(), tunnels, datapath=self.datapath())

@@ -72,12 +72,15 @@ def render(st: Mapping[str, Any]) -> str:
     tb = f("tunnel_bytes_total", "counter", "Inner bytes of an ENI's tunnel, in from GWLB and out to it")
     tf = f("tunnel_flows", "gauge", "Flows of an ENI in the Python datapath's flow cache")
     td = f("tunnel_drops_total", "counter", "Drops of an ENI's traffic, by reason")
+    tk = f("tunnel_ingress_rx_dropped_total", "counter",
+           "Packets the kernel dropped on the way into an ENI's gwi- device (rx_dropped)")
     for tun in tunnels:
         eni = tun["eni_id"]
         for d in ("in", "out"):
             tp.add(tun.get(f"packets_{d}", 0), eni=eni, direction=d)
             tb.add(tun.get(f"bytes_{d}", 0), eni=eni, direction=d)
         tf.add(tun.get("flows", 0), eni=eni)
+        tk.add(tun.get("ingress_rx_dropped", 0), eni=eni)
         for reason, n in sorted((tun.get("drops") or {}).items()):
             td.add(n, eni=eni, reason=reason)
     if "worker_restarts" in st:

@@ -47,11 +47,14 @@ def tunnel_counters(t: Tunnel) -> dict[str, Any]:
             "bytes_out": c.out_bytes, "flows": len(t.flows), "pending": len(t.pending), "drops": dict(c.drops)}
 
 
-def tunnel_entry(t: Tunnel, now: float, last_use: float, counters: Mapping[str, Any]) -> dict[str, Any]:
-    """One entry of the document's ``tunnels``."""
+def tunnel_entry(t: Tunnel, now: float, last_use: float, counters: Mapping[str, Any],
+                 device_drops: Mapping[str, int]) -> dict[str, Any]:
+    """One entry of the document's ``tunnels``. ``device_drops``: what each device of the namespace dropped on
+    the way in, by name (:func:`gwlbsim.linuxio.devstats.receive_drops`)."""
     return {"eni_id": t.eni_hex, "ingress": t.ingress, "egress": t.egress, "state": t.state.value,
             "generation": t.generation, "age_seconds": round(now - t.created_at, 3),
-            "idle_seconds": round(now - last_use, 3), **counters}
+            "idle_seconds": round(now - last_use, 3), **counters,
+            "ingress_rx_dropped": device_drops.get(t.ingress, 0)}
 
 
 def add_counts(into: dict[str, int], more: Mapping[str, int]) -> None:

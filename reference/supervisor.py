@@ -62,6 +62,7 @@ from gwlbsim.reference.status import (
 from gwlbsim.reference.worker import run_worker, worker_spec
 
 from gwlbsim import __version__
+from gwlbsim.linuxio import devstats
 from gwlbsim.linuxio.loop import EventLoop
 
 log = logging.getLogger("gwlb-reference")
@@ -478,10 +479,11 @@ class Supervisor:
         totals = sum_totals(r.totals for r in reports)
         totals["tunnels_rebuilt"] = self.tunnels_rebuilt
         tunnels = []
+        dropped = devstats.receive_drops()
         for t in list(self.tunnels.values()):
             key = str(t.eni_id)
             counts = sum_tunnel_counters(r.tunnels[key] for r in reports if key in r.tunnels)
-            tunnels.append(tunnel_entry(t, now, self.last_use(t), counts))
+            tunnels.append(tunnel_entry(t, now, self.last_use(t), counts, dropped))
         return status_document(self.config, now - self.started, self.unhealthy_reasons(), self.lifecycle.hooks,
                                totals, tunnels, datapath={"kind": "python", "reason": self.datapath_reason},
                                workers=self.workers, worker_restarts=sum(self.restarts))

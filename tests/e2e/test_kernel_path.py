@@ -609,3 +609,42 @@ def test_a_closed_tunnel_is_left_to_python_both_ways_and_its_counts_are_handed_o
             assert got is not None and got[1] == (0, 0, 1, len(inner)), got
         finally:
             kp.close()
+
+
+@pytest.mark.parametrize("datapath", ["kernel", "python"])
+def test_what_the_kernel_drops_on_the_way_into_gwi_is_counted(topo: Topo, datapath: str) -> None:
+    """gwi- set down under traffic: the kernel drops what is handed into it (the kernel path's redirect, the
+    Python datapath's write, which fails). Each packet shows in the tunnel's ``ingress_rx_dropped``; none is
+    lost to the counts (the kernel path counted it in, the Python datapath counts its failed write too)."""
+    if datapath == "kernel" and WHY_NOT is not None:
+        pytest.skip(f"kernel path unavailable: {WHY_NOT}")
+    topo.start("--datapath", datapath)
+    flows = [geneve.build(raw(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=4000 + i, dport=53) / b"d"), ENI,
+                          0x400 + i) for i in range(4)]
+
+    def send(rounds: int) -> None:
+        for _ in range(rounds):
+            for i, payload in enumerate(flows):
+                topo.peer.send(payload, sport=61000 + i)
+
+    send(1)
+    assert len(topo.peer.recv_all(len(flows), 3)) == len(flows), topo.log()
+    if datapath == "kernel":
+        topo.wait_for(lambda: topo.status()["datapath"]["kernel"]["next_hops"] >= 1, what="the next hop")
+        send(1)
+        assert len(topo.peer.recv_all(len(flows), 3)) == len(flows), topo.log()
+        assert topo.status()["datapath"]["kernel"]["in_fast"] >= len(flows)  # the kernel carries the tunnel
+    doc = topo.status()
+    (tunnel,) = doc["tunnels"]
+    assert tunnel["ingress_rx_dropped"] == 0, tunnel
+    topo.lab.run(topo.app, ["ip", "link", "set", "dev", tunnel["ingress"], "down"])
+    send(5)
+    n = 5 * len(flows)
+    topo.wait_for(lambda: topo.status()["tunnels"][0]["ingress_rx_dropped"] >= n, timeout=5,
+                  what=f"{n} drops on the way into {tunnel['ingress']}")
+    assert topo.peer.recv_all(1, 0.5) == []
+    after = topo.status()
+    assert after["tunnels"][0]["ingress_rx_dropped"] == n, after["tunnels"]
+    assert after["totals"]["packets_in"] == doc["totals"]["packets_in"] + n, (doc["totals"], after["totals"])
+    failed = after["totals"]["drops"].get("tun_write_failed", 0) - doc["totals"]["drops"].get("tun_write_failed", 0)
+    assert failed == (n if datapath == "python" else 0), after["totals"]
