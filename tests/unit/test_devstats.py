@@ -8,12 +8,11 @@ from gwlbsim.linuxio.devstats import receive_drops
 
 SAMPLE = """\
 Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
-gwi-2b8ee1d4db0c51:  4800  100    1   42    0     0          0         0        0       0    0    7    0     0       0          0
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier
+    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0 0
+gwi-2b8ee1d4db0c51:  4800  100    1   42    0     0   0   0   0   0    0    7    0     0       0          0
   eth0:99999999999 123456 0 3 0 0 0 0 5 5 0 0 0 0 0 0
 """
-
 
 def test_each_device_s_receive_drops_by_name(tmp_path: Path) -> None:
     f = tmp_path / "dev"
