@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import socket
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -41,6 +42,7 @@ from gwlbsim.reference.lifecycle import Created, Lifecycle, TunHandle, TunnelLif
 from gwlbsim.reference.options import Options
 from gwlbsim.reference.returns import ReturnPaths
 from gwlbsim.reference.status import (
+    ingress_rx_dropped,
     loop_reasons,
     status_document,
     tunnel_counters,
@@ -113,6 +115,10 @@ class ReferenceAppliance:
         self._tun_reads = [[v[HEADROOM:]] for v in self.tx.views]
         self.ip_returns = 0  #: returns sent one by one through the raw IP socket (with the link path on)
         self.tunnels_rebuilt = 0  #: tunnels retired because their device was deleted under the appliance
+        #: what the kernel dropped on the way into the gwi- of tunnels retired idle since (their devices are gone;
+        #: a deleted device's count went with it), and what keeps a status from seeing it twice or not at all
+        self.retired_ingress_drops = 0
+        self._retiring = threading.Lock()
         self.health = None
         self.fast: FastPath | None = None
         self.datapath_reason = ""
@@ -164,7 +170,12 @@ class ReferenceAppliance:
     def _tick(self, now: float) -> None:
         if self.fast is not None:  # first: the tunnels' last-seen times include the kernel's traffic
             self.fast.tick(now, self.core, self.resolver.routes if self.resolver is not None else None)
-        for t in self.core.tick(now):
+        with self._retiring:  # a status sees an idle tunnel or what its gwi- dropped in the totals, never neither
+            retired = self.core.tick(now)
+            if retired:
+                dropped = devstats.receive_drops()
+                self.retired_ingress_drops += sum(dropped.get(t.ingress, 0) for t in retired)
+        for t in retired:
             self._retire(t)
         self.paths.tick(now)
 
@@ -402,11 +413,14 @@ class ReferenceAppliance:
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
-        dropped = devstats.receive_drops()
-        tunnels = [tunnel_entry(t, now, t.last_seen, self._tunnel_counters(t), dropped)
-                   for t in list(self.core.tunnels.values())]
+        with self._retiring:
+            dropped = devstats.receive_drops()
+            tunnels = [tunnel_entry(t, now, t.last_seen, self._tunnel_counters(t), dropped)
+                       for t in list(self.core.tunnels.values())]
+            retired = self.retired_ingress_drops
+        totals = {**self.totals(), "ingress_rx_dropped": ingress_rx_dropped(retired, tunnels)}
         return status_document(self.core.config, now - self.started, self.unhealthy_reasons(),
-                               self.lifecycle.hooks, self.totals(), tunnels, datapath=self.datapath())
+                               self.lifecycle.hooks, totals, tunnels, datapath=self.datapath())
 
     def _tunnel_counters(self, t: Tunnel) -> dict[str, Any]:
         """A tunnel's counters: the Python datapath's, plus what the kernel path carried for it."""

@@ -62,6 +62,8 @@ def render(st: Mapping[str, Any]) -> str:
         drops.add(n, reason=reason)
     f("tunnels_rebuilt_total", "counter", "Tunnels retired because their device was deleted").add(
         t.get("tunnels_rebuilt", 0))
+    f("ingress_rx_dropped_total", "counter", "Packets the kernel dropped on the way into the tunnels' gwi- "
+      "devices (rx_dropped), retired tunnels' included").add(t.get("ingress_rx_dropped", 0))
     hooks = f("tunnel_hooks_total", "counter", "Hook runs by action (create, destroy) and result (ok, failed)")
     for action in ("create", "destroy"):
         for result in ("ok", "failed"):

@@ -57,6 +57,12 @@ def tunnel_entry(t: Tunnel, now: float, last_use: float, counters: Mapping[str, 
             "ingress_rx_dropped": device_drops.get(t.ingress, 0)}
 
 
+def ingress_rx_dropped(retired: int, tunnels: Iterable[Mapping[str, Any]]) -> int:
+    """The totals' ``ingress_rx_dropped``: what the kernel dropped on the way into the gwi- of the tunnels
+    retired before (counted as they went) and of those in the document."""
+    return retired + sum(t.get("ingress_rx_dropped", 0) for t in tunnels)
+
+
 def add_counts(into: dict[str, int], more: Mapping[str, int]) -> None:
     """Add reason -> count ``more`` into ``into``."""
     for k, v in more.items():

@@ -52,6 +52,7 @@ from gwlbsim.reference.datapath import TICK, geneve_socket, health_server
 from gwlbsim.reference.lifecycle import Created, Lifecycle
 from gwlbsim.reference.options import Options
 from gwlbsim.reference.status import (
+    ingress_rx_dropped,
     loop_reasons,
     status_document,
     sum_totals,
@@ -94,6 +95,9 @@ class Supervisor:
             raise ValueError("a supervisor needs at least two workers")
         self.config = config
         self.datapath_reason = datapath_reason
+        #: what the kernel dropped on the way into the gwi- of tunnels destroyed since (their devices are gone)
+        self.retired_ingress_drops = 0
+        self._retiring = threading.Lock()
         self.opts = opts
         self.workers = workers
         self.cpus = sorted(cpus) if cpus else []
@@ -348,15 +352,22 @@ class Supervisor:
         t = c.tunnel
         del self.closing[t.eni_id]  # (a closing tunnel is in the table: it leaves both at once)
         log.info("tunnel %s idle for %g s: destroying", t.ingress, self.config.tunnel_timeout)
-        self.table.retire(t.eni_id)
+        self._take_out(t)
         self.lifecycle.destroy(t)
 
     def _retire(self, t: Tunnel) -> None:
         """Retire a tunnel in every worker at once, then destroy its devices (destroy hook)."""
         self.closing.pop(t.eni_id, None)
-        self.table.retire(t.eni_id)
+        self._take_out(t)
         self._broadcast(protocol.Retire(t.eni_id))
         self.lifecycle.destroy(t)
+
+    def _take_out(self, t: Tunnel) -> None:
+        """Take a tunnel out of the table, keeping what the kernel dropped on the way into its gwi- in the totals
+        (a status sees one or the other, never neither nor both)."""
+        with self._retiring:
+            self.retired_ingress_drops += devstats.receive_drops().get(t.ingress, 0)
+            self.table.retire(t.eni_id)
 
     def _exit_status(self, k: int) -> int | None:
         """Worker ``k``'s exit status if it has exited (collected now), else None."""
@@ -479,11 +490,14 @@ class Supervisor:
         totals = sum_totals(r.totals for r in reports)
         totals["tunnels_rebuilt"] = self.tunnels_rebuilt
         tunnels = []
-        dropped = devstats.receive_drops()
-        for t in list(self.tunnels.values()):
-            key = str(t.eni_id)
-            counts = sum_tunnel_counters(r.tunnels[key] for r in reports if key in r.tunnels)
-            tunnels.append(tunnel_entry(t, now, self.last_use(t), counts, dropped))
+        with self._retiring:
+            dropped = devstats.receive_drops()
+            for t in list(self.tunnels.values()):
+                key = str(t.eni_id)
+                counts = sum_tunnel_counters(r.tunnels[key] for r in reports if key in r.tunnels)
+                tunnels.append(tunnel_entry(t, now, self.last_use(t), counts, dropped))
+            retired = self.retired_ingress_drops
+        totals["ingress_rx_dropped"] = ingress_rx_dropped(retired, tunnels)
         return status_document(self.config, now - self.started, self.unhealthy_reasons(), self.lifecycle.hooks,
                                totals, tunnels, datapath={"kind": "python", "reason": self.datapath_reason},
                                workers=self.workers, worker_restarts=sum(self.restarts))

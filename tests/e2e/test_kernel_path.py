@@ -614,11 +614,12 @@ def test_a_closed_tunnel_is_left_to_python_both_ways_and_its_counts_are_handed_o
 @pytest.mark.parametrize("datapath", ["kernel", "python"])
 def test_what_the_kernel_drops_on_the_way_into_gwi_is_counted(topo: Topo, datapath: str) -> None:
     """gwi- set down under traffic: the kernel drops what is handed into it (the kernel path's redirect, the
-    Python datapath's write, which fails). Each packet shows in the tunnel's ``ingress_rx_dropped``; none is
-    lost to the counts (the kernel path counted it in, the Python datapath counts its failed write too)."""
+    Python datapath's write, which fails). Each packet shows in the tunnel's ``ingress_rx_dropped`` and in the
+    totals', which keep it once the tunnel is retired (-t 4) and its devices are gone; none is lost to the
+    counts (the kernel path counted it in, the Python datapath counts its failed write too)."""
     if datapath == "kernel" and WHY_NOT is not None:
         pytest.skip(f"kernel path unavailable: {WHY_NOT}")
-    topo.start("--datapath", datapath)
+    topo.start("--datapath", datapath, "-t", "4")
     flows = [geneve.build(raw(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=4000 + i, dport=53) / b"d"), ENI,
                           0x400 + i) for i in range(4)]
 
@@ -648,3 +649,6 @@ def test_what_the_kernel_drops_on_the_way_into_gwi_is_counted(topo: Topo, datapa
     assert after["totals"]["packets_in"] == doc["totals"]["packets_in"] + n, (doc["totals"], after["totals"])
     failed = after["totals"]["drops"].get("tun_write_failed", 0) - doc["totals"]["drops"].get("tun_write_failed", 0)
     assert failed == (n if datapath == "python" else 0), after["totals"]
+    assert after["totals"]["ingress_rx_dropped"] == n, after["totals"]
+    topo.wait_for(lambda: not topo.status()["tunnels"], timeout=15, what="the idle tunnel retired")
+    assert topo.status()["totals"]["ingress_rx_dropped"] == n, topo.log()  # kept when its devices went

@@ -112,3 +112,21 @@ def test_a_worker_that_keeps_dying_is_left_down_and_health_says_so(topo: Topo) -
     assert "left down" in topo.log()
     topo.lab.stop_process(proc)
     assert proc.returncode == 0
+
+
+def test_what_the_kernel_drops_on_the_way_into_gwi_is_counted_with_workers(topo: Topo) -> None:
+    """As with one process (test_kernel_path): gwi- set down, each packet the workers write into it is refused
+    and counted, in the tunnel's and the totals' ``ingress_rx_dropped`` (kept once the idle tunnel is gone)."""
+    topo.start("--udpthreads", "2", "--tunthreads", "2", "-t", "3")
+    _every_flow_returns(topo)
+    (tunnel,) = topo.status()["tunnels"]
+    assert tunnel["ingress_rx_dropped"] == 0, tunnel
+    topo.lab.run(topo.app, ["ip", "link", "set", "dev", tunnel["ingress"], "down"])
+    for inner, cookie, sport in (_flow(i) for i in range(FLOWS)):
+        topo.peer.send(geneve.build(inner, ENI, cookie), sport=sport)
+    topo.wait_for(lambda: topo.status()["totals"]["drops"].get("tun_write_failed", 0) == FLOWS, timeout=5,
+                  what="the workers' failed writes")
+    doc = topo.status()
+    assert doc["tunnels"][0]["ingress_rx_dropped"] == doc["totals"]["ingress_rx_dropped"] == FLOWS, doc
+    topo.wait_for(lambda: not topo.status()["tunnels"], timeout=15, what="the idle tunnel retired")
+    assert topo.status()["totals"]["ingress_rx_dropped"] == FLOWS, topo.log()

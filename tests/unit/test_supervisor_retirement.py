@@ -55,6 +55,8 @@ class Bench:
         sup.tunnels = sup.table.by_eni
         sup.closing = {}
         sup.tunnels_rebuilt = 0
+        sup.retired_ingress_drops = 0
+        sup._retiring = threading.Lock()
         sup.reports = [None, None]
         sup._past = []
         sup.exited = {}
