@@ -29,7 +29,6 @@ import logging
 import os
 import queue
 import socket
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -115,10 +114,9 @@ class ReferenceAppliance:
         self._tun_reads = [[v[HEADROOM:]] for v in self.tx.views]
         self.ip_returns = 0  #: returns sent one by one through the raw IP socket (with the link path on)
         self.tunnels_rebuilt = 0  #: tunnels retired because their device was deleted under the appliance
-        #: what the kernel dropped on the way into the gwi- of tunnels retired idle since (their devices are gone;
-        #: a deleted device's count went with it), and what keeps a status from seeing it twice or not at all
-        self.retired_ingress_drops = 0
-        self._retiring = threading.Lock()
+        #: what the kernel dropped on the way into the gwi- of tunnels retired idle since (a deleted device's
+        #: count went with it)
+        self.retired_drops = devstats.GoneDevicesDrops()
         self.health = None
         self.fast: FastPath | None = None
         self.datapath_reason = ""
@@ -170,11 +168,9 @@ class ReferenceAppliance:
     def _tick(self, now: float) -> None:
         if self.fast is not None:  # first: the tunnels' last-seen times include the kernel's traffic
             self.fast.tick(now, self.core, self.resolver.routes if self.resolver is not None else None)
-        with self._retiring:  # a status sees an idle tunnel or what its gwi- dropped in the totals, never neither
+        with self.retired_drops.lock:
             retired = self.core.tick(now)
-            if retired:
-                dropped = devstats.receive_drops()
-                self.retired_ingress_drops += sum(dropped.get(t.ingress, 0) for t in retired)
+            self.retired_drops.add(t.ingress for t in retired)
         for t in retired:
             self._retire(t)
         self.paths.tick(now)
@@ -413,11 +409,11 @@ class ReferenceAppliance:
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
-        with self._retiring:
+        with self.retired_drops.lock:
             dropped = devstats.receive_drops()
             tunnels = [tunnel_entry(t, now, t.last_seen, self._tunnel_counters(t), dropped)
                        for t in list(self.core.tunnels.values())]
-            retired = self.retired_ingress_drops
+            retired = self.retired_drops.total
         totals = {**self.totals(), "ingress_rx_dropped": ingress_rx_dropped(retired, tunnels)}
         return status_document(self.core.config, now - self.started, self.unhealthy_reasons(),
                                self.lifecycle.hooks, totals, tunnels, datapath=self.datapath())

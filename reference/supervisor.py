@@ -95,9 +95,8 @@ class Supervisor:
             raise ValueError("a supervisor needs at least two workers")
         self.config = config
         self.datapath_reason = datapath_reason
-        #: what the kernel dropped on the way into the gwi- of tunnels destroyed since (their devices are gone)
-        self.retired_ingress_drops = 0
-        self._retiring = threading.Lock()
+        #: what the kernel dropped on the way into the gwi- of tunnels destroyed since
+        self.retired_drops = devstats.GoneDevicesDrops()
         self.opts = opts
         self.workers = workers
         self.cpus = sorted(cpus) if cpus else []
@@ -363,10 +362,9 @@ class Supervisor:
         self.lifecycle.destroy(t)
 
     def _take_out(self, t: Tunnel) -> None:
-        """Take a tunnel out of the table, keeping what the kernel dropped on the way into its gwi- in the totals
-        (a status sees one or the other, never neither nor both)."""
-        with self._retiring:
-            self.retired_ingress_drops += devstats.receive_drops().get(t.ingress, 0)
+        """Take a tunnel out of the table, keeping what the kernel dropped on the way into its gwi-."""
+        with self.retired_drops.lock:
+            self.retired_drops.add([t.ingress])
             self.table.retire(t.eni_id)
 
     def _exit_status(self, k: int) -> int | None:
@@ -490,13 +488,13 @@ class Supervisor:
         totals = sum_totals(r.totals for r in reports)
         totals["tunnels_rebuilt"] = self.tunnels_rebuilt
         tunnels = []
-        with self._retiring:
+        with self.retired_drops.lock:
             dropped = devstats.receive_drops()
             for t in list(self.tunnels.values()):
                 key = str(t.eni_id)
                 counts = sum_tunnel_counters(r.tunnels[key] for r in reports if key in r.tunnels)
                 tunnels.append(tunnel_entry(t, now, self.last_use(t), counts, dropped))
-            retired = self.retired_ingress_drops
+            retired = self.retired_drops.total
         totals["ingress_rx_dropped"] = ingress_rx_dropped(retired, tunnels)
         return status_document(self.config, now - self.started, self.unhealthy_reasons(), self.lifecycle.hooks,
                                totals, tunnels, datapath={"kind": "python", "reason": self.datapath_reason},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 #: per network namespace: the file shows the devices of the namespace of whoever reads it
@@ -24,3 +26,23 @@ def receive_drops(path: Path = PROC_NET_DEV) -> dict[str, int]:
         if len(values) >= 4:
             drops[name.strip()] = int(values[3])  # receive: bytes, packets, errs, drop, ...
     return drops
+
+
+class GoneDevicesDrops:
+    """What devices that are gone (a retired tunnel's gwi-) had dropped on the way in, kept past them.
+
+    A status lists the live devices' drops and adds :attr:`total`; a driver takes devices out of its table and
+    calls :meth:`add` with their names (while they still exist), both while holding :attr:`lock`, so that a
+    status counts each device's drops once: with the device, or in the total, never neither nor both."""
+
+    def __init__(self, path: Path = PROC_NET_DEV) -> None:
+        self.lock = threading.Lock()
+        self.total = 0
+        self.path = path
+
+    def add(self, names: Iterable[str]) -> None:
+        """Keep what the devices ``names`` dropped (called with :attr:`lock` held, before they are deleted)."""
+        names = list(names)
+        if names:
+            dropped = receive_drops(self.path)
+            self.total += sum(dropped.get(name, 0) for name in names)

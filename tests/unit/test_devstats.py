@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gwlbsim.linuxio.devstats import receive_drops
+from gwlbsim.linuxio.devstats import GoneDevicesDrops, receive_drops
 
 SAMPLE = """\
 Inter-|   Receive                                                |  Transmit
@@ -26,3 +26,11 @@ def test_an_unreadable_file_gives_no_figures(tmp_path: Path) -> None:
 
 def test_this_namespace_s_devices_are_read() -> None:
     assert "lo" in receive_drops()
+
+
+def test_gone_devices_keep_what_they_dropped(tmp_path: Path) -> None:
+    f = tmp_path / "dev"
+    f.write_text(SAMPLE)
+    gone = GoneDevicesDrops(f)
+    gone.add(t for t in ["gwi-2b8ee1d4db0c51", "eth0", "not-there"])  # any iterable; an unknown name adds 0
+    assert gone.total == 45

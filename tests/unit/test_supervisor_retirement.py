@@ -24,6 +24,7 @@ from gwlbsim.reference.lifecycle import TunHandle
 from gwlbsim.reference.supervisor import CLOSE_WAIT, Supervisor
 from gwlbsim.reference.worker import RemoteLifecycle, WorkerAppliance
 
+from gwlbsim.linuxio.devstats import GoneDevicesDrops
 from gwlbsim.linuxio.loop import EventLoop
 
 ENI = 0x2B8EE1D4DB0C51C4
@@ -55,8 +56,7 @@ class Bench:
         sup.tunnels = sup.table.by_eni
         sup.closing = {}
         sup.tunnels_rebuilt = 0
-        sup.retired_ingress_drops = 0
-        sup._retiring = threading.Lock()
+        sup.retired_drops = GoneDevicesDrops()
         sup.reports = [None, None]
         sup._past = []
         sup.exited = {}
